@@ -84,8 +84,14 @@ $(B)/tests/%: $(call obj,tests/unit/%.c) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
+# Helpers the tests and benchmarks run (not tests themselves).
+TOOLS := $(B)/tests/rpc-testd
+$(B)/tests/rpc-testd: $(call obj,tests/rpc/rpc-testd.c) $(B)/libamber.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
+
 PROGS := $(B)/amberd $(B)/amberctl $(B)/amber-csi
-all: $(PROGS) $(UNIT_BIN)
+all: $(PROGS) $(UNIT_BIN) $(TOOLS)
 
 check: all
 	tests/run
