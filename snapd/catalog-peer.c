@@ -1,0 +1,607 @@
+/* catalog-peer.c: peers, publications, subscriptions and sync progress.
+ *
+ * A peer is another amberd we trust (by pinned fingerprint, unique so the
+ * TLS callback can map a certificate to exactly one peer). A publication
+ * lets a peer (or "*", every peer) read a volume; removing a peer removes
+ * its publications (trigger), subscriptions and sync progress (foreign
+ * keys), so nothing it was granted survives it. Sync progress holds what a
+ * resumed transfer needs: the acknowledged offset of the snapshot in flight
+ * and an opaque running digest; `complete` rows say which snapshots a peer
+ * holds, which makes the newest one the base of the next incremental
+ * transfer and keeps it from retention. */
+#include <string.h>
+
+#include "snapd/catalog-internal.h"
+
+#define DIGEST_STATE_MAX 4096
+
+/* ---- peers ----------------------------------------------------------------- */
+
+static void peer_clear(struct cat_peer *p)
+{
+    free(p->name);
+    free(p->address);
+    free(p->fingerprint);
+    memset(p, 0, sizeof(*p));
+}
+
+void cat_peer_free(struct cat_peer *p)
+{
+    if (!p)
+        return;
+    peer_clear(p);
+    free(p);
+}
+
+void cat_peer_list_free(struct cat_peer_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        peer_clear(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+#define PEER_COLS "name, address, fingerprint, allow_push, created_ns"
+
+static void read_peer(sqlite3_stmt *st, struct cat_peer *p)
+{
+    p->name = col_str(st, 0);
+    p->address = col_str(st, 1);
+    p->fingerprint = col_str(st, 2);
+    p->allow_push = sqlite3_column_int(st, 3) != 0;
+    p->created_ns = col_u64(st, 4);
+}
+
+static int validate_peer(const struct cat_peer *p)
+{
+    int r;
+    if (!p || !p->name || name_validate(p->name) < 0)
+        return cat_err(-EINVAL, "invalid peer name \"%s\"", p && p->name ? p->name : "");
+    if ((r = check_text(p->address, 512, false, "address")) < 0 ||
+        (r = check_text(p->fingerprint, 256, true, "fingerprint")) < 0 ||
+        (r = check_u64(p->created_ns, "created_ns")) < 0)
+        return r;
+    if (!*p->address)
+        return cat_err(-EINVAL, "a peer needs an address");
+    return 0;
+}
+
+int cat_peer_add(struct catalog *cat, const struct cat_peer *p)
+{
+    static const char sql[] = "INSERT INTO peers (" PEER_COLS ") VALUES (?1, ?2, ?3, ?4, ?5)";
+    int r = validate_peer(p);
+    if (r < 0)
+        return r;
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, p->name);
+    bind_text(st, 2, p->address);
+    bind_text(st, 3, p->fingerprint);
+    sqlite3_bind_int(st, 4, p->allow_push);
+    bind_u64(st, 5, p->created_ns ? p->created_ns : now_real_ns());
+    r = cat_step_done(cat, st);
+    if (r == -EEXIST)
+        return cat_err(r, "a peer named %s or with that fingerprint exists", p->name);
+    return r < 0 ? r : 0;
+}
+
+int cat_peer_update(struct catalog *cat, const struct cat_peer *p)
+{
+    static const char sql[] = "UPDATE peers SET address = ?2, fingerprint = ?3, allow_push = ?4 WHERE name = ?1";
+    int r = validate_peer(p);
+    if (r < 0)
+        return r;
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, p->name);
+    bind_text(st, 2, p->address);
+    bind_text(st, 3, p->fingerprint);
+    sqlite3_bind_int(st, 4, p->allow_push);
+    r = cat_step_done(cat, st);
+    if (r == -EEXIST)
+        return cat_err(r, "another peer has that fingerprint");
+    if (r == 0)
+        return cat_err(-ENOENT, "no peer %s", p->name);
+    return r < 0 ? r : 0;
+}
+
+int cat_peer_delete(struct catalog *cat, const char *name)
+{
+    static const char sql[] = "DELETE FROM peers WHERE name = ?1";
+    if (!name)
+        return cat_err(-EINVAL, "no peer");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, name);
+    r = cat_step_done(cat, st);
+    if (r == 0)
+        return cat_err(-ENOENT, "no peer %s", name);
+    return r < 0 ? r : 0;
+}
+
+static int peer_query1(struct catalog *cat, const char *sql, const char *a, struct cat_peer **ret)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, a);
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : -ENOENT;
+    struct cat_peer *p = xcalloc(1, sizeof(*p));
+    read_peer(st, p);
+    *ret = p;
+    return 0;
+}
+
+int cat_peer_get(struct catalog *cat, const char *name, struct cat_peer **ret)
+{
+    static const char sql[] = "SELECT " PEER_COLS " FROM peers WHERE name = ?1";
+    if (!name)
+        return cat_err(-EINVAL, "no peer");
+    CAT_LOCKED(cat);
+    int r = peer_query1(cat, sql, name, ret);
+    return r == -ENOENT ? cat_err(r, "no peer %s", name) : r;
+}
+
+int cat_peer_find_fingerprint(struct catalog *cat, const char *fingerprint, struct cat_peer **ret)
+{
+    static const char sql[] = "SELECT " PEER_COLS " FROM peers WHERE fingerprint = ?1";
+    if (!fingerprint)
+        return cat_err(-EINVAL, "no fingerprint");
+    CAT_LOCKED(cat);
+    int r = peer_query1(cat, sql, fingerprint, ret);
+    return r == -ENOENT ? cat_err(r, "no peer pinned to %s", fingerprint) : r;
+}
+
+int cat_peer_list(struct catalog *cat, struct cat_peer_list *ret)
+{
+    static const char sql[] = "SELECT " PEER_COLS " FROM peers ORDER BY name";
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    struct cat_peer_list l = {};
+    while ((r = cat_step_row(cat, st)) > 0)
+        read_peer(st, ARRAY_PUSH(l.items, l.n));
+    if (r < 0) {
+        cat_peer_list_free(&l);
+        return r;
+    }
+    *ret = l;
+    return 0;
+}
+
+/* ---- publications ---------------------------------------------------------- */
+
+static int peer_exists(struct catalog *cat, const char *name)
+{
+    static const char sql[] = "SELECT 1 FROM peers WHERE name = ?1";
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, name);
+    return cat_step_row(cat, st);
+}
+
+int cat_publish(struct catalog *cat, const char *volume_id, const char *peer)
+{
+    static const char sql[] = "INSERT OR IGNORE INTO publications (volume_id, peer, created_ns) "
+                              "VALUES (?1, ?2, ?3)";
+    if (!volume_id || !peer)
+        return cat_err(-EINVAL, "publish needs a volume and a peer");
+    CAT_LOCKED(cat);
+    int r;
+    if (strcmp(peer, "*") != 0) {
+        r = peer_exists(cat, peer);
+        if (r <= 0)
+            return r < 0 ? r : cat_err(-ENOENT, "no peer %s", peer);
+    }
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, volume_id);
+    bind_text(st, 2, peer);
+    bind_u64(st, 3, now_real_ns());
+    r = cat_step_done(cat, st);
+    if (r == -ENOENT)
+        return cat_err(r, "no volume %s", volume_id);
+    return r < 0 ? r : 0;
+}
+
+int cat_unpublish(struct catalog *cat, const char *volume_id, const char *peer)
+{
+    static const char sql[] = "DELETE FROM publications WHERE volume_id = ?1 AND peer = ?2";
+    if (!volume_id || !peer)
+        return cat_err(-EINVAL, "unpublish needs a volume and a peer");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, volume_id);
+    bind_text(st, 2, peer);
+    r = cat_step_done(cat, st);
+    if (r == 0)
+        return cat_err(-ENOENT, "volume %s is not published to %s", volume_id, peer);
+    return r < 0 ? r : 0;
+}
+
+int cat_is_published(struct catalog *cat, const char *volume_id, const char *peer)
+{
+    static const char sql[] = "SELECT 1 FROM publications WHERE volume_id = ?1 AND peer IN (?2, '*')";
+    if (!volume_id || !peer)
+        return cat_err(-EINVAL, "no volume or peer");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, volume_id);
+    bind_text(st, 2, peer);
+    return cat_step_row(cat, st);
+}
+
+void cat_publication_list_free(struct cat_publication_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++) {
+        free(l->items[i].volume_id);
+        free(l->items[i].peer);
+    }
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+int cat_publication_list(struct catalog *cat, const char *volume_id, struct cat_publication_list *ret)
+{
+    static const char sql[] = "SELECT volume_id, peer, created_ns FROM publications "
+                              "WHERE ?1 IS NULL OR volume_id = ?1 ORDER BY volume_id, peer";
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, volume_id);
+    struct cat_publication_list l = {};
+    while ((r = cat_step_row(cat, st)) > 0) {
+        struct cat_publication *p = ARRAY_PUSH(l.items, l.n);
+        p->volume_id = col_str(st, 0);
+        p->peer = col_str(st, 1);
+        p->created_ns = col_u64(st, 2);
+    }
+    if (r < 0) {
+        cat_publication_list_free(&l);
+        return r;
+    }
+    *ret = l;
+    return 0;
+}
+
+/* ---- subscriptions --------------------------------------------------------- */
+
+static void subscription_clear(struct cat_subscription *s)
+{
+    free(s->peer);
+    free(s->remote_volume);
+    free(s->local_name);
+    free(s->local_volume_id);
+    free(s->last_error);
+    memset(s, 0, sizeof(*s));
+}
+
+void cat_subscription_free(struct cat_subscription *s)
+{
+    if (!s)
+        return;
+    subscription_clear(s);
+    free(s);
+}
+
+void cat_subscription_list_free(struct cat_subscription_list *l)
+{
+    if (!l)
+        return;
+    for (size_t i = 0; i < l->n; i++)
+        subscription_clear(&l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof(*l));
+}
+
+#define SUB_COLS "peer, remote_volume, local_name, local_volume_id, every_ms, last_sync_ns, " \
+                 "last_error, created_ns"
+
+static void read_subscription(sqlite3_stmt *st, struct cat_subscription *s)
+{
+    s->peer = col_str(st, 0);
+    s->remote_volume = col_str(st, 1);
+    s->local_name = col_str(st, 2);
+    s->local_volume_id = col_str(st, 3);
+    s->every_ms = col_u64(st, 4);
+    s->last_sync_ns = col_u64(st, 5);
+    s->last_error = col_str(st, 6);
+    s->created_ns = col_u64(st, 7);
+}
+
+static int validate_subscription(const struct cat_subscription *s)
+{
+    int r;
+    if (!s || !s->peer || !s->remote_volume || !*s->remote_volume)
+        return cat_err(-EINVAL, "a subscription needs a peer and a remote volume");
+    if (!s->local_name || name_validate(s->local_name) < 0)
+        return cat_err(-EINVAL, "invalid local name \"%s\"", s->local_name ? s->local_name : "");
+    if ((r = check_text(s->remote_volume, 512, false, "remote_volume")) < 0 ||
+        (r = check_text(s->last_error, 4096, true, "last_error")) < 0 ||
+        (r = check_u64(s->every_ms, "every_ms")) < 0 ||
+        (r = check_u64(s->last_sync_ns, "last_sync_ns")) < 0 ||
+        (r = check_u64(s->created_ns, "created_ns")) < 0)
+        return r;
+    if (s->local_volume_id && (r = check_uuid(s->local_volume_id, "local_volume_id")) < 0)
+        return r;
+    return 0;
+}
+
+int cat_subscription_add(struct catalog *cat, const struct cat_subscription *s)
+{
+    static const char sql[] = "INSERT INTO subscriptions (" SUB_COLS ") "
+                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    int r = validate_subscription(s);
+    if (r < 0)
+        return r;
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, s->peer);
+    bind_text(st, 2, s->remote_volume);
+    bind_text(st, 3, s->local_name);
+    bind_text(st, 4, s->local_volume_id);
+    bind_u64(st, 5, s->every_ms);
+    bind_u64(st, 6, s->last_sync_ns);
+    bind_text(st, 7, s->last_error);
+    bind_u64(st, 8, s->created_ns ? s->created_ns : now_real_ns());
+    r = cat_step_done(cat, st);
+    if (r == -EEXIST)
+        return cat_err(r, "already subscribed to %s/%s, or %s is taken", s->peer, s->remote_volume,
+                       s->local_name);
+    if (r == -ENOENT)
+        return cat_err(r, "no peer %s", s->peer);
+    return r < 0 ? r : 0;
+}
+
+int cat_subscription_update(struct catalog *cat, const struct cat_subscription *s)
+{
+    static const char sql[] = "UPDATE subscriptions SET local_volume_id = ?3, every_ms = ?4, "
+                              "last_sync_ns = ?5, last_error = ?6 WHERE peer = ?1 AND remote_volume = ?2";
+    int r = validate_subscription(s);
+    if (r < 0)
+        return r;
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, s->peer);
+    bind_text(st, 2, s->remote_volume);
+    bind_text(st, 3, s->local_volume_id);
+    bind_u64(st, 4, s->every_ms);
+    bind_u64(st, 5, s->last_sync_ns);
+    bind_text(st, 6, s->last_error);
+    r = cat_step_done(cat, st);
+    if (r == 0)
+        return cat_err(-ENOENT, "no subscription to %s/%s", s->peer, s->remote_volume);
+    return r < 0 ? r : 0;
+}
+
+int cat_subscription_delete(struct catalog *cat, const char *peer, const char *remote_volume)
+{
+    static const char sql[] = "DELETE FROM subscriptions WHERE peer = ?1 AND remote_volume = ?2";
+    if (!peer || !remote_volume)
+        return cat_err(-EINVAL, "no peer or remote volume");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    bind_text(st, 2, remote_volume);
+    r = cat_step_done(cat, st);
+    if (r == 0)
+        return cat_err(-ENOENT, "no subscription to %s/%s", peer, remote_volume);
+    return r < 0 ? r : 0;
+}
+
+int cat_subscription_get(struct catalog *cat, const char *peer, const char *remote_volume,
+                         struct cat_subscription **ret)
+{
+    static const char sql[] = "SELECT " SUB_COLS " FROM subscriptions WHERE peer = ?1 AND remote_volume = ?2";
+    if (!peer || !remote_volume)
+        return cat_err(-EINVAL, "no peer or remote volume");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    bind_text(st, 2, remote_volume);
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : cat_err(-ENOENT, "no subscription to %s/%s", peer, remote_volume);
+    struct cat_subscription *s = xcalloc(1, sizeof(*s));
+    read_subscription(st, s);
+    *ret = s;
+    return 0;
+}
+
+int cat_subscription_list(struct catalog *cat, const char *peer, struct cat_subscription_list *ret)
+{
+    static const char sql[] = "SELECT " SUB_COLS " FROM subscriptions "
+                              "WHERE ?1 IS NULL OR peer = ?1 ORDER BY peer, remote_volume";
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    struct cat_subscription_list l = {};
+    while ((r = cat_step_row(cat, st)) > 0)
+        read_subscription(st, ARRAY_PUSH(l.items, l.n));
+    if (r < 0) {
+        cat_subscription_list_free(&l);
+        return r;
+    }
+    *ret = l;
+    return 0;
+}
+
+/* ---- sync progress --------------------------------------------------------- */
+
+static const char *dir_str(enum cat_sync_dir d)
+{
+    return d == CAT_SYNC_SEND ? "send" : d == CAT_SYNC_RECEIVE ? "receive" : NULL;
+}
+
+void cat_sync_progress_free(struct cat_sync_progress *p)
+{
+    if (!p)
+        return;
+    free(p->peer);
+    free(p->snapshot_id);
+    free(p->volume_id);
+    free(p->digest_state);
+    free(p);
+}
+
+#define SYNC_COLS "peer, dir, snapshot_id, volume_id, acked_offset, digest_state, complete, updated_ns"
+
+static struct cat_sync_progress *read_sync(sqlite3_stmt *st)
+{
+    struct cat_sync_progress *p = xcalloc(1, sizeof(*p));
+    p->peer = col_str(st, 0);
+    const char *d = (const char *)sqlite3_column_text(st, 1);
+    p->dir = d && strcmp(d, "receive") == 0 ? CAT_SYNC_RECEIVE : CAT_SYNC_SEND;
+    p->snapshot_id = col_str(st, 2);
+    p->volume_id = col_str(st, 3);
+    p->acked_offset = col_u64(st, 4);
+    const void *blob = sqlite3_column_blob(st, 5);
+    int len = sqlite3_column_bytes(st, 5);
+    if (blob && len > 0) {
+        p->digest_state = xmalloc((size_t)len);
+        memcpy(p->digest_state, blob, (size_t)len);
+        p->digest_len = (size_t)len;
+    }
+    p->complete = sqlite3_column_int(st, 6) != 0;
+    p->updated_ns = col_u64(st, 7);
+    return p;
+}
+
+int cat_sync_progress_put(struct catalog *cat, const struct cat_sync_progress *p)
+{
+    static const char sql[] = "INSERT OR REPLACE INTO sync_progress (" SYNC_COLS ") "
+                              "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+    int r;
+    if (!p || !p->peer || !dir_str(p->dir))
+        return cat_err(-EINVAL, "invalid sync progress");
+    if ((r = check_uuid(p->snapshot_id, "snapshot_id")) < 0 ||
+        (r = check_uuid(p->volume_id, "volume_id")) < 0 ||
+        (r = check_u64(p->acked_offset, "acked_offset")) < 0)
+        return r;
+    if (p->digest_len > DIGEST_STATE_MAX || (p->digest_len && !p->digest_state))
+        return cat_err(-EINVAL, "digest state over %d bytes", DIGEST_STATE_MAX);
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, p->peer);
+    bind_text(st, 2, dir_str(p->dir));
+    bind_text(st, 3, p->snapshot_id);
+    bind_text(st, 4, p->volume_id);
+    bind_u64(st, 5, p->acked_offset);
+    if (p->digest_len)
+        sqlite3_bind_blob(st, 6, p->digest_state, (int)p->digest_len, SQLITE_STATIC);
+    sqlite3_bind_int(st, 7, p->complete);
+    bind_u64(st, 8, now_real_ns());
+    r = cat_step_done(cat, st);
+    if (r == -ENOENT)
+        return cat_err(r, "no peer %s", p->peer);
+    return r < 0 ? r : 0;
+}
+
+int cat_sync_progress_get(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
+                          const char *snapshot_id, struct cat_sync_progress **ret)
+{
+    static const char sql[] = "SELECT " SYNC_COLS " FROM sync_progress "
+                              "WHERE peer = ?1 AND dir = ?2 AND snapshot_id = ?3";
+    if (!peer || !dir_str(dir) || !snapshot_id)
+        return cat_err(-EINVAL, "invalid sync progress key");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    bind_text(st, 2, dir_str(dir));
+    bind_text(st, 3, snapshot_id);
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : cat_err(-ENOENT, "no progress for %s with %s", snapshot_id, peer);
+    *ret = read_sync(st);
+    return 0;
+}
+
+int cat_sync_progress_delete(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
+                             const char *snapshot_id)
+{
+    static const char sql[] = "DELETE FROM sync_progress WHERE peer = ?1 AND dir = ?2 AND snapshot_id = ?3";
+    if (!peer || !dir_str(dir) || !snapshot_id)
+        return cat_err(-EINVAL, "invalid sync progress key");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    bind_text(st, 2, dir_str(dir));
+    bind_text(st, 3, snapshot_id);
+    r = cat_step_done(cat, st);
+    if (r == 0)
+        return cat_err(-ENOENT, "no progress for %s with %s", snapshot_id, peer);
+    return r < 0 ? r : 0;
+}
+
+int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
+                             const char *volume_id, struct cat_sync_progress **ret)
+{
+    static const char sql[] =
+        "SELECT p.peer, p.dir, p.snapshot_id, p.volume_id, p.acked_offset, p.digest_state, "
+        "p.complete, p.updated_ns FROM sync_progress p JOIN snapshots s ON s.id = p.snapshot_id "
+        "WHERE p.peer = ?1 AND p.dir = ?2 AND p.volume_id = ?3 AND p.complete "
+        "ORDER BY s.created_ns DESC, s.id DESC LIMIT 1";
+    if (!peer || !dir_str(dir) || !volume_id)
+        return cat_err(-EINVAL, "invalid sync progress key");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, peer);
+    bind_text(st, 2, dir_str(dir));
+    bind_text(st, 3, volume_id);
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : cat_err(-ENOENT, "%s holds no snapshot of %s", peer, volume_id);
+    *ret = read_sync(st);
+    return 0;
+}
