@@ -53,6 +53,25 @@ struct catalog;
 #define CAT_FILTER_LABELS_MAX 16   /* k=v terms in one list filter */
 #define CAT_LIST_LIMIT_MAX   100000
 
+/* For _cleanup_(): cat_volume_freep etc. free *p (the _list_free functions
+ * take a pointer already and serve as cleanups as they are). */
+#define CAT_DEFINE_FREEP(type)                                          \
+    struct cat_##type;                                                  \
+    void cat_##type##_free(struct cat_##type *p);                       \
+    static inline void cat_##type##_freep(struct cat_##type **p)        \
+    {                                                                   \
+        cat_##type##_free(*p);                                          \
+    }
+/* cat_volume_freep and cat_snapshot_freep are defined in daemon.h for now
+ * (written there first); they belong here. */
+CAT_DEFINE_FREEP(intent)
+CAT_DEFINE_FREEP(schedule)
+CAT_DEFINE_FREEP(export)
+CAT_DEFINE_FREEP(pod_socket)
+CAT_DEFINE_FREEP(peer)
+CAT_DEFINE_FREEP(subscription)
+CAT_DEFINE_FREEP(sync_progress)
+
 /* ---- open, close, errors, transactions ---------------------------------- */
 
 /* Open (creating if missing, mode 0600, parent directory 0700) the catalog
