@@ -514,15 +514,25 @@ int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
     /* Only the shape of the query varies; every value is bound. */
     struct buf sql = {};
     buf_printf(&sql, "SELECT " SNAP_COLS " FROM snapshots s WHERE 1");
+    /* With labels, the first term drives the query from the (key, value)
+     * index; "+" keeps the planner off the volume index, which would visit
+     * every snapshot of the volume. Later terms are one primary-key probe a
+     * candidate (EXISTS), not whole lists built up front. So the first term
+     * should be the most selective (run before pipeline). */
     if (f->volume_id)
-        buf_printf(&sql, " AND s.volume_id = ?%d", ++n);
+        buf_printf(&sql, " AND %ss.volume_id = ?%d", f->n_labels ? "+" : "", ++n);
     for (size_t i = 0; i < f->n_labels; i++) {
-        buf_printf(&sql, " AND s.id IN (SELECT snapshot_id FROM snapshot_labels "
-                         "WHERE key = ?%d AND value = ?%d)", n + 1, n + 2);
+        if (i == 0)
+            buf_printf(&sql, " AND s.id IN (SELECT snapshot_id FROM snapshot_labels "
+                             "WHERE key = ?%d AND value = ?%d)", n + 1, n + 2);
+        else
+            buf_printf(&sql, " AND EXISTS (SELECT 1 FROM snapshot_labels l%zu WHERE l%zu.snapshot_id = s.id "
+                             "AND l%zu.key = ?%d AND l%zu.value = ?%d)", i, i, i, n + 1, i, n + 2);
         n += 2;
     }
     if (f->label_key)
-        buf_printf(&sql, " AND s.id IN (SELECT snapshot_id FROM snapshot_labels WHERE key = ?%d)", ++n);
+        buf_printf(&sql, " AND EXISTS (SELECT 1 FROM snapshot_labels lk WHERE lk.snapshot_id = s.id "
+                         "AND lk.key = ?%d)", ++n);
     if (f->states) {
         buf_printf(&sql, " AND s.state IN (");
         for (int i = 0, first = 1; i < _CAT_SNAP_STATE_MAX; i++)

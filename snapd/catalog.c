@@ -160,10 +160,29 @@ static int exec(struct catalog *cat, const char *sql)
 
 /* ---- transactions ---------------------------------------------------------- */
 
+/* Cached: a snapshot insert opens a savepoint, and parsing these each time
+ * was a measurable part of it. */
+static const char sql_begin[] = "BEGIN IMMEDIATE";
+static const char sql_savepoint[] = "SAVEPOINT cat_sp";
+static const char sql_commit[] = "COMMIT";
+static const char sql_release[] = "RELEASE cat_sp";
+static const char sql_rollback[] = "ROLLBACK";
+static const char sql_rollback_to[] = "ROLLBACK TO cat_sp";
+
+static int run_cached(struct catalog *cat, const char *sql)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    r = cat_step_done(cat, st);
+    return r < 0 ? r : 0;
+}
+
 int cat_begin(struct catalog *cat)
 {
     pthread_mutex_lock(&cat->lock);
-    int r = exec(cat, cat->tx_depth == 0 ? "BEGIN IMMEDIATE" : "SAVEPOINT cat_sp");
+    int r = run_cached(cat, cat->tx_depth == 0 ? sql_begin : sql_savepoint);
     if (r < 0) {
         pthread_mutex_unlock(&cat->lock);
         return r;
@@ -186,8 +205,12 @@ int cat_rollback(struct catalog *cat)
         return cat_err(-EINVAL, "rollback without a transaction");
     /* sqlite rolls the whole transaction back by itself on some errors
      * (disk full, I/O); then there is nothing left to undo. */
-    if (!sqlite3_get_autocommit(cat->db))
-        r = exec(cat, cat->tx_depth == 1 ? "ROLLBACK" : "ROLLBACK TO cat_sp; RELEASE cat_sp");
+    if (!sqlite3_get_autocommit(cat->db)) {
+        if (cat->tx_depth == 1)
+            r = run_cached(cat, sql_rollback);
+        else if ((r = run_cached(cat, sql_rollback_to)) >= 0)
+            r = run_cached(cat, sql_release);
+    }
     tx_leave(cat);
     return r;
 }
@@ -201,7 +224,7 @@ int cat_commit(struct catalog *cat)
         tx_leave(cat);
         return cat_err(-EIO, "the transaction was rolled back by an earlier error");
     }
-    r = exec(cat, cat->tx_depth == 1 ? "COMMIT" : "RELEASE cat_sp");
+    r = run_cached(cat, cat->tx_depth == 1 ? sql_commit : sql_release);
     if (r < 0) {
         char saved[sizeof(errbuf)];
         memcpy(saved, errbuf, sizeof(saved));
@@ -517,7 +540,7 @@ int cat_open(const char *path, struct catalog **ret)
     /* journal_mode answers with a row; exec ignores it. These must run
      * outside a transaction. */
     r = exec(cat, "PRAGMA journal_mode = WAL; PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON;"
-                  "PRAGMA trusted_schema = OFF;");
+                  "PRAGMA trusted_schema = OFF; PRAGMA cache_size = -16384; PRAGMA temp_store = MEMORY;");
     if (r < 0)
         goto fail;
     r = migrate(cat);
