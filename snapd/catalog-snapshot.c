@@ -490,6 +490,32 @@ int cat_snapshot_count(struct catalog *cat, const char *volume_id, uint64_t *ret
     return 0;
 }
 
+/* The label term matching the fewest snapshots (counted up to a cap, so
+ * this stays cheap whatever the pool holds). */
+static int pick_driver(struct catalog *cat, const struct cat_label *labels, size_t n, size_t *ret)
+{
+    static const char sql[] = "SELECT count(*) FROM (SELECT 1 FROM snapshot_labels "
+                              "WHERE key = ?1 AND value = ?2 LIMIT 2000)";
+    int64_t best = INT64_MAX;
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_reset_ sqlite3_stmt *st = NULL;
+        int r = cat_stmt(cat, sql, &st);
+        if (r < 0)
+            return r;
+        bind_text(st, 1, labels[i].key);
+        bind_text(st, 2, labels[i].value);
+        r = cat_step_row(cat, st);
+        if (r <= 0)
+            return r < 0 ? r : cat_err(-EIO, "count returned nothing");
+        int64_t c = sqlite3_column_int64(st, 0);
+        if (c < best) {
+            best = c;
+            *ret = i;
+        }
+    }
+    return 0;
+}
+
 int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
                       const struct cat_page *page, struct cat_snapshot_list *ret)
 {
@@ -514,15 +540,23 @@ int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
     /* Only the shape of the query varies; every value is bound. */
     struct buf sql = {};
     buf_printf(&sql, "SELECT " SNAP_COLS " FROM snapshots s WHERE 1");
-    /* With labels, the first term drives the query from the (key, value)
-     * index; "+" keeps the planner off the volume index, which would visit
-     * every snapshot of the volume. Later terms are one primary-key probe a
-     * candidate (EXISTS), not whole lists built up front. So the first term
-     * should be the most selective (run before pipeline). */
+    /* With labels, the most selective term drives the query from the (key,
+     * value) index; "+" keeps the planner off the volume index, which would
+     * visit every snapshot of the volume. The other terms are one
+     * primary-key probe a candidate (EXISTS), not whole lists built up
+     * front. */
+    size_t drive = 0;
+    if (f->n_labels > 1) {
+        CAT_LOCKED(cat);
+        if ((r = pick_driver(cat, f->labels, f->n_labels, &drive)) < 0) {
+            buf_free(&sql);
+            return r;
+        }
+    }
     if (f->volume_id)
         buf_printf(&sql, " AND %ss.volume_id = ?%d", f->n_labels ? "+" : "", ++n);
     for (size_t i = 0; i < f->n_labels; i++) {
-        if (i == 0)
+        if (i == drive)
             buf_printf(&sql, " AND s.id IN (SELECT snapshot_id FROM snapshot_labels "
                              "WHERE key = ?%d AND value = ?%d)", n + 1, n + 2);
         else
