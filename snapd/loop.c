@@ -16,6 +16,7 @@
 #include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 
 #include "amber/util.h"
 #include "snapd/loop.h"
@@ -168,15 +169,27 @@ int loop_detach(const char *dev)
     /* O_EXCL on a block device fails with EBUSY while it is mounted or
      * claimed: the check and the claim are one step, so no mount can slip
      * in between. */
-    _cleanup_close_ int fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
+    int fd = open(dev, O_RDONLY | O_EXCL | O_CLOEXEC);
     if (fd < 0)
         return -errno;
-    if (ioctl(fd, LOOP_CLR_FD) < 0)
-        return -errno;
-    _cleanup_free_ char *bf = NULL;
-    if (loop_backing_file(dev, &bf) == 0)
-        return -EINPROGRESS; /* still open elsewhere: deferred to last close */
-    return 0;
+    if (ioctl(fd, LOOP_CLR_FD) < 0) {
+        int r = -errno;
+        close(fd);
+        return r;
+    }
+    /* The kernel tears the device down at the last close, ours if nobody
+     * else holds it, and may finish asynchronously: wait (bounded) until
+     * sysfs shows it gone, since callers unmount the backing filesystem
+     * next. sysfs has no event for this, hence the short polls. */
+    close(fd);
+    for (int i = 0; i < 2000; i++) {
+        _cleanup_free_ char *bf = NULL;
+        if (loop_backing_file(dev, &bf) == -ENXIO)
+            return 0;
+        struct timespec ts = { 0, 1000000L };
+        nanosleep(&ts, NULL);
+    }
+    return -EINPROGRESS; /* still open elsewhere: detached at its last close */
 }
 
 int loop_set_capacity(const char *dev)
@@ -225,6 +238,23 @@ static void unescape_octal(char *s)
     *w = 0;
 }
 
+/* Whether a mountinfo line names device RDEV: by its major:minor, or (btrfs
+ * shows an anonymous device number there) by its mount source. */
+static bool mountinfo_is_dev(char *line, unsigned maj, unsigned min, dev_t rdev)
+{
+    if (makedev(maj, min) == rdev)
+        return true;
+    char *sep = strstr(line, " - ");
+    if (!sep)
+        return false;
+    char src[4096];
+    if (sscanf(sep + 3, "%*s %4095s", src) != 1 || strncmp(src, "/dev/", 5) != 0)
+        return false;
+    unescape_octal(src);
+    struct stat st;
+    return stat(src, &st) == 0 && S_ISBLK(st.st_mode) && st.st_rdev == rdev;
+}
+
 /* Call FN on each mount point of DEV until it returns non-zero. */
 static int dev_mounts(const char *dev, int (*fn)(const char *mp, void *ud), void *ud)
 {
@@ -239,12 +269,12 @@ static int dev_mounts(const char *dev, int (*fn)(const char *mp, void *ud), void
     _cleanup_free_ char *line = NULL;
     size_t cap = 0;
     while (getline(&line, &cap, f) > 0) {
-        /* id parent major:minor root mountpoint ... */
+        /* id parent major:minor root mountpoint options... - fstype source super-options */
         unsigned maj, min;
         int pos = 0;
         if (sscanf(line, "%*u %*u %u:%u %*s %n", &maj, &min, &pos) != 2 || pos == 0)
             continue;
-        if (makedev(maj, min) != st.st_rdev)
+        if (!mountinfo_is_dev(line, maj, min, st.st_rdev))
             continue;
         char *mp = line + pos;
         char *end = strchr(mp, ' ');
