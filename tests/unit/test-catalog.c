@@ -338,6 +338,10 @@ static void test_exports_and_schedules(struct catalog *cat)
     cat_export_list_free(&el);
     CHECK_EQ(cat_export_delete(cat, e2), 0);
     CHECK_EQ(cat_export_delete(cat, e2), -ENOENT);
+    /* With S3's export gone, S1 is the newest base again; then not at all. */
+    CHECK_EQ(cat_snapshot_protected(cat, S1, &why), 1);
+    CHECK_EQ(cat_export_delete(cat, e1), 0);
+    CHECK_EQ(cat_snapshot_protected(cat, S1, &why), 0);
 
     struct cat_schedule sc = { .volume_id = V1, .every_ms = 600000, .keep = 144,
                                .keep_daily = 7, .next_due_ns = 5000 };
@@ -453,8 +457,15 @@ static void test_peers(struct catalog *cat)
     pg = NULL;
     CHECK_EQ(cat_sync_progress_get(cat, "east", CAT_SYNC_RECEIVE, S3, &pg), -ENOENT);
 
+    /* The newest snapshot a peer holds completely is kept for the next
+     * incremental transfer; S3 is still in flight. */
+    const char *why = NULL;
+    CHECK_EQ(cat_snapshot_protected(cat, S1, &why), 1);
+    CHECK_STR(why, "sync-base");
+
     /* Removing a peer removes what it was granted. */
     CHECK_EQ(cat_peer_delete(cat, "east"), 0);
+    CHECK_EQ(cat_snapshot_protected(cat, S1, &why), 0);
     CHECK_EQ(cat_is_published(cat, V1, "east"), 0);
     CHECK_EQ(cat_sync_progress_get(cat, "east", CAT_SYNC_SEND, S1, &pg), -ENOENT);
     CHECK_EQ(cat_peer_delete(cat, "west"), 0);
