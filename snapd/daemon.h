@@ -1,0 +1,123 @@
+/* daemon.h: amberd's shared state and the operations its APIs call.
+ *
+ * The daemon is in the control path only: it owns the pool (pool.h), the
+ * catalog (catalog.h) and the gRPC listeners (rpc.h), and turns requests
+ * into crash-safe multi-step operations:
+ *   1. one catalog transaction records the object in a transitional state
+ *      (`creating`, `deleting`) together with an intent naming the op;
+ *   2. the pool does the disk work;
+ *   3. a second transaction makes the object final and drops the intent.
+ * At start, recover.c walks the intents left by a crash and rolls each
+ * back (creations were never acknowledged) or forward (deletions were
+ * asked for), so a kill -9 at any point loses nothing acknowledged and
+ * leaves no orphan.
+ *
+ * Operations on one volume are serialised: a second concurrent operation
+ * gets -EBUSY (gRPC ABORTED, as CSI asks), never a wait behind mkfs. */
+#ifndef AMBER_SNAPD_DAEMON_H
+#define AMBER_SNAPD_DAEMON_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "amber/rpc.h"
+#include "snapd/catalog.h"
+#include "snapd/pool.h"
+
+static inline void cat_volume_freep(struct cat_volume **v) { cat_volume_free(*v); }
+static inline void cat_snapshot_freep(struct cat_snapshot **s) { cat_snapshot_free(*s); }
+
+struct amberd {
+    struct pool *pool;
+    struct pool_image *image;     /* the embedded default, or NULL */
+    struct catalog *cat;
+    struct rpc_server *srv;
+    char *pool_dir;
+    char *socket_path;
+    char *node_id;
+    char *fingerprint;            /* the node's TLS identity, if any */
+    char *peer_address;
+    pthread_mutex_t busy_lock;
+    struct busy *busy;            /* volume ids with an operation in flight */
+};
+
+/* An operation's error for the API layer: a gRPC code (0: map the errno)
+ * and a message for the user. */
+struct op_err {
+    int code;
+    char *msg;
+};
+/* Record an error and return r (a negative errno). */
+int op_fail(struct op_err *e, int code, int r, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+void op_err_clear(struct op_err *e);
+
+/* Kill the daemon with SIGKILL when AMBER_CRASH_AT names this point: the
+ * crash-injection tests stop it at every step of every operation. */
+void crashpoint(const char *name);
+
+/* Per-volume operation locks. 0, or -EBUSY when one is in flight. */
+int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct op_err *e);
+void busy_release(struct amberd *d, const char *vol_id);
+
+/* --- ops-volume.c ------------------------------------------------------- */
+
+struct vol_create_args {
+    const char *name;
+    uint64_t size;                /* 0 with a source: the source's size */
+    const char *source_snapshot;  /* ref */
+    const char *source_volume;    /* ref */
+    const char *pvc_namespace, *pvc_name;
+    const char *fs_type;
+    const char *params;
+};
+/* Create (or, when the same request was already done, return) a volume.
+ * -EEXIST: the name is taken by a different volume. */
+int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_volume **ret,
+               struct op_err *e);
+int vol_find(struct amberd *d, const char *ref, struct cat_volume **ret, struct op_err *e);
+/* Delete; -ENOENT if absent (the API decides whether that is fine). */
+int vol_delete(struct amberd *d, const char *ref, struct op_err *e);
+int vol_resize(struct amberd *d, const char *ref, uint64_t size, struct cat_volume **ret,
+               struct op_err *e);
+/* Attach the volume (or one of its snapshots, read-only) to a loop device. */
+int vol_attach(struct amberd *d, const char *ref, const char *snap_ref, char **ret_dev,
+               struct op_err *e);
+int vol_detach(struct amberd *d, const char *ref, const char *snap_ref, struct op_err *e);
+int vol_revert(struct amberd *d, const char *ref, const char *snap_ref, struct op_err *e);
+
+/* --- ops-snapshot.c ----------------------------------------------------- */
+
+struct snap_create_args {
+    const char *volume;           /* ref */
+    const char *name;             /* NULL: generated */
+    const struct cat_label *labels;
+    size_t n_labels;
+    bool freeze;
+    uint64_t freeze_timeout_ms;
+    const char *k8s_namespace, *k8s_name;
+};
+/* Snapshot several volumes at the same instant (n = 1 for one). On
+ * failure none is left. ret[i] are the new snapshots. */
+int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t n,
+                     struct cat_snapshot **ret, struct op_err *e);
+int snap_find(struct amberd *d, const char *ref, struct cat_snapshot **ret, struct op_err *e);
+int snap_delete(struct amberd *d, const char *ref, struct op_err *e);
+
+/* Changed extents between two snapshots of a volume (to NULL: the live
+ * volume), or, with from NULL, the allocated extents of volume `vol`. */
+int snap_diff(struct amberd *d, const char *from, const char *to, const char *vol,
+              pool_extent_cb cb, void *userdata, const char **ret_method, struct op_err *e);
+
+/* --- recover.c ----------------------------------------------------------- */
+
+/* Finish or roll back what a crash left; reconcile catalog and disk. */
+int daemon_recover(struct amberd *d);
+
+/* --- api.c ---------------------------------------------------------------- */
+
+extern const struct rpc_method api_node_methods[];
+extern const size_t api_node_methods_n;
+
+#endif

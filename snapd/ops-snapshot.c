@@ -1,0 +1,367 @@
+/* ops-snapshot.c: snapshot operations with intents: create (one volume or
+ * several at one instant, optionally frozen), delete, and changed extents.
+ * A snapshot records its parent (the volume's previous snapshot), the
+ * pool's generation token for later diffs, its labels and size. */
+#include <string.h>
+#include <time.h>
+
+#include "amber/log.h"
+#include "amber/util.h"
+#include "snapd/daemon.h"
+
+int snap_find(struct amberd *d, const char *ref, struct cat_snapshot **ret, struct op_err *e)
+{
+    if (!ref || !*ref)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a snapshot is required");
+    int r = cat_snapshot_find(d->cat, NULL, ref, ret);
+    if (r == -ENOENT || r == -EINVAL)
+        return op_fail(e, RPC_NOT_FOUND, -ENOENT, "snapshot %s not found", ref);
+    if (r == -ENOTUNIQ)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
+                       "snapshot name %s is used by several volumes: say VOLUME@%s", ref, ref);
+    if (r < 0)
+        return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
+    return 0;
+}
+
+static void gen_name(char *buf, size_t len, uint64_t ns, unsigned n)
+{
+    time_t t = (time_t)(ns / 1000000000ULL);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    char ts[32];
+    strftime(ts, sizeof ts, "%Y%m%d-%H%M%S", &tm);
+    if (n == 0)
+        snprintf(buf, len, "snap-%s-%03u", ts, (unsigned)(ns / 1000000ULL % 1000));
+    else
+        snprintf(buf, len, "snap-%s-%03u-%u", ts, (unsigned)(ns / 1000000ULL % 1000), n);
+}
+
+static bool labels_equal(const struct cat_snapshot *s, const struct cat_label *l, size_t n)
+{
+    if (s->n_labels != n)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        bool found = false;
+        for (size_t j = 0; j < s->n_labels && !found; j++)
+            found = strcmp(s->labels[j].key, l[i].key) == 0 &&
+                    strcmp(s->labels[j].value, l[i].value) == 0;
+        if (!found)
+            return false;
+    }
+    return true;
+}
+
+struct snap_job {
+    struct cat_volume *vol;
+    struct cat_snapshot row;
+    char id[37];
+    char name[80];
+    int64_t intent;
+    char *dev;          /* mounted device to freeze, or NULL */
+    bool made;
+};
+
+struct freeze_ctx {
+    struct amberd *d;
+    struct snap_job *jobs;
+    size_t n, next;     /* next job whose device to freeze */
+    uint64_t timeout_ms;
+};
+
+static int take_all(struct freeze_ctx *fc)
+{
+    for (size_t i = 0; i < fc->n; i++) {
+        struct snap_job *j = &fc->jobs[i];
+        int r = pool_snap_create(fc->d->pool, j->vol->id, j->id, &j->row.generation);
+        if (r < 0)
+            return r;
+        j->made = true;
+        crashpoint("snapshot-create:pool-one");
+    }
+    return 0;
+}
+
+/* Freeze every mounted filesystem in turn (nesting), snapshot all, thaw. */
+static int freeze_step(void *data)
+{
+    struct freeze_ctx *fc = data;
+    while (fc->next < fc->n && !fc->jobs[fc->next].dev)
+        fc->next++;
+    if (fc->next == fc->n)
+        return take_all(fc);
+    const char *dev = fc->jobs[fc->next++].dev;
+    int r = pool_freeze_run(dev, fc->timeout_ms, freeze_step, fc);
+    if (r == -ENOENT)      /* attached but not mounted (a block volume) */
+        return freeze_step(fc);
+    return r;
+}
+
+int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t n,
+                     struct cat_snapshot **ret, struct op_err *e)
+{
+    if (n == 0 || n > 64)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "1 to 64 volumes at once");
+    struct snap_job *jobs = xcalloc(n, sizeof *jobs);
+    size_t locked = 0, existing = 0;
+    bool any_freeze = false;
+    int r = 0;
+    uint64_t now = now_real_ns();
+
+    for (size_t i = 0; i < n; i++) {
+        struct snap_job *j = &jobs[i];
+        r = vol_find(d, a[i].volume, &j->vol, e);
+        if (r < 0)
+            goto out;
+        if (j->vol->state != CAT_VOL_READY) {
+            r = op_fail(e, RPC_ABORTED, -EBUSY, "volume %s is %s", j->vol->name,
+                        cat_vol_state_to_string(j->vol->state));
+            goto out;
+        }
+        for (size_t k = 0; k < i; k++)
+            if (strcmp(jobs[k].vol->id, j->vol->id) == 0) {
+                r = op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "volume %s named twice", j->vol->name);
+                goto out;
+            }
+        for (size_t k = 0; k < a[i].n_labels; k++)
+            if (cat_label_validate(a[i].labels[k].key, a[i].labels[k].value) < 0) {
+                r = op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "invalid label %s", a[i].labels[k].key);
+                goto out;
+            }
+        if (a[i].n_labels > CAT_LABELS_MAX) {
+            r = op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "at most %d labels", CAT_LABELS_MAX);
+            goto out;
+        }
+        if (a[i].name && *a[i].name) {
+            if (name_validate(a[i].name) < 0) {
+                r = op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
+                            "invalid snapshot name \"%s\": 1-63 characters of A-Z a-z 0-9 . _ -",
+                            a[i].name);
+                goto out;
+            }
+            snprintf(j->name, sizeof j->name, "%s", a[i].name);
+            struct cat_snapshot *old = NULL;
+            if (cat_snapshot_find(d->cat, j->vol->id, j->name, &old) == 0) {
+                bool same = old->state == CAT_SNAP_READY && labels_equal(old, a[i].labels, a[i].n_labels);
+                if (!same) {
+                    r = op_fail(e, RPC_ALREADY_EXISTS, -EEXIST,
+                                "snapshot %s of volume %s exists %s", j->name, j->vol->name,
+                                old->state == CAT_SNAP_READY ? "with other labels" : "and is not ready");
+                    cat_snapshot_free(old);
+                    goto out;
+                }
+                ret[i] = old;      /* idempotent repeat */
+                existing++;
+                continue;
+            }
+        } else {
+            for (unsigned k = 0;; k++) {
+                gen_name(j->name, sizeof j->name, now, k);
+                struct cat_snapshot *old = NULL;
+                if (cat_snapshot_find(d->cat, j->vol->id, j->name, &old) != 0)
+                    break;
+                cat_snapshot_free(old);
+            }
+        }
+    }
+    if (existing == n) {
+        r = 0;
+        goto out_keep;
+    }
+    if (existing > 0) {
+        r = op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "some of the named snapshots exist already");
+        goto out;
+    }
+
+    for (; locked < n; locked++) {
+        r = busy_acquire(d, jobs[locked].vol->id, "snapshot", e);
+        if (r < 0)
+            goto out;
+    }
+    r = cat_begin(d->cat);
+    if (r < 0)
+        goto catalog_err;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        struct snap_job *j = &jobs[i];
+        struct cat_snapshot *parent = NULL;
+        uuid_new(j->id);
+        j->row = (struct cat_snapshot){
+            .id = j->id, .volume_id = j->vol->id, .name = j->name,
+            .created_ns = now, .size_bytes = j->vol->size_bytes, .state = CAT_SNAP_CREATING,
+            .k8s_namespace = (char *)a[i].k8s_namespace, .k8s_name = (char *)a[i].k8s_name,
+            .labels = (struct cat_label *)a[i].labels, .n_labels = a[i].n_labels,
+        };
+        if (cat_snapshot_latest(d->cat, j->vol->id, &parent) == 0) {
+            j->row.parent_id = xstrdup(parent->id);
+            cat_snapshot_free(parent);
+        }
+        r = cat_snapshot_add(d->cat, &j->row);
+        if (r == 0)
+            r = cat_intent_add(d->cat, CAT_OP_SNAPSHOT_CREATE, j->id, NULL, &j->intent);
+    }
+    r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    if (r < 0)
+        goto catalog_err;
+    crashpoint("snapshot-create:intent");
+
+    struct freeze_ctx fc = { .d = d, .jobs = jobs, .n = n,
+                             .timeout_ms = a[0].freeze_timeout_ms ? a[0].freeze_timeout_ms : 10000 };
+    for (size_t i = 0; i < n; i++) {
+        if (!a[i].freeze)
+            continue;
+        struct pool_file_info fi = {0};
+        if (pool_stat(d->pool, jobs[i].vol->id, NULL, &fi) == 0 && fi.device) {
+            jobs[i].dev = fi.device;
+            any_freeze = true;
+        }
+    }
+    uint64_t t0 = now_mono_ns();
+    r = any_freeze ? freeze_step(&fc) : take_all(&fc);
+    uint64_t took = now_mono_ns() - t0;
+    crashpoint("snapshot-create:pool");
+    if (r < 0) {
+        int r2 = r;
+        if (r == -ETIMEDOUT)
+            op_fail(e, RPC_DEADLINE_EXCEEDED, r, "the filesystem freeze timed out; snapshot abandoned");
+        else
+            op_fail(e, r == -ENOSPC ? RPC_RESOURCE_EXHAUSTED : 0, r, "snapshot: %s", strerror(-r));
+        cat_begin(d->cat);
+        for (size_t i = 0; i < n; i++) {
+            if (jobs[i].made)
+                pool_snap_delete(d->pool, jobs[i].vol->id, jobs[i].id);
+            cat_snapshot_delete(d->cat, jobs[i].id);
+            cat_intent_delete(d->cat, jobs[i].intent);
+        }
+        cat_commit(d->cat);
+        r = r2;
+        goto out;
+    }
+    r = cat_begin(d->cat);
+    if (r < 0)
+        goto catalog_err;
+    for (size_t i = 0; i < n && r == 0; i++) {
+        jobs[i].row.state = CAT_SNAP_READY;
+        r = cat_snapshot_update(d->cat, &jobs[i].row);
+        if (r == 0)
+            r = cat_intent_delete(d->cat, jobs[i].intent);
+    }
+    r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    if (r < 0)
+        goto catalog_err;
+    crashpoint("snapshot-create:done");
+    for (size_t i = 0; i < n; i++) {
+        log_info("snapshot", "snapshot %s of %s id=%s%s took_ms=%.1f", jobs[i].name,
+                 jobs[i].vol->name, jobs[i].id, jobs[i].dev ? " frozen" : "", took / 1e6);
+        r = cat_snapshot_get(d->cat, jobs[i].id, &ret[i]);
+        if (r < 0)
+            goto catalog_err;
+    }
+    goto out;
+catalog_err:
+    r = op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
+out:
+    if (r < 0)
+        for (size_t i = 0; i < n; i++) {
+            cat_snapshot_free(ret[i]);
+            ret[i] = NULL;
+        }
+out_keep:
+    for (size_t i = 0; i < n; i++) {
+        if (i < locked)
+            busy_release(d, jobs[i].vol->id);
+        cat_volume_free(jobs[i].vol);
+        free(jobs[i].row.parent_id);
+        free(jobs[i].dev);
+    }
+    free(jobs);
+    return r;
+}
+
+int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
+{
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
+    int r = snap_find(d, ref, &s, e);
+    if (r < 0)
+        return r;
+    r = busy_acquire(d, s->volume_id, "snapshot delete", e);
+    if (r < 0)
+        return r;
+    int64_t intent;
+    r = cat_begin(d->cat);
+    if (r == 0) {
+        r = cat_snapshot_set_state(d->cat, s->id, CAT_SNAP_DELETING);
+        if (r == 0)
+            r = cat_intent_add(d->cat, CAT_OP_SNAPSHOT_DELETE, s->id, NULL, &intent);
+        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    }
+    if (r < 0) {
+        busy_release(d, s->volume_id);
+        return op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
+    }
+    crashpoint("snapshot-delete:intent");
+    r = pool_snap_delete(d->pool, s->volume_id, s->id);
+    if (r == -ENOENT)
+        r = 0;
+    crashpoint("snapshot-delete:pool");
+    if (r < 0) {
+        op_fail(e, r == -EBUSY ? RPC_FAILED_PRECONDITION : 0, r,
+                "snapshot %s: %s", s->name, r == -EBUSY ? "attached (mounted for browsing?)" : strerror(-r));
+        cat_begin(d->cat);
+        cat_snapshot_set_state(d->cat, s->id, CAT_SNAP_READY);
+        cat_intent_delete(d->cat, intent);
+        cat_commit(d->cat);
+        busy_release(d, s->volume_id);
+        return r;
+    }
+    r = cat_begin(d->cat);
+    if (r == 0) {
+        r = cat_snapshot_delete(d->cat, s->id);
+        if (r == 0)
+            r = cat_intent_delete(d->cat, intent);
+        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    }
+    busy_release(d, s->volume_id);
+    if (r < 0)
+        return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
+    log_info("snapshot", "deleted snapshot %s id=%s", s->name, s->id);
+    return 0;
+}
+
+int snap_diff(struct amberd *d, const char *from, const char *to, const char *vol,
+              pool_extent_cb cb, void *userdata, const char **ret_method, struct op_err *e)
+{
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *f = NULL, *t = NULL;
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r;
+    if (from && *from && (r = snap_find(d, from, &f, e)) < 0)
+        return r;
+    if (to && *to && (r = snap_find(d, to, &t, e)) < 0)
+        return r;
+    if (!f) {
+        /* Allocated extents of a volume or of one snapshot. */
+        if (t) {
+            *ret_method = "allocated";
+            r = pool_allocated(d->pool, t->volume_id, t->id, cb, userdata);
+        } else {
+            if ((r = vol_find(d, vol, &v, e)) < 0)
+                return r;
+            *ret_method = "allocated";
+            r = pool_allocated(d->pool, v->id, NULL, cb, userdata);
+        }
+    } else {
+        if (t && strcmp(t->volume_id, f->volume_id) != 0)
+            return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
+                           "snapshots %s and %s are of different volumes", from, to);
+        if (!t) {
+            if ((r = cat_volume_get(d->cat, f->volume_id, &v)) < 0)
+                return op_fail(e, RPC_NOT_FOUND, -ENOENT,
+                               "the volume of snapshot %s no longer exists: name a second snapshot", from);
+        }
+        struct pool_diff_stats st = {0};
+        r = pool_diff(d->pool, f->volume_id, f->id, t ? t->id : NULL, cb, userdata, &st);
+        *ret_method = st.method ? st.method : "generation";
+    }
+    if (r < 0 && r != -ECANCELED)
+        return op_fail(e, 0, r, "diff: %s", strerror(-r));
+    return r;
+}
