@@ -79,7 +79,8 @@ static int image_create(const char *image, uint64_t size, const char *fs)
         char *const argv[] = { "mkfs.btrfs", "-q", "-f", tmp, NULL };
         r = run(argv);
     } else {
-        char *const argv[] = { "mkfs.xfs", "-q", "-f", "-m", "reflink=1", tmp, NULL };
+        /* 4 KiB sectors: the loop device has 4 KiB logical blocks. */
+        char *const argv[] = { "mkfs.xfs", "-q", "-f", "-m", "reflink=1", "-s", "size=4096", tmp, NULL };
         r = run(argv);
     }
     if (r == 0 && rename(tmp, image) < 0)
