@@ -23,9 +23,10 @@
  * older file and read as holes in the newer (SEEK_DATA/SEEK_HOLE). The
  * same check also covers a file that shrank.
  * All this holds only when both sides descend from the same live subvolume
- * (the snapshots' parent uuid). After a revert the volume is a different
- * subvolume whose items carry older generations, so then (and for any
- * other lineage) the diff compares physical mappings instead (FIEMAP). */
+ * (the snapshots' parent uuid), or the live volume was made from FROM (a
+ * revert to FROM). After a revert to another snapshot the volume is a
+ * different subvolume whose items carry older generations, so then (and
+ * for any other lineage) the diff compares physical mappings (FIEMAP). */
 #include <endian.h>
 #include <fcntl.h>
 #include <linux/btrfs.h>
@@ -236,7 +237,10 @@ static int btrfs_diff(struct pool *p, int fromfd, int tofd, bool to_live,
 
     bool related;
     if (to_live)
-        related = memcmp(fi.parent_uuid, ti.uuid, BTRFS_UUID_SIZE) == 0;
+        /* FROM was taken of the live volume, or the live volume was made
+         * from FROM (a revert to it): either way its changes are newer. */
+        related = memcmp(fi.parent_uuid, ti.uuid, BTRFS_UUID_SIZE) == 0 ||
+                  memcmp(ti.parent_uuid, fi.uuid, BTRFS_UUID_SIZE) == 0;
     else
         related = !uuid_zero(fi.parent_uuid) &&
                   memcmp(fi.parent_uuid, ti.parent_uuid, BTRFS_UUID_SIZE) == 0;
