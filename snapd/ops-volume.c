@@ -102,7 +102,10 @@ static int size_check(uint64_t size, uint64_t *ret, struct op_err *e)
     if (size > VOL_MAX_SIZE)
         return op_fail(e, RPC_OUT_OF_RANGE, -ERANGE, "size %llu is over the limit of 64 TiB",
                        (unsigned long long)size);
-    *ret = (size + POOL_ALIGN - 1) / POOL_ALIGN * POOL_ALIGN;
+    if (size % POOL_ALIGN)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
+                       "size %llu is not a multiple of 4096 bytes (4 KiB)", (unsigned long long)size);
+    *ret = size;
     return 0;
 }
 
