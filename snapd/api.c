@@ -564,3 +564,25 @@ const struct rpc_method api_node_methods[] = {
     M("Diff", diff_request, diff_response, RPC_SERVER_STREAM, h_diff),
 };
 const size_t api_node_methods_n = ARRAY_SIZE(api_node_methods);
+
+/* Every table the node socket serves. Subsystems add theirs here. */
+static const struct {
+    const struct rpc_method *m;
+    const size_t *n;
+} node_tables[] = {
+    { api_node_methods, &api_node_methods_n },
+};
+
+struct rpc_method *api_node_all_methods(size_t *ret_n)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(node_tables); i++)
+        n += *node_tables[i].n;
+    struct rpc_method *all = xcalloc(n, sizeof *all);
+    size_t k = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(node_tables); i++)
+        for (size_t j = 0; j < *node_tables[i].n; j++)
+            all[k++] = node_tables[i].m[j];
+    *ret_n = n;
+    return all;
+}

@@ -40,6 +40,10 @@ struct amberd {
     char *peer_address;
     pthread_mutex_t busy_lock;
     struct busy *busy;            /* volume ids with an operation in flight */
+    /* Subsystems own their state behind these (NULL when not started). */
+    struct peer_state *peer;      /* peer.c: identity, peer listener, sync */
+    struct sched_state *sched;    /* schedule.c: the time machine */
+    struct scoped_state *scoped;  /* scoped.c: per-pod API sockets */
 };
 
 /* An operation's error for the API layer: a gRPC code (0: map the errno)
@@ -119,5 +123,10 @@ int daemon_recover(struct amberd *d);
 
 extern const struct rpc_method api_node_methods[];
 extern const size_t api_node_methods_n;
+
+/* The node socket serves every API table listed in api.c's node_tables[]
+ * (volumes and snapshots here; peers, sync, schedules … from their own
+ * files). Returns a malloc'd concatenation; the caller frees it. */
+struct rpc_method *api_node_all_methods(size_t *ret_n);
 
 #endif

@@ -206,6 +206,8 @@ int main(int argc, char **argv)
     d.node_id = xstrdup(node_id ? node_id : host);
     int r, ret = 1;
     _cleanup_free_ char *catpath = NULL, *sockdir = NULL;
+    _cleanup_free_ struct rpc_method *node_methods = NULL;
+    size_t n_node_methods = 0;
 
     if (image) {
         r = pool_image_setup(image, pool_size, pool_dir, fs, &d.image);
@@ -253,8 +255,9 @@ int main(int argc, char **argv)
         *slash = 0;
         mkdir_p(sockdir, 0755);
     }
+    node_methods = api_node_all_methods(&n_node_methods);
     struct rpc_listener_config lc = {
-        .methods = api_node_methods, .n_methods = api_node_methods_n, .mode = (mode_t)socket_mode,
+        .methods = node_methods, .n_methods = n_node_methods, .mode = (mode_t)socket_mode,
     };
     r = rpc_server_listen_unix(d.srv, socket_path, &lc, NULL);
     if (r < 0) {
