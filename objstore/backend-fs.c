@@ -1,0 +1,287 @@
+/* backend-fs.c: a repository in a local directory (file:///path).
+ *
+ * A key is a path below the root. Writes go to a temporary file beside the
+ * target ("<name>.tmp-<random>"), are fsync'ed, renamed into place and the
+ * directory fsync'ed, so a reader (or a rerun after a crash or power loss)
+ * sees either nothing or the whole object: this is what lets an export skip
+ * chunks that exist. put_if_absent links the temporary file instead of
+ * renaming it, which fails atomically if the name exists. Listing skips
+ * temporary files. Parent directories are created on demand; the root
+ * itself is created by the first write (objstore_init). */
+#include <dirent.h>
+#include <fcntl.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "amber/util.h"
+#include "internal.h"
+
+#define TMP_TAG ".tmp-"
+
+struct fs_backend {
+    struct objstore_backend base;
+    char *root;
+};
+
+static char *fs_path(struct fs_backend *fs, const char *key)
+{
+    return xasprintf("%s/%s", fs->root, key);
+}
+
+static int fs_get(struct objstore_backend *b, const char *key, size_t max, struct buf *out)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key);
+    _cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    struct stat st;
+    if (fstat(fd, &st) < 0)
+        return -errno;
+    if (!S_ISREG(st.st_mode))
+        return -EISDIR;
+    if ((uint64_t)st.st_size > max)
+        return -EFBIG;
+    size_t want = (size_t)st.st_size;
+    buf_reserve(out, want + 1);
+    size_t got = 0;
+    while (got < want) {
+        ssize_t n = pread(fd, out->data + out->len + got, want - got, (off_t)got);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            break;      /* truncated under us: the caller's checks fail it */
+        got += (size_t)n;
+    }
+    out->len += got;
+    return 0;
+}
+
+static int fsync_dir_of(const char *path)
+{
+    _cleanup_free_ char *d = xstrdup(path);
+    char *slash = strrchr(d, '/');
+    if (!slash)
+        return 0;
+    *slash = 0;
+    _cleanup_close_ int fd = open(*d ? d : "/", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    return fsync(fd) < 0 ? -errno : 0;
+}
+
+/* Write data to a fresh temporary file beside `path`; returns its name. */
+static int write_tmp(const char *path, const void *data, size_t len, char **ret_tmp)
+{
+    uint8_t rnd[8];
+    int r = random_bytes(rnd, sizeof rnd);
+    if (r < 0)
+        return r;
+    uint64_t v;
+    memcpy(&v, rnd, sizeof v);
+    _cleanup_free_ char *tmp = xasprintf("%s" TMP_TAG "%016llx", path, (unsigned long long)v);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == ENOENT) {
+        _cleanup_free_ char *d = xstrdup(path);
+        *strrchr(d, '/') = 0;
+        r = mkdir_p(d, 0700);
+        if (r < 0)
+            return r;
+        fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    }
+    if (fd < 0)
+        return -errno;
+    const uint8_t *p = data;
+    size_t left = len;
+    r = 0;
+    while (left) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            r = -errno;
+            break;
+        }
+        p += n, left -= (size_t)n;
+    }
+    if (r == 0 && fsync(fd) < 0)
+        r = -errno;
+    if (close(fd) < 0 && r == 0)
+        r = -errno;
+    if (r < 0) {
+        unlink(tmp);
+        return r;
+    }
+    *ret_tmp = TAKE_PTR(tmp);
+    return 0;
+}
+
+static int fs_put(struct objstore_backend *b, const char *key, const void *data, size_t len)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key), *tmp = NULL;
+    int r = write_tmp(p, data, len, &tmp);
+    if (r < 0)
+        return r;
+    if (rename(tmp, p) < 0) {
+        r = -errno;
+        unlink(tmp);
+        return r;
+    }
+    return fsync_dir_of(p);
+}
+
+static int fs_put_if_absent(struct objstore_backend *b, const char *key, const void *data, size_t len)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key), *tmp = NULL;
+    int r = write_tmp(p, data, len, &tmp);
+    if (r < 0)
+        return r;
+    r = link(tmp, p) < 0 ? -errno : 0;
+    unlink(tmp);
+    if (r < 0)
+        return r;
+    return fsync_dir_of(p);
+}
+
+static int fs_head(struct objstore_backend *b, const char *key, struct objstore_stat *st)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key);
+    struct stat s;
+    if (stat(p, &s) < 0)
+        return -errno;
+    if (!S_ISREG(s.st_mode))
+        return -ENOENT;
+    if (st) {
+        st->size = (uint64_t)s.st_size;
+        st->mtime = s.st_mtim.tv_sec;
+    }
+    return 0;
+}
+
+static int fs_del(struct objstore_backend *b, const char *key)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key);
+    if (unlink(p) < 0 && errno != ENOENT)
+        return -errno;
+    return 0;
+}
+
+typedef int (*list_cb)(void *ud, const char *key, const struct objstore_stat *st);
+
+/* Walk directory `rel` (a key prefix ending in '/' or ""), reporting regular
+ * files whose key starts with `prefix`. */
+static int walk(struct fs_backend *fs, const char *rel, const char *prefix, list_cb cb, void *ud,
+                int depth)
+{
+    if (depth > 16)
+        return -ELOOP;
+    _cleanup_free_ char *dir = xasprintf("%s/%s", fs->root, rel);
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0)
+        return errno == ENOENT ? 0 : -errno;
+    DIR *d = fdopendir(dfd);
+    if (!d) {
+        int r = -errno;
+        close(dfd);
+        return r;
+    }
+    int r = 0;
+    struct dirent *de;
+    size_t plen = strlen(prefix);
+    while ((errno = 0, de = readdir(d))) {
+        if (de->d_name[0] == '.' || strstr(de->d_name, TMP_TAG))
+            continue;
+        _cleanup_free_ char *key = xasprintf("%s%s", rel, de->d_name);
+        size_t klen = strlen(key);
+        /* Only descend where the prefix can still match. */
+        if (strncmp(key, prefix, MIN(klen, plen)) != 0)
+            continue;
+        struct stat s;
+        if (fstatat(dfd, de->d_name, &s, AT_SYMLINK_NOFOLLOW) < 0) {
+            if (errno == ENOENT)
+                continue;   /* deleted while we walk */
+            r = -errno;
+            break;
+        }
+        if (S_ISDIR(s.st_mode)) {
+            _cleanup_free_ char *sub = xasprintf("%s/", key);
+            r = walk(fs, sub, prefix, cb, ud, depth + 1);
+        } else if (S_ISREG(s.st_mode) && klen >= plen) {
+            struct objstore_stat os = { .size = (uint64_t)s.st_size, .mtime = s.st_mtim.tv_sec };
+            r = cb(ud, key, &os);
+        }
+        if (r)
+            break;
+    }
+    if (!de && errno && !r)
+        r = -errno;
+    closedir(d);
+    return r;
+}
+
+static int fs_list(struct objstore_backend *b, const char *prefix, list_cb cb, void *ud)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    /* Start at the deepest directory the prefix names. */
+    _cleanup_free_ char *rel = xstrdup(prefix);
+    char *slash = strrchr(rel, '/');
+    if (slash)
+        slash[1] = 0;
+    else
+        rel[0] = 0;
+    return walk(fs, rel, prefix, cb, ud, 0);
+}
+
+static void fs_free(struct objstore_backend *b)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    if (!fs)
+        return;
+    free(fs->root);
+    free(fs);
+}
+
+static const struct objstore_backend_ops fs_ops = {
+    .name = "fs",
+    .get = fs_get,
+    .put = fs_put,
+    .put_if_absent = fs_put_if_absent,
+    .head = fs_head,
+    .del = fs_del,
+    .list = fs_list,
+    .free = fs_free,
+};
+
+int backend_fs_open(const char *path, struct objstore_backend **ret, char **ret_err)
+{
+    if (!path || path[0] != '/') {
+        if (ret_err)
+            *ret_err = xasprintf("file URL needs an absolute path (file:///dir), got \"%s\"",
+                                 path ? path : "");
+        return -EINVAL;
+    }
+    size_t n = strlen(path);
+    while (n > 1 && path[n - 1] == '/')
+        n--;
+    if (strstr(path, "/../") || (n >= 3 && !strncmp(path + n - 3, "/..", 3))) {
+        if (ret_err)
+            *ret_err = xasprintf("file URL path must not contain \"..\": \"%s\"", path);
+        return -EINVAL;
+    }
+    struct fs_backend *fs = xcalloc(1, sizeof *fs);
+    fs->base.ops = &fs_ops;
+    fs->root = strndup(path, n);
+    if (!fs->root) {
+        free(fs);
+        return -ENOMEM;
+    }
+    *ret = &fs->base;
+    return 0;
+}
