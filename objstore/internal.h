@@ -20,6 +20,20 @@ int backend_fs_open(const char *path, struct objstore_backend **ret, char **ret_
 /* `rest` is the URL after "s3://". */
 int backend_s3_open(const char *rest, struct objstore_backend **ret, char **ret_err);
 
+/* ---- s3-config.c: the s3:// URL and the credentials ------------------ */
+struct s3_config {
+    char *bucket, *prefix;          /* prefix "" or "a/b/" */
+    char *scheme, *hostport, *region;
+    bool path_style;
+    unsigned retries;
+    uint64_t timeout_s, multipart_threshold, part_size;
+    char *access_key, *secret_key, *session_token;
+};
+/* `rest` is the URL after "s3://". -EINVAL (bad URL) or -ENOKEY (no
+ * credentials) with a message that never holds a secret. */
+int s3_config_parse(const char *rest, struct s3_config *ret, char **ret_err);
+void s3_config_free(struct s3_config *c);
+
 /* ---- s3-xml.c: the few S3 XML replies we read ------------------------- */
 struct s3_list_entry {
     char *key;
