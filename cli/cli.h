@@ -82,5 +82,8 @@ char *fmt_size(uint64_t n);            /* "1.5 GiB", malloc'd */
 int cmd_info(struct cli *c, int argc, char **argv);
 int cmd_volume(struct cli *c, int argc, char **argv);
 int cmd_snapshot(struct cli *c, int argc, char **argv);
+int cmd_export(struct cli *c, int argc, char **argv);
+int cmd_restore(struct cli *c, int argc, char **argv);
+int cmd_repo(struct cli *c, int argc, char **argv);
 
 #endif

@@ -571,6 +571,7 @@ static const struct {
     const size_t *n;
 } node_tables[] = {
     { api_node_methods, &api_node_methods_n },
+    { api_archive_methods, &api_archive_methods_n },
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)

@@ -129,4 +129,8 @@ extern const size_t api_node_methods_n;
  * files). Returns a malloc'd concatenation; the caller frees it. */
 struct rpc_method *api_node_all_methods(size_t *ret_n);
 
+/* archive.c: export to and restore from object-store repositories. */
+extern const struct rpc_method api_archive_methods[];
+extern const size_t api_archive_methods_n;
+
 #endif

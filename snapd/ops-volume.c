@@ -268,6 +268,13 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
     }
     int64_t intent;
     r = cat_begin(d->cat);
+    if (r == 0 && v->state == CAT_VOL_RECEIVING) {
+        /* Deleting a half-restored volume abandons its restore. */
+        struct cat_intent *in = NULL;
+        if (cat_intent_find_target(d->cat, v->id, &in) == 0 && strcmp(in->op, CAT_OP_RESTORE) == 0)
+            r = cat_intent_delete(d->cat, in->id);
+        cat_intent_free(in);
+    }
     if (r == 0) {
         r = cat_volume_set_state(d->cat, v->id, CAT_VOL_DELETING);
         if (r == 0)

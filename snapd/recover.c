@@ -39,6 +39,11 @@ static int recover_one(struct amberd *d, const struct cat_intent *in)
         free(fi.device);
     } else if (strcmp(in->op, CAT_OP_REVERT) == 0) {
         r = 0;
+    } else if (strcmp(in->op, CAT_OP_RESTORE) == 0) {
+        /* Kept: running the same restore again resumes it. */
+        log_info("recover", "volume %s holds an interrupted restore of manifest %s: run the "
+                 "restore again to resume it, or delete the volume", id, in->args ? in->args : "?");
+        return 0;
     } else if (strcmp(in->op, CAT_OP_SNAPSHOT_CREATE) == 0 ||
                strcmp(in->op, CAT_OP_SNAPSHOT_DELETE) == 0) {
         struct cat_snapshot *s = NULL;
