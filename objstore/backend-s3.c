@@ -8,7 +8,9 @@
  * virtual-hosted addressing); with one (MinIO, Ceph, s3rver…) addressing
  * defaults to path style. Requests are signed by libcurl
  * (CURLOPT_AWS_SIGV4); we only add x-amz-content-sha256, which S3 requires
- * and which must equal the hash curl signs. Query strings are written in
+ * and which must equal the hash curl signs. (We do not suppress curl's
+ * "Expect: 100-continue" with an empty "Expect:" header: libcurl 7.88
+ * would sign the removed header, and the server would refuse.) Query strings are written in
  * SigV4's canonical form (sorted, RFC 3986 escaped, "uploads="), because
  * this libcurl signs the query as it is given.
  *
@@ -44,6 +46,7 @@ struct s3_backend {
     struct objstore_backend base;
     char *bucket, *prefix;      /* prefix: "" or "a/b/" */
     char *base_url;             /* up to and including the bucket's "/" */
+    char *bucket_url;           /* the bucket itself, for listings */
     char *region, *sigv4, *userpwd, *token_hdr;
     unsigned retries;
     long timeout_s;
@@ -206,7 +209,8 @@ static void sha256_hex(const void *p, size_t n, char out[65])
 static int s3_request(struct s3_backend *s, const char *method, const char *key, const char *query,
                       const void *body, size_t blen, size_t max, struct reply *rep)
 {
-    _cleanup_free_ char *url = xasprintf("%s%s%s%s%s", s->base_url, *key ? s->prefix : "", key,
+    _cleanup_free_ char *url = xasprintf("%s%s%s%s%s", *key ? s->base_url : s->bucket_url,
+                                         *key ? s->prefix : "", key,
                                          query ? "?" : "", query ? query : "");
     char hash[65], hdr[128];
     sha256_hex(body ? body : "", body ? blen : 0, hash);
@@ -217,7 +221,6 @@ static int s3_request(struct s3_backend *s, const char *method, const char *key,
         if (!h)
             return -ENOMEM;
         struct curl_slist *hl = curl_slist_append(NULL, hdr);
-        hl = curl_slist_append(hl, "Expect:");
         if (body)
             hl = curl_slist_append(hl, "Content-Type: application/octet-stream");
         if (s->token_hdr)
@@ -427,6 +430,7 @@ static void s3_free(struct objstore_backend *b)
     free(s->bucket);
     free(s->prefix);
     free(s->base_url);
+    free(s->bucket_url);
     free(s->region);
     free(s->sigv4);
     if (s->userpwd) {
@@ -462,10 +466,13 @@ int backend_s3_open(const char *rest, struct objstore_backend **ret, char **ret_
     s->bucket = TAKE_PTR(cfg.bucket);
     s->prefix = TAKE_PTR(cfg.prefix);
     s->region = TAKE_PTR(cfg.region);
+    /* Path style lists at "/bucket", not "/bucket/": both are valid S3, and
+     * some servers (s3rver) only sign the first. */
     if (cfg.path_style)
-        s->base_url = xasprintf("%s://%s/%s/", cfg.scheme, cfg.hostport, s->bucket);
+        s->bucket_url = xasprintf("%s://%s/%s", cfg.scheme, cfg.hostport, s->bucket);
     else
-        s->base_url = xasprintf("%s://%s.%s/", cfg.scheme, s->bucket, cfg.hostport);
+        s->bucket_url = xasprintf("%s://%s.%s/", cfg.scheme, s->bucket, cfg.hostport);
+    s->base_url = cfg.path_style ? xasprintf("%s/", s->bucket_url) : xstrdup(s->bucket_url);
     s->sigv4 = xasprintf("aws:amz:%s:s3", s->region);
     s->userpwd = xasprintf("%s:%s", cfg.access_key, cfg.secret_key);
     if (cfg.session_token)

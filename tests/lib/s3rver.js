@@ -39,6 +39,7 @@ const server = new S3rver({
   port,
   directory,
   silent: true,
+  serviceEndpoint: 'localhost',   // virtual-hosted: BUCKET.s3.localhost
   configureBuckets: buckets.map((name) => ({ name })),
 });
 
