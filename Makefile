@@ -40,7 +40,8 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 $(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h: $(PROTO_SYS)/google/protobuf/%.proto
 	@mkdir -p $(GEN)
 	protoc-c --proto_path=$(PROTO_SYS) --c_out=$(GEN) $<
-.SECONDARY: $(GEN_C) $(GEN_H)
+# Keep every intermediate file (objects of tests included).
+.SECONDARY:
 
 # --- objects -----------------------------------------------------------------
 LIB_SRC   := $(wildcard lib/*.c)
