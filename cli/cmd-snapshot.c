@@ -4,6 +4,7 @@
 
 #include "amber.pb-c.h"
 #include "cli/cli.h"
+#include "cli/pipeline.h"
 
 static const char snapshot_help[] =
 "Usage: amberctl snapshot COMMAND ...\n"
@@ -19,6 +20,10 @@ static const char snapshot_help[] =
 "  diff FROM [TO]         the byte ranges that changed from snapshot FROM to\n"
 "                         snapshot TO (default: the live volume)\n"
 "  diff --volume VOL      the allocated ranges of a volume\n"
+"  mount SNAP DIR         mount read-only to browse (no journal replay)\n"
+"  umount DIR             unmount and detach\n"
+"  k8s-manifest SNAP [--namespace NS] [--name NAME] [--driver D]\n"
+"                         a VolumeSnapshotContent + VolumeSnapshot for it\n"
 "\n"
 "All take --json. SNAP is an id, a name, or VOLUME@NAME.\n";
 
@@ -378,6 +383,8 @@ int cmd_snapshot(struct cli *c, int argc, char **argv)
     static const struct cmd cmds[] = {
         { "create", s_create, NULL }, { "list", s_list, NULL }, { "show", s_show, NULL },
         { "delete", s_delete, NULL }, { "diff", s_diff, NULL },
+        { "mount", cmd_snapshot_mount, NULL }, { "umount", cmd_snapshot_umount, NULL },
+        { "k8s-manifest", cmd_snapshot_k8s_manifest, NULL },
     };
     return cli_dispatch(c, "snapshot", cmds, ARRAY_SIZE(cmds), argc, argv, snapshot_help);
 }

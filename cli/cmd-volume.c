@@ -4,6 +4,7 @@
 
 #include "amber.pb-c.h"
 #include "cli/cli.h"
+#include "cli/pipeline.h"
 
 static const char volume_help[] =
 "Usage: amberctl volume COMMAND ...\n"
@@ -18,6 +19,7 @@ static const char volume_help[] =
 "                         attach to a loop device (a snapshot read-only)\n"
 "  detach VOL [--snapshot SNAP]\n"
 "  revert VOL --to SNAP   make a detached volume's content that of SNAP\n"
+"  history VOL [--last N] its snapshots with the bytes changed between them\n"
 "\n"
 "All take --json. VOL is a name, an id or pvc/NAMESPACE/NAME.\n";
 
@@ -324,6 +326,7 @@ int cmd_volume(struct cli *c, int argc, char **argv)
         { "create", v_create, NULL }, { "list", v_list, NULL }, { "show", v_show, NULL },
         { "resize", v_resize, NULL }, { "delete", v_delete, NULL }, { "attach", v_attach, NULL },
         { "detach", v_detach, NULL }, { "revert", v_revert, NULL },
+        { "history", cmd_volume_history, NULL },
     };
     return cli_dispatch(c, "volume", cmds, ARRAY_SIZE(cmds), argc, argv, volume_help);
 }

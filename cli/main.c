@@ -7,6 +7,7 @@
 #include "amber/log.h"
 #include "amber.pb-c.h"
 #include "cli/cli.h"
+#include "cli/pipeline.h"
 
 static const char usage[] =
 "Usage: amberctl [--socket PATH] [--json] [--timeout DURATION] COMMAND ...\n"
@@ -15,8 +16,10 @@ static const char usage[] =
 "\n"
 "Commands:\n"
 "  info                       the daemon, its pool and its identity\n"
-"  volume create|list|show|resize|delete|attach|detach|revert ...\n"
-"  snapshot create|list|show|delete|diff ...\n"
+"  volume create|list|show|resize|delete|attach|detach|revert|history ...\n"
+"  snapshot create|list|show|delete|diff|mount|umount|k8s-manifest ...\n"
+"  schedule set|list|remove|hold|release ...   the time machine\n"
+"  run list|show ...          pipeline runs (snapshots labelled run=RUN)\n"
 "  export SNAPSHOT --repo URL  incremental, encrypted export to a repository\n"
 "  restore MANIFEST --repo URL --volume NEW\n"
 "  repo init|list|show|verify|gc --repo URL   (runs here, without amberd)\n"
@@ -170,6 +173,8 @@ static const struct cmd commands[] = {
     { "info", cmd_info, "the daemon and its pool" },
     { "volume", cmd_volume, "volumes" },
     { "snapshot", cmd_snapshot, "snapshots" },
+    { "schedule", cmd_schedule, "snapshot schedules and retention" },
+    { "run", cmd_run, "pipeline runs" },
     { "export", cmd_export, "export a snapshot to a repository" },
     { "restore", cmd_restore, "restore a manifest onto a new volume" },
     { "repo", cmd_repo, "object-store repositories" },

@@ -7,6 +7,7 @@
 #include "amber/util.h"
 #include "amber.pb-c.h"
 #include "snapd/daemon.h"
+#include "snapd/pipeline.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
@@ -200,10 +201,15 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
         .pvc_name = *q->pvc_name ? q->pvc_name : NULL, .fs_type = *q->fs_type ? q->fs_type : NULL,
         .params = *q->params ? q->params : NULL,
     };
+    struct cat_schedule sp;
+    const char *why = NULL;
+    if (sched_params_parse(a.params, &sp, &why) < 0)
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", why);
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
     int r = vol_create(D(c), &a, &v, &e);
     if (r < 0)
         return fail(c, &e, r);
+    sched_apply_params(D(c), v);   /* StorageClass snapshotEvery, snapshotKeep* */
     return send_volume(c, v);
 }
 
@@ -572,6 +578,7 @@ static const struct {
 } node_tables[] = {
     { api_node_methods, &api_node_methods_n },
     { api_archive_methods, &api_archive_methods_n },
+    { api_schedule_methods, &api_schedule_methods_n },       /* schedule-api.c */
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)

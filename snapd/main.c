@@ -13,6 +13,7 @@
 #include "amber/rpc.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/pipeline.h"
 
 #define DEFAULT_SOCKET "/run/amber/amberd.sock"
 
@@ -275,8 +276,11 @@ int main(int argc, char **argv)
         log_error_errno(r, "amberd", "cannot run %s", run);
         goto out;
     }
+    if ((r = sched_start(&d)) < 0)
+        log_error_errno(r, "schedule", "cannot start the scheduler");
     rpc_server_run(d.srv);
     log_info("amberd", "stopping");
+    sched_stop(&d);
     ret = 0;
     if (run) {
         if (g_child_status < 0 && g_child > 0) {
