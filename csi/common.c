@@ -13,6 +13,45 @@
 #include "amber/log.h"
 #include "csi/csi.h"
 
+/* --- deferred errors ---------------------------------------------------- */
+
+static __thread struct { int code; char *msg; } pending;
+
+int csi_error(struct rpc_call *c, int code, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    free(pending.msg);
+    if (vasprintf(&pending.msg, fmt, ap) < 0)
+        pending.msg = NULL;
+    va_end(ap);
+    pending.code = code ? code : RPC_UNKNOWN;
+    return rpc_errno_from_code(pending.code) ?: -EREMOTEIO;
+}
+
+int csi_dispatch(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    struct csi *p = CSI(c);
+    const char *path = rpc_call_method(c);
+    const struct rpc_method *h = NULL;
+    for (size_t i = 0; i < p->n_handlers && !h; i++)
+        if (strcmp(p->handlers[i].path, path) == 0)
+            h = &p->handlers[i];
+    if (!h)
+        return rpc_error(c, RPC_UNIMPLEMENTED, "%s is not implemented", path);
+    pending.code = 0;
+    int r = h->handler(c, m);
+    if (pending.code) {
+        r = rpc_error(c, pending.code, "%s", pending.msg ? pending.msg : "");
+        free(pending.msg);
+        pending.msg = NULL;
+        pending.code = 0;
+    }
+    return r;
+}
+
+/* --- operation locks ------------------------------------------------------ */
+
 struct csi_op {
     struct csi_op *next;
     char *key;
@@ -55,7 +94,7 @@ int csi_op_lock(struct rpc_call *c, const char *fmt, const char *arg, char **ret
     struct csi *p = CSI(c);
     _cleanup_free_ char *key = xasprintf(fmt, arg);
     if (csi_op_begin(p, key) < 0)
-        return rpc_error(c, RPC_ABORTED, "an operation on %s is already in progress", arg);
+        return csi_error(c, RPC_ABORTED, "an operation on %s is already in progress", arg);
     /* Tests widen the window in which a second call must be refused. */
     if (p->lock_delay_ms)
         rpc_call_sleep(c, p->lock_delay_ms);
@@ -100,9 +139,9 @@ int amberd_fail(struct rpc_call *c, int code, struct rpc_status *st, const char 
     const char *msg = st->message && *st->message ? st->message : rpc_code_name(code);
     int r;
     if (code == RPC_UNAVAILABLE)
-        r = rpc_error(c, code, "%s: amberd is not reachable: %s", what, msg);
+        r = csi_error(c, code, "%s: amberd is not reachable: %s", what, msg);
     else
-        r = rpc_error(c, code, "%s: %s", what, msg);
+        r = csi_error(c, code, "%s: %s", what, msg);
     rpc_status_clear(st);
     return r;
 }

@@ -183,9 +183,9 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
     if (cs->type_case == CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT) {
         const char *id = cs->snapshot ? cs->snapshot->snapshot_id : "";
         if (!*id)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: snapshot_id is required");
+            return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: snapshot_id is required");
         if (!uuid_is_valid(id))
-            return rpc_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);
+            return csi_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);
         Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
         ref.snapshot = (char *)id;
         _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
@@ -195,7 +195,7 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
             code = RPC_NOT_FOUND;
         if (code == RPC_NOT_FOUND) {
             rpc_status_clear(&st);
-            return rpc_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);
+            return csi_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);
         }
         if (code != RPC_OK)
             return amberd_fail(c, code, &st, "source snapshot");
@@ -204,19 +204,19 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
     } else if (cs->type_case == CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME) {
         const char *id = cs->volume ? cs->volume->volume_id : "";
         if (!*id)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: volume_id is required");
+            return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: volume_id is required");
         _cleanup_pb_ Amber__V1__Volume *v = NULL;
         code = amberd_get_volume(c, id, &v, &st);
         if (code == RPC_NOT_FOUND) {
             rpc_status_clear(&st);
-            return rpc_error(c, RPC_NOT_FOUND, "source volume %s not found", id);
+            return csi_error(c, RPC_NOT_FOUND, "source volume %s not found", id);
         }
         if (code != RPC_OK)
             return amberd_fail(c, code, &st, "source volume");
         q->src_volume = id;
         q->src_size = v->size_bytes;
     } else {
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: a snapshot or a volume");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: a snapshot or a volume");
     }
     return 0;
 }
@@ -229,32 +229,32 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
     int r;
 
     if (!*q->name)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "name is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "name is required");
     if (q->n_volume_capabilities == 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_capabilities are required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_capabilities are required");
     const char *def_fs = param_fs((void *const *)q->parameters, q->n_parameters);
     if (def_fs && !csi_fs_supported(def_fs))
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "parameter fsType: \"%s\" is not supported "
+        return csi_error(c, RPC_INVALID_ARGUMENT, "parameter fsType: \"%s\" is not supported "
                          "(ext4 or xfs)", def_fs);
     for (size_t i = 0; i < q->n_volume_capabilities; i++) {
         struct csi_cap cap;
         _cleanup_free_ char *msg = NULL;
         if (csi_cap_parse(q->volume_capabilities[i], def_fs, &cap, &msg) < 0)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
+            return csi_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
         if (!cap.block) {
             if (*cr.fs_type && strcmp(cr.fs_type, cap.fs_type) != 0)
-                return rpc_error(c, RPC_INVALID_ARGUMENT, "capabilities ask for both %s and %s",
+                return csi_error(c, RPC_INVALID_ARGUMENT, "capabilities ask for both %s and %s",
                                  cr.fs_type, cap.fs_type);
             cr.fs_type = cap.fs_type;
         }
     }
     if (q->capacity_range) {
         if (q->capacity_range->required_bytes < 0 || q->capacity_range->limit_bytes < 0)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
+            return csi_error(c, RPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
         cr.required = (uint64_t)q->capacity_range->required_bytes;
         cr.limit = (uint64_t)q->capacity_range->limit_bytes;
         if (cr.limit && cr.limit < cr.required)
-            return rpc_error(c, RPC_OUT_OF_RANGE, "capacity_range: limit %llu is below required %llu",
+            return csi_error(c, RPC_OUT_OF_RANGE, "capacity_range: limit %llu is below required %llu",
                              (unsigned long long)cr.limit, (unsigned long long)cr.required);
     }
     const Csi__V1__TopologyRequirement *tr = q->accessibility_requirements;
@@ -263,7 +263,7 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
         for (size_t i = 0; i < tr->n_requisite && !ours; i++)
             ours = csi_topology_is_ours(p, tr->requisite[i]);
         if (!ours)
-            return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "this plugin provisions only on node %s "
+            return csi_error(c, RPC_RESOURCE_EXHAUSTED, "this plugin provisions only on node %s "
                              "(%s), which the requisite topology does not include",
                              p->node_id, p->topology_key);
     }
@@ -280,10 +280,10 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
     if (strcmp(cr.fs_type, "xfs") == 0 && size < CSI_XFS_MIN_SIZE)
         size = CSI_XFS_MIN_SIZE;
     if (size > UINT64_MAX - CSI_ALIGN)
-        return rpc_error(c, RPC_OUT_OF_RANGE, "size too large");
+        return csi_error(c, RPC_OUT_OF_RANGE, "size too large");
     size = (size + CSI_ALIGN - 1) / CSI_ALIGN * CSI_ALIGN;
     if (cr.limit && size > cr.limit)
-        return rpc_error(c, RPC_OUT_OF_RANGE, "a volume of %llu bytes (4 KiB units%s%s) is over the "
+        return csi_error(c, RPC_OUT_OF_RANGE, "a volume of %llu bytes (4 KiB units%s%s) is over the "
                          "limit of %llu bytes", (unsigned long long)size,
                          cr.src_size ? ", at least the source's size" : "",
                          strcmp(cr.fs_type, "xfs") == 0 ? ", xfs needs 300 MiB" : "",
@@ -303,9 +303,9 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
     if (code == RPC_OK) {
         _cleanup_free_ char *why = NULL;
         if (strcmp(old->state, "ready") != 0)
-            return rpc_error(c, RPC_ABORTED, "volume %s is %s", q->name, old->state);
+            return csi_error(c, RPC_ABORTED, "volume %s is %s", q->name, old->state);
         if (!compatible(old, &cr, &why))
-            return rpc_error(c, RPC_ALREADY_EXISTS, "volume %s exists and is incompatible: %s",
+            return csi_error(c, RPC_ALREADY_EXISTS, "volume %s exists and is incompatible: %s",
                              q->name, why);
         return send_volume(c, old);
     }
@@ -347,7 +347,7 @@ static int h_delete_volume(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__DeleteVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
     if (r < 0)
@@ -381,15 +381,15 @@ static int h_validate(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__ValidateVolumeCapabilitiesRequest *q = (const void *)m;
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (q->n_volume_capabilities == 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_capabilities are required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_capabilities are required");
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__Volume *v = NULL;
     int code = amberd_get_volume(c, q->volume_id, &v, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
+        return csi_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the volume");
@@ -427,7 +427,7 @@ static int h_list_volumes(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__ListVolumesRequest *q = (const void *)m;
     if (q->max_entries < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "max_entries must not be negative");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "max_entries must not be negative");
     Amber__V1__ListVolumesRequest aq = AMBER__V1__LIST_VOLUMES_REQUEST__INIT;
     aq.starting_token = q->starting_token;
     aq.max_entries = (uint32_t)q->max_entries;
@@ -437,7 +437,7 @@ static int h_list_volumes(struct rpc_call *c, const ProtobufCMessage *m)
                            60000, (ProtobufCMessage **)&l, &st);
     if (code == RPC_ABORTED || code == RPC_INVALID_ARGUMENT) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_ABORTED, "invalid starting_token \"%s\"", q->starting_token);
+        return csi_error(c, RPC_ABORTED, "invalid starting_token \"%s\"", q->starting_token);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "listing volumes");
@@ -480,13 +480,13 @@ static int h_get_volume(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__ControllerGetVolumeRequest *q = (const void *)m;
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__Volume *v = NULL;
     int code = amberd_get_volume(c, q->volume_id, &v, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
+        return csi_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the volume");
@@ -542,20 +542,20 @@ static int h_expand_volume(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__ControllerExpandVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!q->capacity_range)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "capacity_range is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "capacity_range is required");
     int64_t req = q->capacity_range->required_bytes, lim = q->capacity_range->limit_bytes;
     if (req < 0 || lim < 0 || (req == 0 && lim == 0))
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "capacity_range: required or limit bytes, positive");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "capacity_range: required or limit bytes, positive");
     if (lim && lim < req)
-        return rpc_error(c, RPC_OUT_OF_RANGE, "capacity_range: limit is below required");
+        return csi_error(c, RPC_OUT_OF_RANGE, "capacity_range: limit is below required");
     bool block = false;
     if (q->volume_capability) {
         struct csi_cap cap;
         _cleanup_free_ char *msg = NULL;
         if (csi_cap_parse(q->volume_capability, NULL, &cap, &msg) < 0)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
+            return csi_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
         block = cap.block;
     }
     _cleanup_held_ struct csi_held held = { .p = p };
@@ -567,7 +567,7 @@ static int h_expand_volume(struct rpc_call *c, const ProtobufCMessage *m)
     int code = amberd_get_volume(c, q->volume_id, &v, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
+        return csi_error(c, RPC_NOT_FOUND, "volume %s not found", q->volume_id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the volume");
@@ -576,7 +576,7 @@ static int h_expand_volume(struct rpc_call *c, const ProtobufCMessage *m)
     uint64_t size = (uint64_t)(req ? req : lim);
     size = (size + CSI_ALIGN - 1) / CSI_ALIGN * CSI_ALIGN;
     if (lim && size > (uint64_t)lim)
-        return rpc_error(c, RPC_OUT_OF_RANGE, "%llu bytes in 4 KiB units is over the limit",
+        return csi_error(c, RPC_OUT_OF_RANGE, "%llu bytes in 4 KiB units is over the limit",
                          (unsigned long long)size);
     uint64_t now_size = v->size_bytes;
     if (size > v->size_bytes) {

@@ -41,6 +41,9 @@ struct csi {
 
     pthread_mutex_t ops_lock;   /* guards ops */
     struct csi_op *ops;         /* keys of operations in flight */
+
+    const struct rpc_method *handlers;  /* the real handlers, by path */
+    size_t n_handlers;
 };
 
 static inline struct csi *CSI(struct rpc_call *c) { return rpc_call_server_data(c); }
@@ -55,6 +58,16 @@ static inline void pb_freep(void *p)
 #define _cleanup_pb_ _cleanup_(pb_freep)
 
 /* --- common.c ----------------------------------------------------------- */
+
+/* Errors are reported with csi_error, not rpc_error: the runtime sends an
+ * rpc_error status at once, and a client could then retry before the
+ * handler's cleanups released its operation lock (and see a spurious
+ * ABORTED). csi_error keeps the status in thread-local storage, and
+ * csi_dispatch, which the server calls for every method, sends it once the
+ * real handler has returned and its cleanups have run. Same contract as
+ * rpc_error: returns a negative value for the handler to return. */
+int csi_error(struct rpc_call *c, int code, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+int csi_dispatch(struct rpc_call *c, const ProtobufCMessage *m);
 
 /* Operation locks. csi_op_begin takes `key` ("vol:<id>", "name:<name>", …)
  * or fails with -EBUSY when a call holding it is in flight; the caller then

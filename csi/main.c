@@ -135,7 +135,7 @@ int main(int argc, char **argv)
         p.lock_delay_ms = 0;
 
     int ret = 1, r;
-    struct rpc_method *methods = NULL;
+    struct rpc_method *methods = NULL, *handlers = NULL;
     _cleanup_free_ char *dir = NULL;
     r = rpc_client_new(amberd, NULL, &p.amberd);
     if (r < 0) {
@@ -149,6 +149,13 @@ int main(int argc, char **argv)
            csi_controller_methods_n * sizeof *methods);
     memcpy(methods + csi_identity_methods_n + csi_controller_methods_n, csi_node_methods,
            csi_node_methods_n * sizeof *methods);
+    /* The server calls csi_dispatch, which runs the real handler and then
+     * sends its error (see csi_error). */
+    p.handlers = handlers = xcalloc(n, sizeof *handlers);
+    memcpy(handlers, methods, n * sizeof *handlers);
+    p.n_handlers = n;
+    for (size_t i = 0; i < n; i++)
+        methods[i].handler = csi_dispatch;
 
     /* Handlers block on amberd, mkfs and mount: allow plenty of workers. */
     struct rpc_server_config sc = { .max_workers = 64, .userdata = &p };
@@ -189,6 +196,7 @@ out:
     g_srv = NULL;
     rpc_client_free(p.amberd);
     free(methods);
+    free(handlers);
     free(p.topology_key);
     return ret;
 }

@@ -36,7 +36,7 @@ static int lookup(struct rpc_call *c, const char *id, Amber__V1__Volume **ret)
     int code = amberd_get_volume(c, id, ret, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "volume %s not found", id);
+        return csi_error(c, RPC_NOT_FOUND, "volume %s not found", id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the volume");
@@ -81,25 +81,25 @@ static int stage_mount(struct rpc_call *c, const Csi__V1__NodeStageVolumeRequest
         mnt_info_clear(&mi);
         if (same)
             return 0;   /* already staged: the idempotent repeat */
-        return rpc_error(c, RPC_ALREADY_EXISTS, "%s already has %s mounted, not %s as %s",
+        return csi_error(c, RPC_ALREADY_EXISTS, "%s already has %s mounted, not %s as %s",
                          path, have, dev, fs);
     }
     _cleanup_free_ char *have = NULL, *err = NULL;
     int r = fs_probe(dev, &have);
     if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "probing %s for a filesystem: %s", dev, strerror(-r));
+        return csi_error(c, RPC_INTERNAL, "probing %s for a filesystem: %s", dev, strerror(-r));
     if (!*have) {
         log_info("node", "formatting volume %s (%s) as %s", q->volume_id, dev, fs);
         if ((r = fs_make(dev, fs, &err)) < 0)
-            return rpc_error(c, RPC_INTERNAL, "formatting %s: %s", dev, err);
+            return csi_error(c, RPC_INTERNAL, "formatting %s: %s", dev, err);
     } else if (strcmp(have, fs) != 0) {
-        return rpc_error(c, RPC_FAILED_PRECONDITION, "volume %s holds %s, not %s: it will not be "
+        return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s holds %s, not %s: it will not be "
                          "reformatted", q->volume_id, have, fs);
     }
     Csi__V1__VolumeCapability__MountVolume *mv = q->volume_capability->mount;
     r = mnt_mount_fs(dev, path, fs, mv->mount_flags, mv->n_mount_flags, cap->read_only_mode, &err);
     if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "%s", err);
+        return csi_error(c, RPC_INTERNAL, "%s", err);
     log_info("node", "staged volume %s: %s (%s) on %s", q->volume_id, dev, fs, path);
     return 0;
 }
@@ -109,14 +109,14 @@ static int h_stage(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__NodeStageVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->staging_target_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required");
     struct csi_cap cap;
     _cleanup_free_ char *msg = NULL;
     const char *ctx_fs = csi_map_get((void *const *)q->volume_context, q->n_volume_context, "fsType");
     if (csi_cap_parse(q->volume_capability, ctx_fs, &cap, &msg) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
+        return csi_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
 
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
@@ -150,19 +150,19 @@ static int h_unstage(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__NodeUnstageVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->staging_target_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required");
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
     if (r < 0)
         return r;
     r = mnt_unmount_all(q->staging_target_path);
     if (r == -EBUSY)
-        return rpc_error(c, RPC_FAILED_PRECONDITION, "%s is busy: unpublish the volume first",
+        return csi_error(c, RPC_FAILED_PRECONDITION, "%s is busy: unpublish the volume first",
                          q->staging_target_path);
     if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "unmounting %s: %s", q->staging_target_path, strerror(-r));
+        return csi_error(c, RPC_INTERNAL, "unmounting %s: %s", q->staging_target_path, strerror(-r));
     if (uuid_is_valid(q->volume_id)) {
         Amber__V1__AttachVolumeRequest dq = AMBER__V1__ATTACH_VOLUME_REQUEST__INIT;
         dq.volume = q->volume_id;
@@ -203,21 +203,21 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__NodePublishVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->target_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "target_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "target_path is required");
     /* Inline ephemeral volumes (the scoped API socket of issue 10) take
      * their own path here; until then they are refused. */
     const char *eph = csi_map_get((void *const *)q->volume_context, q->n_volume_context, EPHEMERAL_KEY);
     if (eph && strcmp(eph, "true") == 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "inline ephemeral volumes are not supported yet");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "inline ephemeral volumes are not supported yet");
     if (!*q->staging_target_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required (the volume "
+        return csi_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required (the volume "
                          "is staged first)");
     struct csi_cap cap;
     _cleanup_free_ char *msg = NULL;
     if (csi_cap_parse(q->volume_capability, NULL, &cap, &msg) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
+        return csi_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
     bool ro = q->readonly || cap.read_only_mode;
 
     _cleanup_held_ struct csi_held held = { .p = p };
@@ -228,7 +228,7 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
     if ((r = lookup(c, q->volume_id, &v)) < 0)
         return r;
     if (!*v->device)
-        return rpc_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged (not attached)",
+        return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged (not attached)",
                          q->volume_id);
 
     /* What must end up at the target: the device (block) or the staged
@@ -237,7 +237,7 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
     if (!cap.block) {
         if (mnt_find(q->staging_target_path, &staged) < 0 || !mount_is_of(&staged, v->device)) {
             mnt_info_clear(&staged);
-            return rpc_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged at %s",
+            return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged at %s",
                              q->volume_id, q->staging_target_path);
         }
         mnt_info_clear(&staged);
@@ -256,14 +256,14 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
         mnt_info_clear(&mi);
         if (same)
             return empty_reply(c, &csi__v1__node_publish_volume_response__descriptor);
-        return rpc_error(c, RPC_ALREADY_EXISTS, "%s is already a mount of another volume, type "
+        return csi_error(c, RPC_ALREADY_EXISTS, "%s is already a mount of another volume, type "
                          "or read-only setting", q->target_path);
     }
     if ((r = make_target(q->target_path, cap.block)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "creating %s: %s", q->target_path, strerror(-r));
+        return csi_error(c, RPC_INTERNAL, "creating %s: %s", q->target_path, strerror(-r));
     r = mnt_bind(cap.block ? v->device : q->staging_target_path, q->target_path, ro);
     if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "bind mount on %s: %s", q->target_path, strerror(-r));
+        return csi_error(c, RPC_INTERNAL, "bind mount on %s: %s", q->target_path, strerror(-r));
     log_info("node", "published volume %s at %s%s", q->volume_id, q->target_path, ro ? " (ro)" : "");
     return empty_reply(c, &csi__v1__node_publish_volume_response__descriptor);
 }
@@ -273,21 +273,21 @@ static int h_unpublish(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__NodeUnpublishVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->target_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "target_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "target_path is required");
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
     if (r < 0)
         return r;
     r = mnt_unmount_all(q->target_path);
     if (r < 0)
-        return rpc_error(c, r == -EBUSY ? RPC_FAILED_PRECONDITION : RPC_INTERNAL,
+        return csi_error(c, r == -EBUSY ? RPC_FAILED_PRECONDITION : RPC_INTERNAL,
                          "unmounting %s: %s", q->target_path, strerror(-r));
     /* The target is ours to remove (the spec: the SP deletes what it made). */
     if (rmdir(q->target_path) < 0 && errno != ENOENT) {
         if (errno != ENOTDIR || (unlink(q->target_path) < 0 && errno != ENOENT))
-            return rpc_error(c, RPC_INTERNAL, "removing %s: %s", q->target_path, strerror(errno));
+            return csi_error(c, RPC_INTERNAL, "removing %s: %s", q->target_path, strerror(errno));
     }
     log_info("node", "unpublished volume %s from %s", q->volume_id, q->target_path);
     return empty_reply(c, &csi__v1__node_unpublish_volume_response__descriptor);
@@ -299,16 +299,16 @@ static int h_stats(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__NodeGetVolumeStatsRequest *q = (const void *)m;
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->volume_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_path is required");
     _cleanup_pb_ Amber__V1__Volume *v = NULL;
     int r = lookup(c, q->volume_id, &v);
     if (r < 0)
         return r;
     struct stat st;
     if (stat(q->volume_path, &st) < 0)
-        return rpc_error(c, errno == ENOENT ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: %s",
+        return csi_error(c, errno == ENOENT ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: %s",
                          q->volume_path, strerror(errno));
 
     Csi__V1__VolumeUsage u[2] = { CSI__V1__VOLUME_USAGE__INIT, CSI__V1__VOLUME_USAGE__INIT };
@@ -322,10 +322,10 @@ static int h_stats(struct rpc_call *c, const ProtobufCMessage *m)
     if (S_ISBLK(st.st_mode)) {
         struct stat d;
         if (!*v->device || stat(v->device, &d) < 0 || d.st_rdev != st.st_rdev)
-            return rpc_error(c, RPC_NOT_FOUND, "volume %s is not at %s", q->volume_id, q->volume_path);
+            return csi_error(c, RPC_NOT_FOUND, "volume %s is not at %s", q->volume_id, q->volume_path);
         uint64_t size = 0;
         if ((r = blockdev_size(q->volume_path, &size)) < 0)
-            return rpc_error(c, RPC_INTERNAL, "size of %s: %s", q->volume_path, strerror(-r));
+            return csi_error(c, RPC_INTERNAL, "size of %s: %s", q->volume_path, strerror(-r));
         u[0].unit = CSI__V1__VOLUME_USAGE__UNIT__BYTES;
         u[0].total = (int64_t)size;
         resp.n_usage = 1;
@@ -343,11 +343,11 @@ static int h_stats(struct rpc_call *c, const ProtobufCMessage *m)
     bool ours = mount_is_of(&mi, v->device);
     mnt_info_clear(&mi);
     if (!ours)
-        return rpc_error(c, RPC_NOT_FOUND, "volume %s is not mounted at %s", q->volume_id,
+        return csi_error(c, RPC_NOT_FOUND, "volume %s is not mounted at %s", q->volume_id,
                          q->volume_path);
     struct statvfs sv;
     if (statvfs(q->volume_path, &sv) < 0)
-        return rpc_error(c, RPC_INTERNAL, "statvfs %s: %s", q->volume_path, strerror(errno));
+        return csi_error(c, RPC_INTERNAL, "statvfs %s: %s", q->volume_path, strerror(errno));
     uint64_t bs = sv.f_frsize ? sv.f_frsize : sv.f_bsize;
     u[0].unit = CSI__V1__VOLUME_USAGE__UNIT__BYTES;
     u[0].total = (int64_t)(sv.f_blocks * bs);
@@ -369,28 +369,28 @@ static int h_expand(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__NodeExpandVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->volume_path)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "volume_path is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "volume_path is required");
     bool block = false;
     if (q->volume_capability) {
         struct csi_cap cap;
         _cleanup_free_ char *msg = NULL;
         if (csi_cap_parse(q->volume_capability, NULL, &cap, &msg) < 0)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
+            return csi_error(c, RPC_INVALID_ARGUMENT, "%s", msg);
         block = cap.block;
     }
     uint64_t want = 0, limit = 0;
     if (q->capacity_range) {
         if (q->capacity_range->required_bytes < 0 || q->capacity_range->limit_bytes < 0)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
+            return csi_error(c, RPC_INVALID_ARGUMENT, "capacity_range: negative bytes");
         want = (uint64_t)q->capacity_range->required_bytes;
         limit = (uint64_t)q->capacity_range->limit_bytes;
         if (!want)
             want = limit;
         want = (want + CSI_ALIGN - 1) / CSI_ALIGN * CSI_ALIGN;
         if (limit && want > limit)
-            return rpc_error(c, RPC_OUT_OF_RANGE, "%llu bytes in 4 KiB units is over the limit",
+            return csi_error(c, RPC_OUT_OF_RANGE, "%llu bytes in 4 KiB units is over the limit",
                              (unsigned long long)want);
     }
     _cleanup_held_ struct csi_held held = { .p = p };
@@ -402,12 +402,12 @@ static int h_expand(struct rpc_call *c, const ProtobufCMessage *m)
         return r;
     struct stat st;
     if (stat(q->volume_path, &st) < 0)
-        return rpc_error(c, errno == ENOENT ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: %s",
+        return csi_error(c, errno == ENOENT ? RPC_NOT_FOUND : RPC_INTERNAL, "%s: %s",
                          q->volume_path, strerror(errno));
     if (S_ISBLK(st.st_mode))
         block = true;
     if (!*v->device)
-        return rpc_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged (not attached)",
+        return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s is not staged (not attached)",
                          q->volume_id);
     if (want > v->size_bytes) {
         /* The node-local expansion path: grow the volume itself. */
@@ -424,7 +424,7 @@ static int h_expand(struct rpc_call *c, const ProtobufCMessage *m)
     }
     uint64_t devsize = 0;
     if ((r = blockdev_size(v->device, &devsize)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "size of %s: %s", v->device, strerror(-r));
+        return csi_error(c, RPC_INTERNAL, "size of %s: %s", v->device, strerror(-r));
     if (!block) {
         struct mnt_info mi = {0};
         const char *mnt = q->volume_path;
@@ -435,13 +435,13 @@ static int h_expand(struct rpc_call *c, const ProtobufCMessage *m)
         }
         if (!mnt || !mount_is_of(&mi, v->device)) {
             mnt_info_clear(&mi);
-            return rpc_error(c, RPC_FAILED_PRECONDITION, "volume %s is not mounted at %s",
+            return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s is not mounted at %s",
                              q->volume_id, q->volume_path);
         }
         _cleanup_free_ char *fstype = xstrdup(mi.fstype), *err = NULL;
         mnt_info_clear(&mi);
         if ((r = fs_grow(v->device, mnt, fstype, &err)) < 0)
-            return rpc_error(c, RPC_INTERNAL, "growing the filesystem of %s: %s", q->volume_id, err);
+            return csi_error(c, RPC_INTERNAL, "growing the filesystem of %s: %s", q->volume_id, err);
         log_info("node", "grew the %s filesystem of volume %s to %llu bytes", fstype, v->id,
                  (unsigned long long)devsize);
     }

@@ -70,9 +70,9 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__CreateSnapshotRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->name)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "name is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "name is required");
     if (!*q->source_volume_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "source_volume_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "source_volume_id is required");
 
     /* Parameters first: a bad one is INVALID_ARGUMENT before any work. */
     Amber__V1__CreateSnapshotRequest aq = AMBER__V1__CREATE_SNAPSHOT_REQUEST__INIT;
@@ -87,13 +87,13 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
             if (strcmp(v, "true") == 0)
                 aq.freeze = true;
             else if (strcmp(v, "false") != 0)
-                return rpc_error(c, RPC_INVALID_ARGUMENT, "parameter freeze: \"true\" or \"false\"");
+                return csi_error(c, RPC_INVALID_ARGUMENT, "parameter freeze: \"true\" or \"false\"");
         } else if (strncmp(k, LABEL_PREFIX, strlen(LABEL_PREFIX)) == 0) {
             Amber__V1__Label l = AMBER__V1__LABEL__INIT;
             l.key = (char *)k + strlen(LABEL_PREFIX);
             l.value = (char *)v;
             if (!*l.key)
-                return rpc_error(c, RPC_INVALID_ARGUMENT, "parameter %s: the label key is empty", k);
+                return csi_error(c, RPC_INVALID_ARGUMENT, "parameter %s: the label key is empty", k);
             labels[n_labels] = l;
             plabels[n_labels] = &labels[n_labels];
             n_labels++;
@@ -110,7 +110,7 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     int code = amberd_get_volume(c, q->source_volume_id, &v, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "source volume %s not found", q->source_volume_id);
+        return csi_error(c, RPC_NOT_FOUND, "source volume %s not found", q->source_volume_id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the source volume");
@@ -124,7 +124,7 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
                        (ProtobufCMessage **)&old, &st);
     if ((code == RPC_OK && strcmp(old->volume_id, v->id) != 0) || code == RPC_INVALID_ARGUMENT) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_ALREADY_EXISTS, "snapshot %s exists for another volume", q->name);
+        return csi_error(c, RPC_ALREADY_EXISTS, "snapshot %s exists for another volume", q->name);
     }
     if (code != RPC_OK && code != RPC_NOT_FOUND)
         return amberd_fail(c, code, &st, "looking up the snapshot name");
@@ -158,7 +158,7 @@ int csi_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__DeleteSnapshotRequest *q = (const void *)m;
     struct csi *p = CSI(c);
     if (!*q->snapshot_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "snapshot_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "snapshot_id is required");
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "snapid:%s", q->snapshot_id, &held.key);
     if (r < 0)
@@ -213,7 +213,7 @@ int csi_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__ListSnapshotsRequest *q = (const void *)m;
     if (q->max_entries < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "max_entries must not be negative");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "max_entries must not be negative");
     struct rpc_status st = {0};
     if (*q->snapshot_id) {
         /* One snapshot, or none: never an error for an unknown id. */
@@ -244,7 +244,7 @@ int csi_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     }
     if (code == RPC_ABORTED || code == RPC_INVALID_ARGUMENT) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_ABORTED, "invalid starting_token \"%s\"", q->starting_token);
+        return csi_error(c, RPC_ABORTED, "invalid starting_token \"%s\"", q->starting_token);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "listing snapshots");
@@ -255,13 +255,13 @@ int csi_get_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__GetSnapshotRequest *q = (const void *)m;
     if (!*q->snapshot_id)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "snapshot_id is required");
+        return csi_error(c, RPC_INVALID_ARGUMENT, "snapshot_id is required");
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
     int code = get_snapshot(c, q->snapshot_id, &s, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
-        return rpc_error(c, RPC_NOT_FOUND, "snapshot %s not found", q->snapshot_id);
+        return csi_error(c, RPC_NOT_FOUND, "snapshot %s not found", q->snapshot_id);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the snapshot");
