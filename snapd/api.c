@@ -579,6 +579,7 @@ static const struct {
     { api_node_methods, &api_node_methods_n },
     { api_archive_methods, &api_archive_methods_n },
     { api_schedule_methods, &api_schedule_methods_n },       /* schedule-api.c */
+    { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)

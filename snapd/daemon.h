@@ -129,6 +129,20 @@ extern const size_t api_node_methods_n;
  * files). Returns a malloc'd concatenation; the caller frees it. */
 struct rpc_method *api_node_all_methods(size_t *ret_n);
 
+/* peer.c: the node's TLS identity, the peer port, sync and subscriptions.
+ * peer_start makes or loads the identity (sets d->fingerprint), loads
+ * --peers-file, listens on `listen` (if set; sets d->peer_address) and
+ * starts the subscription follower; call it once the server exists.
+ * peer_stop goes after rpc_server_free and before cat_close. */
+struct peer_opts {
+    const char *listen, *tls_cert, *tls_key, *tls_ca, *peers_file;
+};
+int peer_start(struct amberd *d, const struct peer_opts *o);
+void peer_stop(struct amberd *d);
+/* sync-api.c: amber.v1.Sync on the node socket. */
+extern const struct rpc_method peer_admin_methods[];
+extern const size_t peer_admin_methods_n;
+
 /* archive.c: export to and restore from object-store repositories. */
 extern const struct rpc_method api_archive_methods[];
 extern const size_t api_archive_methods_n;

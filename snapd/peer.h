@@ -72,9 +72,10 @@ typedef int (*sync_progress_fn)(const struct sync_stats *st, void *userdata);
 /* The peer a TLS call comes from (by pinned fingerprint, or for a CA-signed
  * certificate by its CN naming a peer without a pin). -EPERM if none. */
 int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret);
-/* A client for peer P: our identity, P's pin. */
+/* A client for peer P: our identity, P's pin. The client borrows *ret_tls:
+ * free the client first, then the tls. */
 int peer_client(struct amberd *d, const struct cat_peer *p, struct rpc_client **ret,
-                struct op_err *e);
+                struct rpc_tls **ret_tls, struct op_err *e);
 /* Map a failed call to a peer into e. */
 int peer_call_error(struct op_err *e, const char *peer, int code, const struct rpc_status *st);
 
