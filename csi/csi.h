@@ -166,8 +166,9 @@ void mnt_info_clear(struct mnt_info *m);
 /* The topmost mount at `path` (compared after resolving symlinks of the
  * existing path): 0 with *ret, -ENOENT when nothing is mounted there. */
 int mnt_find(const char *path, struct mnt_info *ret);
-/* Whether any mount other than at `except` has `source` as its source. */
-bool mnt_source_in_use(const char *source, const char *except);
+/* Whether the block device `dev` is mounted anywhere but at `except`: a
+ * filesystem on it, or its device node bind-mounted (a Block publish). */
+bool mnt_device_in_use(const char *dev, const char *except);
 /* Unmount everything stacked at `path` (0 also when nothing was). */
 int mnt_unmount_all(const char *path);
 /* Mount `dev` of type `fstype` at `target` with CSI mount_flags (strings

@@ -17,6 +17,7 @@
 #include <sys/ioctl.h>
 #include <sys/mount.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <linux/fs.h>
 
@@ -135,27 +136,39 @@ int mnt_find(const char *path, struct mnt_info *ret)
     return 0;
 }
 
-struct source_ctx {
-    const char *source, *except;
+struct inuse_ctx {
+    unsigned major, minor;
+    const char *node;       /* "/loop3": the root of a bind of the device node */
+    const char *except;
     bool found;
 };
 
-static int source_cb(struct mnt_info *m, void *data)
+static int inuse_cb(struct mnt_info *m, void *data)
 {
-    struct source_ctx *x = data;
-    if (strcmp(m->source, x->source) == 0 && (!x->except || strcmp(m->target, x->except) != 0)) {
+    struct inuse_ctx *x = data;
+    if (x->except && strcmp(m->target, x->except) == 0)
+        return 0;
+    bool fs = m->major == x->major && m->minor == x->minor;
+    bool node = strcmp(m->root, x->node) == 0 &&
+                (strcmp(m->fstype, "devtmpfs") == 0 || strcmp(m->fstype, "tmpfs") == 0);
+    if (fs || node) {
         x->found = true;
         return 1;
     }
     return 0;
 }
 
-bool mnt_source_in_use(const char *source, const char *except)
+bool mnt_device_in_use(const char *dev, const char *except)
 {
+    struct stat st;
+    if (stat(dev, &st) < 0 || !S_ISBLK(st.st_mode))
+        return false;
+    const char *base = strrchr(dev, '/');
+    _cleanup_free_ char *node = xasprintf("/%s", base ? base + 1 : dev);
     char real[PATH_MAX];
-    struct source_ctx x = { .source = source,
-                            .except = except && realpath(except, real) ? real : except };
-    mnt_each(source_cb, &x);
+    struct inuse_ctx x = { .major = major(st.st_rdev), .minor = minor(st.st_rdev), .node = node,
+                           .except = except && realpath(except, real) ? real : except };
+    mnt_each(inuse_cb, &x);
     return x.found;
 }
 

@@ -157,6 +157,17 @@ static int h_unstage(struct rpc_call *c, const ProtobufCMessage *m)
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
     if (r < 0)
         return r;
+    /* A filesystem still published elsewhere would outlive the unmount
+     * here and keep the loop device busy: refuse, the CO unpublishes first. */
+    if (uuid_is_valid(q->volume_id)) {
+        _cleanup_pb_ Amber__V1__Volume *v = NULL;
+        struct rpc_status st = {0};
+        int code = amberd_get_volume(c, q->volume_id, &v, &st);
+        rpc_status_clear(&st);
+        if (code == RPC_OK && *v->device && mnt_device_in_use(v->device, q->staging_target_path))
+            return csi_error(c, RPC_FAILED_PRECONDITION, "volume %s is still published (%s is "
+                             "mounted elsewhere): unpublish it first", q->volume_id, v->device);
+    }
     r = mnt_unmount_all(q->staging_target_path);
     if (r == -EBUSY)
         return csi_error(c, RPC_FAILED_PRECONDITION, "%s is busy: unpublish the volume first",

@@ -108,13 +108,13 @@ T.cleanup.add("detach every volume", detach_all)
 LOG = os.path.join(D, "amber-csi.log")
 
 
-def start_plugin(name, env=None):
+def start_plugin(name, env=None, amberd_sock=None, extra=()):
     sock = os.path.join(D, name + ".sock")
     e = dict(os.environ)
     e.update(env or {})
     log = open(LOG, "ab")
-    p = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", NODE, "--amberd", ASOCK,
-                 "--max-volumes", "100", "--log-level", "debug"], env=e, stderr=log)
+    p = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", NODE, "--amberd", amberd_sock or ASOCK,
+                 "--max-volumes", "100", "--log-level", "debug"] + list(extra), env=e, stderr=log)
     log.close()
     T.wait_for_socket(sock, p)
     ch = grpc.insecure_channel("unix://" + sock)
@@ -395,6 +395,10 @@ def lifecycle(fs, block=False):
         T.check(b.used >= len(b"changed") and b.available > 0 and b.used + b.available <= b.total,
                 "bytes usage %s" % b)
         T.check(units[pb.VolumeUsage.INODES].total > 0, "inodes")
+
+    # Unstaging under a published volume is refused.
+    T.expect_status(Code.FAILED_PRECONDITION, call, "NodeUnstageVolume",
+                    pb.NodeUnstageVolumeRequest(volume_id=v.volume_id, staging_target_path=sp))
 
     # Tear down, each call twice.
     for vid, t, s_ in ((v.volume_id, tp, sp), (cv.volume_id, ctp, csp)):
@@ -706,6 +710,19 @@ def test_capacity_validate_and_condition():
     call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=v.volume_id))
 
 
+def test_amberd_unreachable_and_controller_expand_option():
+    # Probe says "not ready" (not an error) while amberd does not answer,
+    # and volume calls are UNAVAILABLE.
+    lone = start_plugin("csi-lone", amberd_sock=os.path.join(D, "no-amberd.sock"))
+    T.check(not lone["Probe"](pb.ProbeRequest(), timeout=10).ready.value, "ready without amberd")
+    T.expect_status(Code.UNAVAILABLE, lone["CreateVolume"], create_req("pvc-lone"), timeout=10)
+    # --controller-expand advertises the controller EXPAND_VOLUME capability.
+    cx = start_plugin("csi-cexp", extra=["--controller-expand"])
+    caps = {c.rpc.type for c in cx["ControllerGetCapabilities"](pb.ControllerGetCapabilitiesRequest(),
+                                                                timeout=10).capabilities}
+    T.check(pb.ControllerServiceCapability.RPC.EXPAND_VOLUME in caps, "EXPAND_VOLUME not advertised")
+
+
 def test_long_names_map_deterministically():
     name = "x" * 100 + "/with:odd chars"
     q = create_req(name, 8 * MiB, block=True)
@@ -743,6 +760,7 @@ TESTS = [
     test_list_volumes_paging,
     test_list_snapshots,
     test_capacity_validate_and_condition,
+    test_amberd_unreachable_and_controller_expand_option,
     test_long_names_map_deterministically,
     test_secrets_never_logged,
 ]
