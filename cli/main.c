@@ -7,6 +7,7 @@
 #include "amber/log.h"
 #include "amber.pb-c.h"
 #include "cli/cli.h"
+#include "cli/peer.h"
 #include "cli/pipeline.h"
 
 static const char usage[] =
@@ -17,6 +18,10 @@ static const char usage[] =
 "Commands:\n"
 "  info                       the daemon, its pool and its identity\n"
 "  volume create|list|show|resize|delete|attach|detach|revert|history ...\n"
+"  volume publish VOL --to PEER|'*'   let a peer pull it (unpublish --from)\n"
+"  peer add|list|remove ...   trusted peers (other clusters' amberds)\n"
+"  sync pull PEER VOLUME | sync push VOL --to PEER   replicate snapshots\n"
+"  subscribe PEER VOLUME [--every DUR] | subscription list|remove ...\n"
 "  snapshot create|list|show|delete|diff|mount|umount|k8s-manifest ...\n"
 "  schedule set|list|remove|hold|release ...   the time machine\n"
 "  run list|show ...          pipeline runs (snapshots labelled run=RUN)\n"
@@ -171,13 +176,17 @@ int cmd_info(struct cli *c, int argc, char **argv)
 
 static const struct cmd commands[] = {
     { "info", cmd_info, "the daemon and its pool" },
-    { "volume", cmd_volume, "volumes" },
+    { "volume", cmd_volume_peer, "volumes (publish/unpublish: cmd-peer.c)" },
     { "snapshot", cmd_snapshot, "snapshots" },
     { "schedule", cmd_schedule, "snapshot schedules and retention" },
     { "run", cmd_run, "pipeline runs" },
     { "export", cmd_export, "export a snapshot to a repository" },
     { "restore", cmd_restore, "restore a manifest onto a new volume" },
     { "repo", cmd_repo, "object-store repositories" },
+    { "peer", cmd_peer, "trusted peers (other clusters' amberds)" },
+    { "sync", cmd_sync, "pull or push a volume's snapshots" },
+    { "subscribe", cmd_subscribe, "follow a peer's volume" },
+    { "subscription", cmd_subscription, "subscriptions" },
 };
 
 int main(int argc, char **argv)
