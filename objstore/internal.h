@@ -20,6 +20,12 @@ int backend_fs_open(const char *path, struct objstore_backend **ret, char **ret_
 /* `rest` is the URL after "s3://". */
 int backend_s3_open(const char *rest, struct objstore_backend **ret, char **ret_err);
 
+/* Call the backend's flush, if it has one. */
+static inline int backend_flush(struct objstore_backend *b)
+{
+    return b->ops->flush ? b->ops->flush(b) : 0;
+}
+
 /* ---- s3-config.c: the s3:// URL and the credentials ------------------ */
 struct s3_config {
     char *bucket, *prefix;          /* prefix "" or "a/b/" */

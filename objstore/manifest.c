@@ -220,7 +220,12 @@ int manifest_store(struct objstore *r, const struct manifest *m, uint8_t ret_id[
     if (rc == 0) {
         id_to_hex(id, hex);
         char *key = xasprintf("manifests/%s", hex);
-        rc = r->be->ops->put(r->be, key, sealed.data, sealed.len);
+        /* Chunks first, then the manifest that names them. */
+        rc = backend_flush(r->be);
+        if (rc == 0)
+            rc = r->be->ops->put(r->be, key, sealed.data, sealed.len);
+        if (rc == 0)
+            rc = backend_flush(r->be);
         free(key);
     }
     if (rc == 0)

@@ -161,6 +161,8 @@ int objstore_init(const char *url, const char *passphrase, uint32_t chunk_size, 
     buf_printf(&cfg, "keys %s\n", wrap_hex);
 
     r = be->ops->put_if_absent(be, "config", cfg.data, cfg.len);
+    if (r == 0)
+        r = backend_flush(be);
     if (r == -EEXIST)
         set_err(ret_err, "%s already holds a repository", url);
     else if (r < 0)

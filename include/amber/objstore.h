@@ -39,7 +39,8 @@ struct objstore_backend_ops {
      * objects larger than `max` bytes give -EFBIG. */
     int (*get)(struct objstore_backend *b, const char *key, size_t max, struct buf *out);
     /* Write an object atomically: readers see the old object or the whole
-     * new one, never a part; after success it is durable. */
+     * new one, never a part, even after a crash. It may become durable
+     * (survive a power loss) only at the next flush. */
     int (*put)(struct objstore_backend *b, const char *key, const void *data, size_t len);
     /* Like put, but -EEXIST if the key exists (best effort on S3: checked
      * with a HEAD first). */
@@ -52,6 +53,9 @@ struct objstore_backend_ops {
      * particular order. A non-zero return of cb stops and is returned. */
     int (*list)(struct objstore_backend *b, const char *prefix,
                 int (*cb)(void *ud, const char *key, const struct objstore_stat *st), void *ud);
+    /* Make every put and del done so far durable. NULL when puts are
+     * durable on success (S3). */
+    int (*flush)(struct objstore_backend *b);
     void (*free)(struct objstore_backend *b);
 };
 
