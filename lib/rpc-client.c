@@ -156,14 +156,15 @@ static int dial(struct rpc_client *cl, uint64_t deadline, int *ret_fd)
 {
     if (cl->upath) {
         struct sockaddr_un sa = { .sun_family = AF_UNIX };
-        if (strlen(cl->upath) >= sizeof sa.sun_path)
-            return -ENAMETOOLONG;
-        strcpy(sa.sun_path, cl->upath);
+        _cleanup_close_ int dirfd = -1;
+        int r = rpc_unix_addr(cl->upath, &sa, &dirfd);
+        if (r < 0)
+            return r;
         int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
         if (fd < 0)
             return -errno;
         if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno != EINPROGRESS) {
-            int r = -errno;
+            r = -errno;
             close(fd);
             return r;
         }

@@ -12,6 +12,38 @@
 #include "amber/rpc.h"
 #include "amber/util.h"
 
+/* --- unix socket addresses (both sides) ------------------------------------ */
+
+#include <fcntl.h>
+#include <string.h>
+#include <sys/un.h>
+
+/* Fill sa for `path`. sun_path holds 108 bytes and kubelet's volume paths
+ * (a pod's API socket) are longer: then the address goes through the
+ * parent directory's /proc/self/fd entry, and *dirfd (closed by the caller
+ * after bind/connect) holds it open. 0, -ENAMETOOLONG, or open's error. */
+static inline int rpc_unix_addr(const char *path, struct sockaddr_un *sa, int *dirfd)
+{
+    *dirfd = -1;
+    if (strlen(path) < sizeof sa->sun_path) {
+        strcpy(sa->sun_path, path);
+        return 0;
+    }
+    const char *slash = strrchr(path, '/');
+    if (!slash || strlen(slash) > 64)
+        return -ENAMETOOLONG;
+    char *dir = slash == path ? strdup("/") : strndup(path, (size_t)(slash - path));
+    if (!dir)
+        return -ENOMEM;
+    int fd = open(dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    free(dir);
+    if (fd < 0)
+        return -errno;
+    snprintf(sa->sun_path, sizeof sa->sun_path, "/proc/self/fd/%d%s", fd, slash);
+    *dirfd = fd;
+    return 0;
+}
+
 /* --- rpc-frame.c: gRPC message framing, status codes, headers ---------- */
 
 /* One complete gRPC message (without its 5-byte prefix). */

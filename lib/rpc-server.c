@@ -957,11 +957,11 @@ int rpc_server_listen_unix(struct rpc_server *s, const char *path,
                            const struct rpc_listener_config *cfg, struct rpc_listener **ret)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sa.sun_path)
-        return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
+    _cleanup_close_ int dirfd = -1;
+    int r = rpc_unix_addr(path, &sa, &dirfd);
+    if (r < 0)
+        return r;
     struct rpc_listener *l = listener_new(s, cfg);
-    int r;
     l->is_unix = true;
     l->path = xstrdup(path);
     l->fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
