@@ -579,6 +579,7 @@ static const struct {
     { api_node_methods, &api_node_methods_n },
     { api_archive_methods, &api_archive_methods_n },
     { api_schedule_methods, &api_schedule_methods_n },       /* schedule-api.c */
+    { api_scoped_admin_methods, &api_scoped_admin_methods_n }, /* scoped-admin.c */
     { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
 };
 

@@ -300,6 +300,8 @@ int main(int argc, char **argv)
     }
     if ((r = sched_start(&d)) < 0)
         log_error_errno(r, "schedule", "cannot start the scheduler");
+    if ((r = scoped_start(&d)) < 0)
+        log_error_errno(r, "scoped", "cannot restore the pods' API sockets");
     rpc_server_run(d.srv);
     log_info("amberd", "stopping");
     sched_stop(&d);
@@ -314,6 +316,7 @@ int main(int argc, char **argv)
     }
 out:
     rpc_server_free(d.srv);
+    scoped_stop(&d);
     peer_stop(&d);
     cat_close(d.cat);
     pool_close(d.pool);

@@ -70,10 +70,20 @@ extern const size_t api_schedule_methods_n;
 /* Start: re-open the sockets recorded in the catalog whose target
  * directory still exists (the pod is still published), drop the others. */
 int scoped_start(struct amberd *d);
-/* Close every pod socket (the rows stay for the next start). */
+/* Free the bookkeeping, after rpc_server_free (which closed the pods'
+ * listeners and unlinked their sockets); the rows stay for the next start. */
 void scoped_stop(struct amberd *d);
 
 extern const struct rpc_method api_scoped_admin_methods[];   /* node socket: open/close */
 extern const size_t api_scoped_admin_methods_n;
+
+/* scoped.c: what a pod's socket serves; each listener's user data is its
+ * struct scope (the caller's namespace). */
+struct scope {
+    struct scope *next;
+    char *ns;
+};
+extern const struct rpc_method api_scoped_methods[];
+extern const size_t api_scoped_methods_n;
 
 #endif
