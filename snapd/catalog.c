@@ -533,6 +533,14 @@ int cat_open(const char *path, struct catalog **ret)
     }
     sqlite3_extended_result_codes(cat->db, 1);
     sqlite3_busy_timeout(cat->db, 5000);
+    /* Exclusive locking keeps the WAL index in heap memory instead of a
+     * shared mmap'd -shm file: on a full pool a write to that mapping is a
+     * SIGBUS that kills the daemon, while heap memory cannot fail that way.
+     * amberd holds the pool's lock anyway, so no other process opens the
+     * catalog. Must come before the first read opens the WAL. */
+    r = exec(cat, "PRAGMA locking_mode = EXCLUSIVE;");
+    if (r < 0)
+        goto fail;
 
     r = check_application_id(cat);
     if (r < 0)

@@ -65,6 +65,13 @@ void crashpoint(const char *name);
 int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct op_err *e);
 void busy_release(struct amberd *d, const char *vol_id);
 
+/* --- ballast.c: room to delete in a full pool ------------------------- */
+
+/* Make the ballast file if it is missing and the pool has room. */
+void ballast_ensure(struct amberd *d);
+/* Before a delete: if the pool is (nearly) full, release the ballast. */
+void ballast_make_room(struct amberd *d);
+
 /* --- ops-volume.c ------------------------------------------------------- */
 
 struct vol_create_args {

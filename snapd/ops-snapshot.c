@@ -286,6 +286,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
     r = busy_acquire(d, s->volume_id, "snapshot delete", e);
     if (r < 0)
         return r;
+    ballast_make_room(d);
     int64_t intent;
     r = cat_begin(d->cat);
     if (r == 0) {
@@ -324,6 +325,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
     if (r < 0)
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
     log_info("snapshot", "deleted snapshot %s id=%s", s->name, s->id);
+    ballast_ensure(d);
     return 0;
 }
 

@@ -258,6 +258,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
     r = busy_acquire(d, v->id, "delete", e);
     if (r < 0)
         return r;
+    ballast_make_room(d);
     struct pool_file_info fi = {0};
     if (pool_stat(d->pool, v->id, NULL, &fi) == 0 && fi.device) {
         op_fail(e, RPC_FAILED_PRECONDITION, -EBUSY,
@@ -310,6 +311,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
     if (r < 0)
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
     log_info("volume", "deleted volume %s id=%s", v->name, v->id);
+    ballast_ensure(d);
     return 0;
 }
 

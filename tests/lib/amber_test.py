@@ -120,6 +120,10 @@ class Tests:
                 self.failed.append(fn.__name__)
                 print("FAIL %-50s" % fn.__name__, flush=True)
                 traceback.print_exc()
+                for d in list(DAEMONS):
+                    print("--- last lines of %s/amberd.log" % d.dir)
+                    print("\n".join(d.log().splitlines()[-25:]))
+            DAEMONS.clear()
         print("%d passed, %d failed" % (self.passed, len(self.failed)))
         return 1 if self.failed else 0
 
@@ -241,6 +245,9 @@ def release_tree(d):
         time.sleep(0.2)
 
 
+DAEMONS = []   # the Amberd instances of the running test, for failure logs
+
+
 class Amberd:
     """A real amberd on its own loop-mounted pool image in a temp dir.
     stop() is graceful (SIGTERM: unmounts and detaches its pool); kill()
@@ -257,6 +264,7 @@ class Amberd:
         self.extra = extra or []
         self.proc = None
         self.logf = open(os.path.join(self.dir, "amberd.log"), "ab")
+        DAEMONS.append(self)
         self.start(env)
 
     def argv(self):
