@@ -45,6 +45,14 @@ static const char usage[] =
 "  --node-id ID          this node's name (default: the hostname)\n"
 "  --max-message SIZE    largest gRPC message accepted (default 4M)\n"
 "\n"
+"Peers (sync between clusters over mutual TLS 1.3):\n"
+"  --peer-listen H:P     serve peers on HOST:PORT (port 0: any free port)\n"
+"  --tls-cert FILE       the node's certificate (default: made at first start\n"
+"  --tls-key FILE        in POOL/.amber/identity/, self-signed)\n"
+"  --tls-ca FILE         also trust peers whose certificates this CA signed\n"
+"  --peers-file FILE     peers to trust, a line each: NAME ADDRESS FINGERPRINT\n"
+"                        [allow-push]\n"
+"\n"
 "Running:\n"
 "  --run CMD             captive mode: start, run CMD (with sh -c, AMBER_SOCKET\n"
 "                        set), stop when it ends and exit with its status\n"
@@ -104,7 +112,9 @@ int main(int argc, char **argv)
     bool exit_with_parent = false;
     enum log_level lvl;
     enum { O_POOL = 256, O_IMAGE, O_SIZE, O_FS, O_BACKEND, O_XFSMAX, O_RESERVE, O_SOCKET, O_MODE,
-           O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION };
+           O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
+           O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE };
+    struct peer_opts peer_opts = {0};
     static const struct option opts[] = {
         { "pool", required_argument, NULL, O_POOL },
         { "pool-image", required_argument, NULL, O_IMAGE },
@@ -123,12 +133,22 @@ int main(int argc, char **argv)
         { "log-json", no_argument, NULL, O_LOGJSON },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, O_VERSION },
+        { "peer-listen", required_argument, NULL, O_PEER_LISTEN },
+        { "tls-cert", required_argument, NULL, O_TLS_CERT },
+        { "tls-key", required_argument, NULL, O_TLS_KEY },
+        { "tls-ca", required_argument, NULL, O_TLS_CA },
+        { "peers-file", required_argument, NULL, O_PEERS_FILE },
         {}
     };
     int o;
     while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
         switch (o) {
         case O_POOL: pool_dir = optarg; break;
+        case O_PEER_LISTEN: peer_opts.listen = optarg; break;
+        case O_TLS_CERT: peer_opts.tls_cert = optarg; break;
+        case O_TLS_KEY: peer_opts.tls_key = optarg; break;
+        case O_TLS_CA: peer_opts.tls_ca = optarg; break;
+        case O_PEERS_FILE: peer_opts.peers_file = optarg; break;
         case O_IMAGE: image = optarg; break;
         case O_SIZE:
             if (parse_size(optarg, &pool_size) < 0 || pool_size < (256u << 20)) {
@@ -273,12 +293,16 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     log_info("amberd", "serving pool %s (%s) on %s, version %s", pool_dir,
              pool_backend_name(d.pool), socket_path, AMBER_VERSION);
+    if ((r = peer_start(&d, &peer_opts)) < 0)
+        goto out;
     if (run && (r = start_child(run, socket_path)) < 0) {
         log_error_errno(r, "amberd", "cannot run %s", run);
         goto out;
     }
     if ((r = sched_start(&d)) < 0)
         log_error_errno(r, "schedule", "cannot start the scheduler");
+    if ((r = scoped_start(&d)) < 0)
+        log_error_errno(r, "scoped", "cannot restore the pods' API sockets");
     rpc_server_run(d.srv);
     log_info("amberd", "stopping");
     sched_stop(&d);
@@ -293,6 +317,8 @@ int main(int argc, char **argv)
     }
 out:
     rpc_server_free(d.srv);
+    scoped_stop(&d);
+    peer_stop(&d);
     cat_close(d.cat);
     pool_close(d.pool);
     if (d.image) {
