@@ -73,9 +73,9 @@ LIBS := $(B)/libsnapd.a $(B)/libobjstore.a $(B)/libamber.a
 
 $(B)/amberd: $(call obj,snapd/main.c) $(LIBS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
-$(B)/amberctl: $(call obj,$(CLI_SRC)) $(LIBS)
+$(B)/amberctl: $(call obj,$(CLI_SRC)) $(B)/libobjstore.a $(B)/libamber.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
-$(B)/amber-csi: $(call obj,$(CSI_SRC)) $(LIBS)
+$(B)/amber-csi: $(call obj,$(CSI_SRC)) $(B)/libamber.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 
 # --- tests -------------------------------------------------------------------

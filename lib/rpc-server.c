@@ -114,6 +114,10 @@ struct rpc_call {
     int status;
     char *status_msg;
 
+    int err_code;                   /* rpc_error's status, sent after the handler returns */
+    char *err_msg;
+    bool err_set;
+
     bool dispatched;
     bool cancelled;
     int refs;
@@ -186,15 +190,23 @@ static void call_cancel_locked(struct rpc_call *c, int code, const char *msg)
 
 int rpc_error(struct rpc_call *c, int code, const char *fmt, ...)
 {
-    _cleanup_free_ char *msg = NULL;
+    char *msg = NULL;
     va_list ap;
     va_start(ap, fmt);
     if (vasprintf(&msg, fmt, ap) < 0)
         msg = NULL;
     va_end(ap);
+    /* Recorded, and sent only once the handler has returned: a client that
+     * retries at once must not find the handler's locks still held. */
     pthread_mutex_lock(&c->srv->lock);
-    call_finish_locked(c, code, msg);
+    if (!c->err_set) {
+        c->err_set = true;
+        c->err_code = code;
+        c->err_msg = msg;
+        msg = NULL;
+    }
     pthread_mutex_unlock(&c->srv->lock);
+    free(msg);
     return rpc_errno_from_code(code) ?: -EREMOTEIO;
 }
 
@@ -322,6 +334,7 @@ static void call_unref_locked(struct rpc_call *c)
     }
     free(c->path);
     free(c->status_msg);
+    free(c->err_msg);
     pthread_cond_destroy(&c->cond);
     free(c);
 }
@@ -383,7 +396,9 @@ done:
         protobuf_c_message_free_unpacked(req, NULL);
     pthread_mutex_lock(&s->lock);
     if (!c->finished) {
-        if (r < 0) {
+        if (c->err_set) {
+            call_finish_locked(c, c->err_code, c->err_msg);
+        } else if (r < 0) {
             call_finish_locked(c, rpc_code_from_errno(r), strerror(-r));
         } else if (c->m->kind == RPC_UNARY && c->out.len == 0 && !c->headers_sent) {
             call_finish_locked(c, RPC_INTERNAL, "the handler sent no reply");

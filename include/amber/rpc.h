@@ -188,7 +188,9 @@ int rpc_call_send(struct rpc_call *c, const ProtobufCMessage *msg);
  * -ECANCELED, -EBADMSG for a message that does not decode. */
 int rpc_call_recv(struct rpc_call *c, ProtobufCMessage **ret);
 /* Record the status to send and return a negative value for the handler to
- * return: `return rpc_error(call, RPC_NOT_FOUND, "volume %s not found", n);` */
+ * return: `return rpc_error(call, RPC_NOT_FOUND, "volume %s not found", n);`
+ * The status goes out after the handler returns (its cleanup done); the
+ * first recorded status wins. */
 int rpc_error(struct rpc_call *c, int code, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 
