@@ -194,7 +194,7 @@ def test_snapshots_under_verifying_fio():
     try:
         p = subprocess.run(["fio", "--name=w", "--filename=" + dev, "--rw=randwrite", "--bs=4k",
                             "--size=64M", "--direct=1", "--ioengine=io_uring", "--iodepth=16",
-                            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
                             "--output-format=terse"], capture_output=True, text=True, timeout=300)
     finally:
         stop.set()
