@@ -65,6 +65,10 @@ void crashpoint(const char *name);
 int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct op_err *e);
 void busy_release(struct amberd *d, const char *vol_id);
 
+/* --- metrics.c: Prometheus metrics over HTTP ---------------------------- */
+int metrics_start(struct amberd *d, const char *hostport);
+void metrics_stop(void);
+
 /* --- ballast.c: room to delete in a full pool ------------------------- */
 
 /* Make the ballast file if it is missing and the pool has room. */

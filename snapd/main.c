@@ -42,7 +42,10 @@ static const char usage[] =
 "API:\n"
 "  --socket PATH         the node API socket (default " DEFAULT_SOCKET ")\n"
 "  --socket-mode MODE    its file mode, octal (default 0600)\n"
-"  --node-id ID          this node's name (default: the hostname)\n"
+"  --node-id ID          this node's name (default: the hostname);\n"
+"                        --node-name is the same\n"
+"  --metrics-listen HOST:PORT\n"
+"                        serve Prometheus metrics at http://HOST:PORT/metrics\n"
 "  --max-message SIZE    largest gRPC message accepted (default 4M)\n"
 "\n"
 "Peers (sync between clusters over mutual TLS 1.3):\n"
@@ -106,14 +109,14 @@ int main(int argc, char **argv)
 {
     const char *pool_dir = NULL, *image = NULL, *fs = "btrfs", *backend = NULL, *run = NULL;
     const char *socket_path = getenv("AMBER_SOCKET") ? getenv("AMBER_SOCKET") : DEFAULT_SOCKET;
-    const char *node_id = NULL;
+    const char *node_id = NULL, *metrics_listen = NULL;
     uint64_t pool_size = 20ULL << 30, max_message = 4u << 20, xfs_max = 0, reserve = 0, v;
     unsigned long socket_mode = 0600;
     bool exit_with_parent = false;
     enum log_level lvl;
     enum { O_POOL = 256, O_IMAGE, O_SIZE, O_FS, O_BACKEND, O_XFSMAX, O_RESERVE, O_SOCKET, O_MODE,
            O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
-           O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE };
+           O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS };
     struct peer_opts peer_opts = {0};
     static const struct option opts[] = {
         { "pool", required_argument, NULL, O_POOL },
@@ -126,6 +129,8 @@ int main(int argc, char **argv)
         { "socket", required_argument, NULL, O_SOCKET },
         { "socket-mode", required_argument, NULL, O_MODE },
         { "node-id", required_argument, NULL, O_NODE },
+        { "node-name", required_argument, NULL, O_NODE },
+        { "metrics-listen", required_argument, NULL, O_METRICS },
         { "max-message", required_argument, NULL, O_MAXMSG },
         { "run", required_argument, NULL, O_RUN },
         { "exit-with-parent", no_argument, NULL, O_EWP },
@@ -149,6 +154,7 @@ int main(int argc, char **argv)
         case O_TLS_KEY: peer_opts.tls_key = optarg; break;
         case O_TLS_CA: peer_opts.tls_ca = optarg; break;
         case O_PEERS_FILE: peer_opts.peers_file = optarg; break;
+        case O_METRICS: metrics_listen = optarg; break;
         case O_IMAGE: image = optarg; break;
         case O_SIZE:
             if (parse_size(optarg, &pool_size) < 0 || pool_size < (256u << 20)) {
@@ -301,6 +307,10 @@ int main(int argc, char **argv)
     }
     if ((r = sched_start(&d)) < 0)
         log_error_errno(r, "schedule", "cannot start the scheduler");
+    if (metrics_listen && (r = metrics_start(&d, metrics_listen)) < 0) {
+        log_error_errno(r, "metrics", "cannot listen on %s", metrics_listen);
+        goto out;
+    }
     if ((r = scoped_start(&d)) < 0)
         log_error_errno(r, "scoped", "cannot restore the pods' API sockets");
     rpc_server_run(d.srv);
@@ -318,6 +328,7 @@ int main(int argc, char **argv)
 out:
     rpc_server_free(d.srv);
     scoped_stop(&d);
+    metrics_stop();
     peer_stop(&d);
     cat_close(d.cat);
     pool_close(d.pool);

@@ -345,4 +345,21 @@ def test_info_json_and_help():
     T.check_eq(d.stop(), 0)
 
 
+def test_prometheus_metrics():
+    import socket
+    import urllib.request
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    d = T.Amberd("btrfs", size="1G", extra=["--metrics-listen", "127.0.0.1:%d" % port, "--node-name", "n7"])
+    d.ctl("volume", "create", "m", "--size", "16M")
+    d.ctl("snapshot", "create", "m")
+    body = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read().decode()
+    T.check("amber_volumes 1\n" in body and "amber_snapshots 1\n" in body, body)
+    T.check('node="n7"' in body and "amber_pool_size_bytes 1073741824" in body, body)
+    T.check_eq(d.ctl("info")["node_id"], "n7")
+    T.check_eq(d.stop(), 0)
+
+
 sys.exit(T.Tests().run([v for k, v in sorted(globals().items()) if k.startswith("test_")]))
