@@ -77,7 +77,8 @@ int cli_getopt(struct cli *c, int argc, char **argv, const struct option *extra,
                int (*on_opt)(int opt, const char *arg, void *data), void *data, const char *help)
 {
     struct option *opts = xcalloc(n_extra + 3, sizeof *opts);
-    memcpy(opts, extra, n_extra * sizeof *opts);
+    if (n_extra)
+        memcpy(opts, extra, n_extra * sizeof *opts);
     opts[n_extra] = (struct option){ "json", no_argument, NULL, 'j' };
     opts[n_extra + 1] = (struct option){ "help", no_argument, NULL, 'h' };
     optind = 0;     /* 0, not 1: glibc re-initialises its permutation state */
