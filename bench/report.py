@@ -1,0 +1,237 @@
+#!/usr/bin/python3
+"""bench/report.py: the table and the plot of one bench/run result.
+
+  bench/report.py bench/results/<timestamp>/results.json
+
+Writes table.md and plot.png next to results.json and prints the table.
+bench/run calls render() at the end of a run; run this by hand to redraw
+after changing the layout. Every speed is shown as a ratio against the
+baseline (a plain No_COW file on the pool) of the same run.
+"""
+import json
+import os
+import sys
+
+BASELINE = "file"   # the label of the baseline rows
+SHORT = 0.95        # rows below this ratio are marked
+
+
+def _f(v, fmt="%.0f"):
+    return "–" if v is None else fmt % v
+
+
+def _size(n):
+    for unit, k in (("GiB", 1 << 30), ("MiB", 1 << 20)):
+        if n and n >= k:
+            return ("%g %s" % (round(n / k, 1), unit))
+    return "%s B" % n
+
+
+def baseline_of(rows):
+    return {r["profile"]: r for r in rows if r["label"] == BASELINE}
+
+
+def table(d):
+    m = d["meta"]
+    out = []
+    out.append("# Amber benchmark, %s%s" % (m.get("started", "?"), " (QUICK)" if m.get("quick") else ""))
+    out.append("")
+    out.append("Pool: %s on %s (%s), kernel %s, %s CPUs, %s RAM; fio %s, %s; working set %s, %g s a run "
+               "after %g s ramp." % (
+                   m.get("backend"), m.get("pool_device"), "loop image" if not m.get("pool") else m.get("pool"),
+                   m.get("kernel"), m.get("cpus"), _size(m.get("mem_bytes")), m.get("fio", "?").replace("fio-", ""),
+                   m.get("ioengine"), _size(m.get("size")), m.get("runtime"), m.get("ramp")))
+    out.append("")
+    rows = d.get("fio", [])
+    if rows:
+        base = baseline_of(rows)
+        out.append("## Data path (fio, direct I/O)")
+        out.append("")
+        out.append("Baseline `file`: a No_COW file on the pool filesystem. `device`: an Amber volume's loop "
+                   "device. `ext4`: a file on ext4 on a volume. `snap@N`: the device right after a snapshot, "
+                   "the volume holding about N. `file/end`: the baseline again at the end (noise floor). "
+                   "Latency: reads, or writes for write-only profiles. `*` = below %.2f× the baseline." % SHORT)
+        out.append("")
+        out.append("| profile | case | IOPS | MiB/s | p50 µs | p99 µs | × baseline |")
+        out.append("|---|---|---:|---:|---:|---:|---:|")
+        order = []
+        for r in rows:
+            if r["profile"] not in order:
+                order.append(r["profile"])
+        for p in order:
+            for r in (x for x in rows if x["profile"] == p):
+                b = base.get(p)
+                ratio = r["iops"] / b["iops"] if b and b["iops"] else None
+                mark = " *" if ratio is not None and ratio < SHORT else ""
+                out.append("| %s | %s | %s | %s | %s | %s | %s%s |" % (
+                    p, r["label"], _f(r["iops"]), _f(r["bw_mib"], "%.1f"), _f(r["p50_us"]), _f(r["p99_us"]),
+                    "–" if ratio is None else "%.2f" % ratio, mark))
+        out.append("")
+    sl = d.get("snapshot_latency") or []
+    if sl:
+        out.append("## Snapshots under a concurrent writer")
+        out.append("")
+        w = sl[0].get("writer_iops")
+        out.append("Snapshot create as `amberctl snapshot create` sees it (process start included). Stall: the "
+                   "longest latency of a 4k write in flight during a snapshot (fio writer at %s IOPS); quiet: "
+                   "the same writer's longest latency before the snapshots." % w)
+        out.append("")
+        out.append("| snapshots | window | create p50 ms | p99 ms | max ms | writer stall max ms | quiet max ms |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|")
+        for r in sl:
+            out.append("| %s | #%d–#%d | %s | %s | %s | %s | %s |" % (
+                r["at"], r["first"], r["last"], _f(r["p50_ms"], "%.1f"), _f(r["p99_ms"], "%.1f"),
+                _f(r["max_ms"], "%.1f"), _f(r["stall_max_ms"], "%.1f"), _f(r.get("quiet_max_ms"), "%.1f")))
+        out.append("")
+    tl = d.get("timeline")
+    if tl:
+        out.append("Write latency across one snapshot (4k randwrite, iodepth 32, %s region): %.0f IOPS before; "
+                   "the snapshot took %.1f ms, the longest write in flight %.1f ms; lowest 100 ms after it %.0f "
+                   "1 s mean after it %.0f IOPS (%.2f×); back to 90 %% of before %s s after the snapshot." % (
+                       _size(tl["region_bytes"]), tl.get("iops_before") or 0, tl["snapshot_ms"], tl["stall_ms"],
+                       tl.get("iops_min_after", 0),
+                       (tl.get("iops_min_after", 0) / tl["iops_before"]) if tl.get("iops_before") else 0,
+                       "%s" % tl["recovered_after_s"] if "recovered_after_s" in tl else "not within the run,")))
+        out.append("")
+    if d.get("diff"):
+        out.append("## Changed extents (diff), clone, delete")
+        out.append("")
+        out.append("| diff | extents | changed | exact | p50 ms | max ms |")
+        out.append("|---|---:|---:|---|---:|---:|")
+        for r in d["diff"]:
+            out.append("| %s | %d | %s | %s | %s | %s |" % (
+                r["what"], r["extents"], _size(r["changed_bytes"]), "yes" if r["exact"] else
+                "no (%s written)" % _size(r["written_bytes"]), _f(r["p50_ms"], "%.1f"), _f(r["max_ms"], "%.1f")))
+        out.append("")
+    cd = (d.get("clone") or []) + (d.get("delete") or [])
+    if cd:
+        out.append("| operation | n | p50 ms | max ms |")
+        out.append("|---|---:|---:|---:|")
+        for r in cd:
+            out.append("| %s | %d | %s | %s |" % (r["what"], r["n"], _f(r["p50_ms"], "%.1f"), _f(r["max_ms"], "%.1f")))
+        out.append("")
+    if d.get("rpc"):
+        out.append("## gRPC unary call cost (build/tests/rpc-testd Echo, unix socket, server pinned to one core)")
+        out.append("")
+        out.append("| client | calls/s | server CPU µs/call | calls/s a server core | client CPU µs/call |")
+        out.append("|---|---:|---:|---:|---:|")
+        for r in d["rpc"]:
+            if "calls_per_s" in r:
+                out.append("| %s | %.0f | %.1f | %.0f | %s |" % (
+                    r["what"], r["calls_per_s"], r["server_cpu_us_per_call"], r["server_calls_per_core_s"],
+                    _f(r.get("client_cpu_us_per_call"), "%.1f")))
+            else:
+                out.append("| %s: p50 %.1f ms, max %.1f ms | | | | |" % (r["what"], r["p50_ms"], r["max_ms"]))
+        out.append("")
+    if d.get("errors"):
+        out.append("Errors: " + "; ".join(d["errors"]))
+        out.append("")
+    if m.get("seconds"):
+        out.append("Run time %.0f s." % m["seconds"])
+    return "\n".join(out) + "\n"
+
+
+def plot(d, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.gridspec import GridSpec
+
+    rows = d.get("fio", [])
+    profiles = []
+    for r in rows:
+        if r["profile"] not in profiles:
+            profiles.append(r["profile"])
+    base = baseline_of(rows)
+    fig = plt.figure(figsize=(18, 11), dpi=100)
+    outer = GridSpec(2, 1, figure=fig, height_ratios=[1, 1.05], hspace=0.42, top=0.88, bottom=0.07,
+                     left=0.05, right=0.95)
+    top = outer[0].subgridspec(1, max(len(profiles), 1), wspace=0.3)
+    bottom = outer[1].subgridspec(1, 2, width_ratios=[3, 2], wspace=0.3)
+    m = d["meta"]
+    fig.suptitle("Amber bench %s — %s pool, %s, kernel %s, %s CPUs%s" % (
+        m.get("started", ""), m.get("backend"), m.get("pool_device"), m.get("kernel"), m.get("cpus"),
+        " (QUICK)" if m.get("quick") else ""), fontsize=13)
+    colours = {"file": "#7f7f7f", "device": "#1f77b4", "ext4": "#2ca02c", "snap": "#d62728"}
+    for i, p in enumerate(profiles):
+        ax = fig.add_subplot(top[0, i])
+        rs = [r for r in rows if r["profile"] == p]
+        labels = [r["label"] for r in rs]
+        vals = [r["iops"] / 1000.0 for r in rs]
+        bars = ax.bar(range(len(rs)), vals, color=[colours.get(r["case"], "#9467bd") for r in rs])
+        b = base.get(p)
+        if b:
+            ax.axhline(b["iops"] / 1000.0, color="black", linestyle="--", linewidth=1.2, label="baseline")
+            ax.axhline(SHORT * b["iops"] / 1000.0, color="black", linestyle=":", linewidth=1, label="0.95×")
+            for bar, r in zip(bars, rs):
+                ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), "%.2f" % (r["iops"] / b["iops"]),
+                        ha="center", va="bottom", fontsize=9)
+        ax.set_xticks(range(len(rs)))
+        ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=10)
+        ax.set_title(p, fontsize=12)
+        ax.tick_params(axis="y", labelsize=9)
+        ax.set_ylabel("k IOPS" if i == 0 else "")
+        ax.set_ylim(0, max(vals + [0.001]) * 1.18)
+        if i == 0:
+            fig.legend(*ax.get_legend_handles_labels(), loc="upper right", fontsize=10, ncol=2,
+                       title="IOPS of the baseline (plain No_COW file on the pool); numbers: × baseline")
+    tl = d.get("timeline")
+    if tl:
+        ax = fig.add_subplot(bottom[0, 0])
+        t = tl["t_s"]
+        ax.plot(t, [v / 1000.0 for v in tl["iops"]], color="#1f77b4", linewidth=1.2, label="IOPS (k, per 100 ms)")
+        ax.set_xlabel("seconds")
+        ax.set_ylabel("k IOPS", color="#1f77b4")
+        ax2 = ax.twinx()
+        ax2.semilogy(t, [v / 1000.0 if v else None for v in tl["mean_lat_us"]], color="#ff7f0e", linewidth=1,
+                     label="mean write latency (ms)")
+        ax2.semilogy(t, [v / 1000.0 if v else None for v in tl["max_lat_us"]], color="#d62728", linewidth=0.8,
+                     alpha=0.7, label="max write latency (ms)")
+        ax2.set_ylabel("write latency, ms (log)")
+        ax.axvline(tl["snapshot_at_s"], color="black", linestyle="--")
+        ax.text(tl["snapshot_at_s"], max(tl["iops"]) / 1000.0 * 1.12, " snapshot (%.0f ms)" % tl["snapshot_ms"],
+                va="bottom", fontsize=10)
+        ax.set_title("4k random writes (iodepth 32) across a snapshot: copy-on-first-write, then recovery "
+                     "(%s region)" % _size(tl["region_bytes"]), fontsize=12)
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()
+        ax.set_ylim(0, max(tl["iops"]) / 1000.0 * 1.3)
+        lo, hi = ax2.get_ylim()
+        ax2.set_ylim(lo, hi * 8)
+        ax.legend(h1 + h2, l1 + l2, fontsize=9, loc="upper right", ncol=3)
+    ss = d.get("snapshot_series")
+    if ss:
+        ax = fig.add_subplot(bottom[0, 1])
+        n = [s[0] for s in ss]
+        ax.semilogy(n, [s[1] for s in ss], ".", markersize=4, color="#1f77b4",
+                    label="snapshot create, amberctl (ms)")
+        sw = [s for s in ss if s[2] is not None]
+        ax.semilogy([s[0] for s in sw], [max(s[2], 0.01) for s in sw], "x", markersize=5, color="#d62728",
+                    label="longest write in flight, writer at %s IOPS (ms)" % d["meta"].get("stall_rate"))
+        ax.set_xlabel("snapshots of the volume")
+        ax.set_ylabel("ms (log)")
+        ax.set_title("Snapshot create latency and writer stall", fontsize=12)
+        ax.legend(fontsize=9, loc="upper left")
+        ax.grid(True, which="both", alpha=0.3)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def render(results_path):
+    with open(results_path) as f:
+        d = json.load(f)
+    outdir = os.path.dirname(os.path.abspath(results_path))
+    text = table(d)
+    with open(os.path.join(outdir, "table.md"), "w") as f:
+        f.write(text)
+    try:
+        plot(d, os.path.join(outdir, "plot.png"))
+    except ImportError as e:
+        text += "\n(no plot: %s; install python3-matplotlib)\n" % e
+    return text
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: bench/report.py RESULTS.json")
+    print(render(sys.argv[1]))
