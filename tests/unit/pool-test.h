@@ -476,6 +476,7 @@ static void t_scenario(const char *fs, unsigned nsnaps)
 
     /* Many snapshots of one volume. */
     {
+        free(TAKE_PTR(dev));
         fd = t_attach_open("v1", NULL, &dev);
         uint64_t worst = 0, total = 0, t0;
         char name[32];
