@@ -214,6 +214,14 @@ int objstore_open(const char *url, const char *passphrase, struct objstore **ret
         set_err(ret_err, "%s is not a repository (no config object)", url);
         goto out;
     }
+    if (r == -ENXIO) {
+        set_err(ret_err, "%s: the bucket does not exist", url);
+        goto out;
+    }
+    if (r == -EACCES) {
+        set_err(ret_err, "%s: access denied (check the credentials and the region)", url);
+        goto out;
+    }
     if (r < 0) {
         set_err(ret_err, "cannot read %s/config: %s", url, strerror(-r));
         goto out;
@@ -320,6 +328,8 @@ struct lock_scan {
     const char *own;
     int64_t now;
     bool found;
+    char *stale[16];        /* leftovers of dead holders, removed after */
+    size_t nstale;
 };
 
 static int lock_scan_cb(void *ud, const char *key, const struct objstore_stat *st)
@@ -328,8 +338,12 @@ static int lock_scan_cb(void *ud, const char *key, const struct objstore_stat *s
     const char *name = key + strlen("locks/");
     if (!strcmp(key, s->own))
         return 0;
-    if (!strncmp(name, s->conflict, strlen(s->conflict)) && name[strlen(s->conflict)] == '-' &&
-        st->mtime > s->now - LOCK_STALE_S)
+    if (st->mtime <= s->now - LOCK_STALE_S) {
+        if (s->nstale < ARRAY_SIZE(s->stale))
+            s->stale[s->nstale++] = xstrdup(key);
+        return 0;
+    }
+    if (!strncmp(name, s->conflict, strlen(s->conflict)) && name[strlen(s->conflict)] == '-')
         s->found = true;
     return 0;
 }
@@ -348,6 +362,10 @@ int repo_lock(struct objstore *r, const char *kind, const char *conflict, char *
      * one sees the other: both may back off, never both proceed. */
     struct lock_scan s = { .conflict = conflict, .own = key, .now = (int64_t)(now_real_ns() / 1000000000) };
     rc = r->be->ops->list(r->be, "locks/", lock_scan_cb, &s);
+    for (size_t i = 0; i < s.nstale; i++) {
+        r->be->ops->del(r->be, s.stale[i]);
+        free(s.stale[i]);
+    }
     if (rc == 0 && s.found)
         rc = -EBUSY;
     if (rc < 0) {

@@ -194,6 +194,17 @@ static void test_round_trip(void)
     CHECK_EQ(export_range(repo, fd, size, &all, 1, NULL, &res), 0);
     CHECK_EQ(res.chunks_uploaded, 33);
     CHECK(restore_matches(repo, res.manifest, fd, size));
+    /* A bucket that does not exist, and wrong credentials. */
+    _cleanup_free_ char *nob = xasprintf("s3://nobucket/x?endpoint=http://127.0.0.1:%d", s3.port);
+    struct objstore *none = NULL;
+    free(TAKE_PTR(err));
+    CHECK_EQ(objstore_open(nob, PASS, &none, &err), -ENXIO);
+    CHECK(err && strstr(err, "bucket does not exist"));
+    free(TAKE_PTR(err));
+    setenv("AWS_SECRET_ACCESS_KEY", "WRONG", 1);
+    CHECK_EQ(objstore_open(url, PASS, &none, &err), -EACCES);
+    CHECK(err && strstr(err, "access denied") && !strstr(err, "WRONG"));
+    setenv("AWS_SECRET_ACCESS_KEY", "S3RVER", 1);
 
     /* Three incremental exports of random writes. */
     char parent[OBJSTORE_ID_LEN + 1];

@@ -9,6 +9,7 @@
 #include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
+#include <time.h>
 
 #include "amber/objstore.h"
 #include "amber/util.h"
@@ -599,6 +600,12 @@ static void test_gc(void)
     _cleanup_free_ char *lock = xasprintf("%s/r-gc/locks/export-test", tmpdir);
     CHECK_EQ(write_file_atomic(lock, "x", 1, 0600), 0);
     CHECK_EQ(objstore_gc(repo, 0, &g), -EBUSY);
+    /* The lock of an export that died an hour ago does not stop gc, and
+     * gc removes it. */
+    struct timespec old[2] = { { .tv_sec = time(NULL) - 3600 }, { .tv_sec = time(NULL) - 3600 } };
+    CHECK_EQ(utimensat(AT_FDCWD, lock, old, 0), 0);
+    CHECK_EQ(objstore_gc(repo, 3600, &g), 0);
+    CHECK(access(lock, F_OK) < 0);
     unlink(lock);
     CHECK_EQ(objstore_gc(repo, 0, &g), 0);
     CHECK_EQ(g.chunks_deleted, 16);
