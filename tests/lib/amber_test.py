@@ -53,6 +53,8 @@ class Cleanup:
 
 
 cleanup = Cleanup()
+# A test stopped by tests/run's timeout (SIGTERM) still removes what it made.
+signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
 
 
 def tmpdir(prefix="amber-test-"):
