@@ -211,6 +211,14 @@ static int h_pull(struct rpc_call *c, const ProtobufCMessage *unused)
         log_warn_errno(r, "sync", "send of volume %s to peer %s failed: %s", v->name, p->name,
                        e.msg ? e.msg : strerror(-r));
         int code = e.code ? e.code : rpc_code_from_errno(r);
+        Amber__Peer__V1__Abort ab = AMBER__PEER__V1__ABORT__INIT;
+        ab.code = code;
+        ab.message = e.msg ? e.msg : (char *)strerror(-r);
+        Amber__Peer__V1__SendMsg am = AMBER__PEER__V1__SEND_MSG__INIT;
+        am.m_case = AMBER__PEER__V1__SEND_MSG__M_ABORT;
+        am.abort = &ab;
+        if (code != RPC_UNAVAILABLE && code != RPC_CANCELLED)
+            chan_send(&ch, &am.base);
         r = rpc_error(c, code, "%s", e.msg ? e.msg : strerror(-r));
         op_err_clear(&e);
         return r;

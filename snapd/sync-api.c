@@ -112,9 +112,9 @@ int sync_pull(struct amberd *d, const char *peer, const char *volume, const char
             break;
     }
     if (r == 1) {
+        /* Done: everything is committed; the call's status adds nothing. */
         r = 0;
-        rpc_stream_close_send(ch.stream);
-        rpc_stream_finish(ch.stream, NULL);
+        rpc_stream_cancel(ch.stream);
     } else if (e->msg) {
         rpc_stream_cancel(ch.stream);       /* our own failure, already in e */
     } else {

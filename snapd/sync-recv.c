@@ -694,6 +694,12 @@ int recv_handle(struct recv_session *rs, struct sync_chan *ch, const Amber__Peer
     case AMBER__PEER__V1__SEND_MSG__M_END:
         r = on_end(rs, ch, m->end, e);
         break;
+    case AMBER__PEER__V1__SEND_MSG__M_ABORT: {
+        int code = m->abort->code > 0 && m->abort->code <= RPC_UNAUTHENTICATED ? m->abort->code
+                                                                                : RPC_UNKNOWN;
+        return op_fail(e, code, rpc_errno_from_code(code), "peer %s: %.300s", rs->peer,
+                       m->abort->message);
+    }
     case AMBER__PEER__V1__SEND_MSG__M_DONE:
         if (rs->active)
             return op_fail(e, RPC_INVALID_ARGUMENT, -EPROTO, "Done inside a snapshot");
