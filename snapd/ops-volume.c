@@ -95,6 +95,22 @@ int vol_find(struct amberd *d, const char *ref, struct cat_volume **ret, struct 
     return 0;
 }
 
+/* Take the volume's operation lock and record an intent on it; on failure
+ * neither is held. */
+static int op_begin(struct amberd *d, const char *vol_id, const char *op, const char *what,
+                    int64_t *ret_intent, struct op_err *e)
+{
+    int r = busy_acquire(d, vol_id, what, e);
+    if (r < 0)
+        return r;
+    r = cat_intent_add(d->cat, op, vol_id, NULL, ret_intent);
+    if (r < 0) {
+        busy_release(d, vol_id);
+        return op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
+    }
+    return 0;
+}
+
 static int size_check(uint64_t size, uint64_t *ret, struct op_err *e)
 {
     if (size == 0)
@@ -333,15 +349,10 @@ int vol_resize(struct amberd *d, const char *ref, uint64_t size, struct cat_volu
         *ret = TAKE_PTR(v);
         return 0;
     }
-    r = busy_acquire(d, v->id, "resize", e);
+    int64_t intent;
+    r = op_begin(d, v->id, CAT_OP_RESIZE, "resize", &intent, e);
     if (r < 0)
         return r;
-    int64_t intent;
-    r = cat_intent_add(d->cat, CAT_OP_RESIZE, v->id, NULL, &intent);
-    if (r < 0) {
-        busy_release(d, v->id);
-        return op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
-    }
     crashpoint("volume-resize:intent");
     r = pool_vol_resize(d->pool, v->id, size);
     crashpoint("volume-resize:pool");
@@ -443,15 +454,10 @@ int vol_revert(struct amberd *d, const char *ref, const char *snap_ref, struct o
         return r;
     if (s->size_bytes > v->size_bytes)
         return op_fail(e, RPC_FAILED_PRECONDITION, -EINVAL, "snapshot is larger than the volume");
-    r = busy_acquire(d, v->id, "revert", e);
+    int64_t intent;
+    r = op_begin(d, v->id, CAT_OP_REVERT, "revert", &intent, e);
     if (r < 0)
         return r;
-    int64_t intent;
-    r = cat_intent_add(d->cat, CAT_OP_REVERT, v->id, NULL, &intent);
-    if (r < 0) {
-        busy_release(d, v->id);
-        return op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
-    }
     crashpoint("volume-revert:intent");
     r = pool_vol_revert(d->pool, v->id, s->id);
     crashpoint("volume-revert:pool");
