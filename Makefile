@@ -81,6 +81,10 @@ $(B)/amber-csi: $(call obj,$(CSI_SRC)) $(B)/libamber.a
 # --- tests -------------------------------------------------------------------
 UNIT_SRC := $(wildcard tests/unit/test-*.c)
 UNIT_BIN := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
+# Object-store tests need only their library and the runtime.
+$(B)/tests/test-objstore%: $(call obj,tests/unit/test-objstore%.c) $(B)/libobjstore.a $(B)/libamber.a
+	@mkdir -p $(dir $@)
+	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 $(B)/tests/%: $(call obj,tests/unit/%.c) $(LIBS)
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
