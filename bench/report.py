@@ -85,13 +85,14 @@ def table(d):
         out.append("")
     tl = d.get("timeline")
     if tl:
+        ratio = (tl.get("iops_min_after", 0) / tl["iops_before"]) if tl.get("iops_before") else 0
+        rec = ("%s s after the snapshot" % tl["recovered_after_s"]) if "recovered_after_s" in tl \
+            else "not within the run"
         out.append("Write latency across one snapshot (4k randwrite, iodepth 32, %s region): %.0f IOPS before; "
-                   "the snapshot took %.1f ms, the longest write in flight %.1f ms; lowest 100 ms after it %.0f "
-                   "1 s mean after it %.0f IOPS (%.2f×); back to 90 %% of before %s s after the snapshot." % (
+                   "the snapshot took %.1f ms, the longest write in flight %.1f ms; the lowest 1 s after it "
+                   "%.0f IOPS (%.2f×); back to 90 %% of before: %s." % (
                        _size(tl["region_bytes"]), tl.get("iops_before") or 0, tl["snapshot_ms"], tl["stall_ms"],
-                       tl.get("iops_min_after", 0),
-                       (tl.get("iops_min_after", 0) / tl["iops_before"]) if tl.get("iops_before") else 0,
-                       "%s" % tl["recovered_after_s"] if "recovered_after_s" in tl else "not within the run,")))
+                       tl.get("iops_min_after", 0), ratio, rec))
         out.append("")
     if d.get("diff"):
         out.append("## Changed extents (diff), clone, delete")
@@ -151,7 +152,7 @@ def plot(d, path):
     m = d["meta"]
     fig.suptitle("Amber bench %s — %s pool, %s, kernel %s, %s CPUs%s" % (
         m.get("started", ""), m.get("backend"), m.get("pool_device"), m.get("kernel"), m.get("cpus"),
-        " (QUICK)" if m.get("quick") else ""), fontsize=13)
+        " (QUICK)" if m.get("quick") else ""), fontsize=13, x=0.05, ha="left")
     colours = {"file": "#7f7f7f", "device": "#1f77b4", "ext4": "#2ca02c", "snap": "#d62728"}
     for i, p in enumerate(profiles):
         ax = fig.add_subplot(top[0, i])
@@ -174,7 +175,8 @@ def plot(d, path):
         ax.set_ylim(0, max(vals + [0.001]) * 1.18)
         if i == 0:
             fig.legend(*ax.get_legend_handles_labels(), loc="upper right", fontsize=10, ncol=2,
-                       title="IOPS of the baseline (plain No_COW file on the pool); numbers: × baseline")
+                       title="baseline: a plain No_COW file on the pool; bar labels: × baseline",
+                       title_fontsize=10)
     tl = d.get("timeline")
     if tl:
         ax = fig.add_subplot(bottom[0, 0])
