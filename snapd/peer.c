@@ -241,15 +241,18 @@ static int h_push(struct rpc_call *c, const ProtobufCMessage *unused)
     int r;
     if ((r = caller(c, &p)) < 0)
         return r;
-    if (!p->allow_push) {
-        log_warn("peer", "refused a push from peer %s (not added with --allow-push)", p->name);
-        return rpc_error(c, RPC_PERMISSION_DENIED, "peer %s may not push here", p->name);
-    }
+    /* The Offer is read before any answer: the client waits for our reply
+     * only once it has sent it. */
     r = chan_recv(&ch, &amber__peer__v1__send_msg__descriptor, (ProtobufCMessage **)&m);
     if (r <= 0 || m->m_case != AMBER__PEER__V1__SEND_MSG__M_OFFER) {
         if (r > 0)
             protobuf_c_message_free_unpacked(&m->base, NULL);
         return rpc_error(c, RPC_INVALID_ARGUMENT, "a push starts with Offer");
+    }
+    if (!p->allow_push) {
+        protobuf_c_message_free_unpacked(&m->base, NULL);
+        log_warn("peer", "refused a push from peer %s (not added with --allow-push)", p->name);
+        return rpc_error(c, RPC_PERMISSION_DENIED, "peer %s may not push here", p->name);
     }
     const Amber__Peer__V1__Offer *o = m->offer;
     uint64_t t0 = now_mono_ns();

@@ -259,7 +259,7 @@ def big_change(vol, n, name):
 def test_cut_connection_resumes():
     s = big_change("data", 24, "cut")
     clean = 24 * MiB
-    p = Proxy(IA["peer_address"], cuts=[5 * MiB, 11 * MiB, 17 * MiB])
+    p = Proxy(IA["peer_address"], cuts=[5 * MiB, 6 * MiB, 5 * MiB])
     via(p)
     try:
         fails = 0
@@ -271,7 +271,7 @@ def test_cut_connection_resumes():
         T.check_eq(fails, 3, "three cut attempts")
         import json
         out = json.loads(r.stdout)
-        T.check(out["resumed_bytes"] >= 15 * MiB, "resumed from the acknowledged offset: %s" % out)
+        T.check(out["resumed_bytes"] >= 10 * MiB, "resumed from the acknowledged offset: %s" % out)
         total = sum(p.down)
         # Each cut may resend only what was not yet acknowledged (1M acks).
         T.check(total <= clean + 3 * 3 * MiB + 256 * 1024,
@@ -340,14 +340,19 @@ def test_receiver_pool_full():
     IC = C.ctl("info")
     trust(C, "a", IA)
     trust(A, "c", IC)
-    A.ctl("volume", "create", "big", "--size", "256M")
+    # Fill most of C's pool with a local volume, so the change cannot fit.
+    C.ctl("volume", "create", "filler", "--size", "100M")
+    fdev = C.ctl("volume", "attach", "filler")["device"]
+    write(fdev, [(i * MiB, rnd.randbytes(MiB)) for i in range(100)])
+    C.ctl("volume", "detach", "filler")
+    A.ctl("volume", "create", "big", "--size", "200M")
     A.ctl("volume", "publish", "big", "--to", "*")
     dev = A.ctl("volume", "attach", "big")["device"]
     write(dev, [(0, rnd.randbytes(MiB))])
     s1 = A.ctl("snapshot", "create", "big", "--name", "b1")
     C.ctl("sync", "pull", "a", "big")
     before = snap_sha(C, "big", s1["id"])
-    write(dev, [(i * MiB, rnd.randbytes(MiB)) for i in range(8, 8 + 230)])
+    write(dev, [(i * MiB, rnd.randbytes(MiB)) for i in range(8, 8 + 160)])
     A.ctl("volume", "detach", "big")
     A.ctl("snapshot", "create", "big", "--name", "b2")
     C.ctl_fail("RESOURCE_EXHAUSTED", "sync", "pull", "a", "big")
