@@ -230,6 +230,19 @@ static int h_pull(struct rpc_call *c, const ProtobufCMessage *unused)
     return 0;
 }
 
+/* The receiver's in-band refusal (see Abort in proto/peer.proto). */
+static void push_abort(struct sync_chan *ch, int code, const char *msg)
+{
+    Amber__Peer__V1__Abort ab = AMBER__PEER__V1__ABORT__INIT;
+    ab.code = code;
+    ab.message = (char *)msg;
+    Amber__Peer__V1__RecvMsg m = AMBER__PEER__V1__RECV_MSG__INIT;
+    m.m_case = AMBER__PEER__V1__RECV_MSG__M_ABORT;
+    m.abort = &ab;
+    if (code != RPC_UNAVAILABLE && code != RPC_CANCELLED)
+        chan_send(ch, &m.base);
+}
+
 static int h_push(struct rpc_call *c, const ProtobufCMessage *unused)
 {
     struct amberd *d = D(c);
@@ -252,6 +265,7 @@ static int h_push(struct rpc_call *c, const ProtobufCMessage *unused)
     if (!p->allow_push) {
         protobuf_c_message_free_unpacked(&m->base, NULL);
         log_warn("peer", "refused a push from peer %s (not added with --allow-push)", p->name);
+        push_abort(&ch, RPC_PERMISSION_DENIED, "this node does not accept pushes from you");
         return rpc_error(c, RPC_PERMISSION_DENIED, "peer %s may not push here", p->name);
     }
     const Amber__Peer__V1__Offer *o = m->offer;
@@ -293,6 +307,7 @@ static int h_push(struct rpc_call *c, const ProtobufCMessage *unused)
     } else {
         log_warn_errno(r, "sync", "push from peer %s failed: %s", p->name, e.msg ? e.msg : "");
         int code = e.code ? e.code : rpc_code_from_errno(r);
+        push_abort(&ch, code, e.msg ? e.msg : strerror(-r));
         r = rpc_error(c, code, "%s", e.msg ? e.msg : strerror(-r));
     }
     op_err_clear(&e);

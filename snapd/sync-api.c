@@ -182,12 +182,14 @@ int sync_push(struct amberd *d, const char *volume, const char *peer, const char
         h.upto = (char *)(snapshot ? snapshot : "");
         r = sync_send(d, &ch, peer, v, &h, progress, userdata, &res->st, e);
         if (r == 0) {
-            rpc_stream_close_send(ch.stream);
-            code = rpc_stream_finish(ch.stream, &st);
-            if (code != RPC_OK)
-                r = peer_call_error(e, peer, code, &st);
+            /* Every snapshot's commit was acknowledged: done. */
+            rpc_stream_cancel(ch.stream);
             ch.stream = NULL;
         }
+    } else if (r == 1 && hm->m_case == AMBER__PEER__V1__RECV_MSG__M_ABORT) {
+        code = hm->abort->code > 0 && hm->abort->code <= RPC_UNAUTHENTICATED ? hm->abort->code
+                                                                              : RPC_UNKNOWN;
+        r = op_fail(e, code, rpc_errno_from_code(code), "peer %s: %.300s", peer, hm->abort->message);
     } else if (r >= 0) {
         r = -EPROTO;
     }

@@ -52,6 +52,14 @@ static int wait_ack(struct sender *s, uint64_t want, bool commit, struct op_err 
             return op_fail(e, RPC_ABORTED, -ECONNRESET, "the receiver ended the transfer");
         if (r < 0)
             return op_fail(e, RPC_UNAVAILABLE, r, "lost the receiver: %s", strerror(-r));
+        if (m->m_case == AMBER__PEER__V1__RECV_MSG__M_ABORT) {
+            int code = m->abort->code > 0 && m->abort->code <= RPC_UNAUTHENTICATED ? m->abort->code
+                                                                                    : RPC_UNKNOWN;
+            op_fail(e, code, rpc_errno_from_code(code), "peer %s: %.300s", s->peer,
+                    m->abort->message);
+            protobuf_c_message_free_unpacked(&m->base, NULL);
+            return rpc_errno_from_code(code);
+        }
         const Amber__Peer__V1__Ack *a = m->m_case == AMBER__PEER__V1__RECV_MSG__M_ACK ? m->ack : NULL;
         if (!a || strcmp(a->snapshot_id, s->snap_id) != 0 || a->offset > s->sent ||
             a->offset < s->acked) {
