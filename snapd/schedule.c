@@ -6,8 +6,8 @@
  * (monotonic clock) until the earliest due time, capped at a minute so a
  * wall-clock jump is noticed; SetSchedule wakes it. A due schedule gets ONE
  * snapshot however many periods were missed (after downtime: one catch-up,
- * not a burst), and its next due time is the first slot of its original
- * phase after now.
+ * not a burst). A run on time keeps the schedule's phase; a run later than
+ * half a period (the catch-up) starts a new phase from now.
  *
  * Retention (like restic forget): only snapshots labelled `schedule` are
  * candidates; protected ones (hold=true, a `run` label, the newest base of
@@ -91,38 +91,60 @@ size_t sched_retention_select(const uint64_t *created_ns, size_t n, const struct
     return kept;
 }
 
-/* A tiny JSON lookup for a flat object of string or number values: the
- * value of "key", copied, or NULL. Good enough for StorageClass
- * parameters, which Kubernetes gives as a map of strings. */
+/* The closing quote of the JSON string opening at p, or NULL. */
+static const char *str_end(const char *p)
+{
+    for (p++; *p; p++) {
+        if (*p == '\\' && p[1])
+            p++;
+        else if (*p == '"')
+            return p;
+    }
+    return NULL;
+}
+
+static const char *skip_ws(const char *p)
+{
+    while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+        p++;
+    return p;
+}
+
+/* A tiny JSON lookup for a flat object of string or number values (what
+ * the CSI plugin writes for StorageClass parameters): the raw value of
+ * "key" (escapes left as they are; ours never need any), copied, or NULL. */
 static char *json_lookup(const char *json, const char *key)
 {
     size_t kl = strlen(key);
-    for (const char *p = json; (p = strchr(p, '"')); ) {
-        const char *q = strchr(p + 1, '"');
+    const char *p = skip_ws(json);
+    if (*p != '{')
+        return NULL;
+    p = skip_ws(p + 1);
+    while (*p == '"') {
+        const char *q = str_end(p);
         if (!q)
             return NULL;
         bool match = (size_t)(q - p - 1) == kl && strncmp(p + 1, key, kl) == 0;
-        p = q + 1;
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-            p++;
+        p = skip_ws(q + 1);
         if (*p != ':')
-            continue;            /* that was a value, not a key */
-        p++;
-        while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
-            p++;
+            return NULL;
+        p = skip_ws(p + 1);
+        const char *v = p, *e;
         if (*p == '"') {
-            const char *e = strchr(p + 1, '"');
-            if (!e)
+            if (!(e = str_end(p)))
                 return NULL;
-            if (match)
-                return strndup(p + 1, (size_t)(e - p - 1));
+            v = p + 1;
             p = e + 1;
         } else {
-            size_t l = strcspn(p, ",} \t\r\n");
-            if (match)
-                return strndup(p, l);
-            p += l;
+            e = p + strcspn(p, ",} \t\r\n");
+            p = e;
         }
+        if (match)
+            return strndup(v, (size_t)(e - v));
+        p = skip_ws(p);
+        if (*p != ',')
+            return NULL;
+        p = skip_ws(p + 1);
     }
     return NULL;
 }
@@ -260,11 +282,16 @@ static int take(struct amberd *d, const struct cat_schedule *sc, const char *vol
     return 0;
 }
 
-/* The first slot of the schedule's phase strictly after now. */
+/* When to run next after a run at `now` that was due at `due`: on time
+ * (late by under half a period), the next slot of the schedule's phase, so
+ * the cadence does not drift; later than that (downtime, overload), one
+ * period from now, so the catch-up is never followed closely by a second. */
 static uint64_t next_slot(uint64_t due, uint64_t every_ns, uint64_t now)
 {
     if (due > now)
         return due;
+    if (now - due > every_ns / 2)
+        return now + every_ns;
     return due + ((now - due) / every_ns + 1) * every_ns;
 }
 

@@ -68,6 +68,11 @@ int main(void)
     CHECK_EQ(sched_params_parse("{\"snapshotEvery\":\"soon\"}", &s, &why), -EINVAL);
     CHECK_EQ(sched_params_parse("{\"snapshotEvery\":\"100ms\"}", &s, &why), -EINVAL);
     CHECK_EQ(sched_params_parse("{\"snapshotEvery\":\"1s\",\"snapshotKeep\":\"-3\"}", &s, &why), -EINVAL);
+    /* Escaped quotes in other keys and values do not confuse the scan. */
+    CHECK_EQ(sched_params_parse("{\"a\\\"b\":\"x\\\",\\\"snapshotEvery\\\":\\\"1s\",\"snapshotEvery\":\"2s\"}",
+                                &s, &why), 1);
+    CHECK_EQ(s.every_ms, 2000);
+    CHECK_EQ(sched_params_parse("not json", &s, &why), 0);
     /* A value that looks like the key is not the key. */
     CHECK_EQ(sched_params_parse("{\"x\":\"snapshotEvery\"}", &s, &why), 0);
 
