@@ -72,16 +72,21 @@ def table(d):
         out.append("## Snapshots under a concurrent writer")
         out.append("")
         w = sl[0].get("writer_iops")
-        out.append("Snapshot create as `amberctl snapshot create` sees it (process start included). Stall: the "
+        out.append("Snapshot create as `amberctl snapshot create` sees it (process start included); daemon: the "
+                   "time amberd logs for it. Stall: the "
                    "longest latency of a 4k write in flight during a snapshot (fio writer at %s IOPS); quiet: "
                    "the same writer's longest latency before the snapshots." % w)
         out.append("")
-        out.append("| snapshots | window | create p50 ms | p99 ms | max ms | writer stall max ms | quiet max ms |")
-        out.append("|---:|---|---:|---:|---:|---:|---:|")
+        out.append("| snapshots | window | create p50 ms | p99 ms | max ms | daemon p50 / max ms "
+                   "| writer stall max ms | quiet max ms |")
+        out.append("|---:|---|---:|---:|---:|---:|---:|---:|")
         for r in sl:
-            out.append("| %s | #%d–#%d | %s | %s | %s | %s | %s |" % (
+            out.append("| %s | #%d–#%d | %s | %s | %s | %s | %s | %s |" % (
                 r["at"], r["first"], r["last"], _f(r["p50_ms"], "%.1f"), _f(r["p99_ms"], "%.1f"),
-                _f(r["max_ms"], "%.1f"), _f(r["stall_max_ms"], "%.1f"), _f(r.get("quiet_max_ms"), "%.1f")))
+                _f(r["max_ms"], "%.1f"),
+                ("%s / %s" % (_f(r["daemon_p50_ms"], "%.1f"), _f(r["daemon_max_ms"], "%.1f")))
+                if "daemon_p50_ms" in r else "–",
+                _f(r["stall_max_ms"], "%.1f"), _f(r.get("quiet_max_ms"), "%.1f")))
         out.append("")
     tl = d.get("timeline")
     if tl:
