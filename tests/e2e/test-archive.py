@@ -84,7 +84,7 @@ def chain(d, repo, size_m=64, steps=10):
     d.ctl("volume", "create", vol, "--size", "%dM" % size_m)
     dev = d.ctl("volume", "attach", vol)["device"]
     write(dev, 0, os.urandom(8 * MiB))                 # mixed: data, then sparse
-    write(dev, 40 * MiB, b"\0" * MiB + os.urandom(MiB))
+    write(dev, size - 4 * MiB, b"\0" * MiB + os.urandom(MiB))
     rng = random.Random(7)
     results = []
     for i in range(steps):
