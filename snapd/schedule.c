@@ -37,6 +37,7 @@ struct sched_state {
 #define SCHED_MIN_EVERY_MS 1000
 #define SCHED_MAX_SLEEP_NS (60ULL * 1000000000ULL)
 #define SCHED_RETRY_NS (500ULL * 1000000ULL)
+#define SCHED_PRUNE_MAX 64
 
 /* --- policy ----------------------------------------------------------------- */
 
@@ -235,7 +236,10 @@ static int prune(struct amberd *d, const struct cat_schedule *sc, const char *vo
     }
     sched_retention_select(times, n, sc, keep);
     int pruned = 0;
-    for (size_t i = 0; i < n; i++) {
+    /* Oldest first, and a bounded number a pass: a policy tightened over a
+     * long history is applied over a few runs, not in one pass that would
+     * hold up the other volumes' schedules. */
+    for (size_t i = n; i-- > 0 && pruned < SCHED_PRUNE_MAX;) {
         if (keep[i])
             continue;
         const char *why = NULL;
