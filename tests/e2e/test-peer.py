@@ -315,6 +315,27 @@ def test_receiver_killed_mid_snapshot():
     assert_same("data")
 
 
+def test_receiver_crash_at_commit():
+    """Killed between the snapshot's intent and the pool snapshot, and
+    after it: recovery rolls the half-made snapshot back, and the next pull
+    commits it from the recorded progress without sending data again."""
+    for point in ("sync-receive:intent", "sync-receive:pool"):
+        s = big_change("data", 3, "crash-" + point.split(":")[1])
+        B.kill()
+        B.start(dict(ACK, AMBER_CRASH_AT=point))
+        IB2 = B.ctl("info")
+        trust(A, "b", IB2)
+        B.ctl("sync", "pull", "a", "data", check=False)
+        B.proc.wait(timeout=30)
+        B.kill()
+        restart_b()
+        T.check(s["id"] not in snaps(B, "data"), "rolled back at " + point)
+        r = B.ctl("sync", "pull", "a", "data")
+        T.check_eq(r["bytes_changed"], 0, "nothing sent again after " + point)
+        T.check_eq(r["resumed_bytes"], 3 * MiB, "all of it was acknowledged")
+        assert_same("data")
+
+
 def test_sender_snapshot_deleted_mid_transfer():
     s = big_change("data", 16, "doomed")
     p = Proxy(IA["peer_address"], rate=4 * MiB)
@@ -498,6 +519,7 @@ sys.exit(T.Tests().run([
     test_chain_of_ten,
     test_cut_connection_resumes,
     test_receiver_killed_mid_snapshot,
+    test_receiver_crash_at_commit,
     test_sender_snapshot_deleted_mid_transfer,
     test_receiver_pool_full,
     test_refused_certificates,
