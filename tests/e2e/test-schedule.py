@@ -70,7 +70,7 @@ def test_keep_n():
     have = wait_for("pruned to 3", lambda: (lambda h: h if len(h) == 3 else None)(scheduled("k")), timeout=3)
     T.check(all(x["labels"]["schedule"] == "1s" for x in have), "labelled schedule=1s")
     gaps = [(b["created_ns"] - a["created_ns"]) / S for a, b in zip(have, have[1:])]
-    T.check(all(0.8 < g < 1.3 for g in gaps), "one a second: %s" % gaps)
+    T.check(all(0.5 < g < 2.5 for g in gaps), "about one a second: %s" % gaps)
     d.ctl("schedule", "remove", "k")
     n = len(scheduled("k"))
     time.sleep(1.5)
