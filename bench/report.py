@@ -45,15 +45,18 @@ def table(d):
     rows = d.get("fio", [])
     if rows:
         base = baseline_of(rows)
+        end = {r["profile"]: r for r in rows if r["label"] == BASELINE + "/end"}
         out.append("## Data path (fio, direct I/O)")
         out.append("")
         out.append("Baseline `file`: a No_COW file on the pool filesystem. `device`: an Amber volume's loop "
                    "device. `ext4`: a file on ext4 on a volume. `snap@N`: the device right after a snapshot, "
                    "the volume holding about N. `file/end`: the baseline again at the end (noise floor). "
-                   "Latency: reads, or writes for write-only profiles. `*` = below %.2f× the baseline." % SHORT)
+                   "Latency: reads, or writes for write-only profiles. `*` = below %.2f× the baseline.%s" % (
+                       SHORT, " `× end`: the ratio to `file/end` instead; where the two ratios differ, "
+                       "the machine's speed moved during the run." if end else ""))
         out.append("")
-        out.append("| profile | case | IOPS | MiB/s | p50 µs | p99 µs | × baseline |")
-        out.append("|---|---|---:|---:|---:|---:|---:|")
+        out.append("| profile | case | IOPS | MiB/s | p50 µs | p99 µs | × baseline |%s" % (" × end |" if end else ""))
+        out.append("|---|---|---:|---:|---:|---:|---:|%s" % ("---:|" if end else ""))
         order = []
         for r in rows:
             if r["profile"] not in order:
@@ -63,9 +66,13 @@ def table(d):
                 b = base.get(p)
                 ratio = r["iops"] / b["iops"] if b and b["iops"] else None
                 mark = " *" if ratio is not None and ratio < SHORT else ""
-                out.append("| %s | %s | %s | %s | %s | %s | %s%s |" % (
+                line = "| %s | %s | %s | %s | %s | %s | %s%s |" % (
                     p, r["label"], _f(r["iops"]), _f(r["bw_mib"], "%.1f"), _f(r["p50_us"]), _f(r["p99_us"]),
-                    "–" if ratio is None else "%.2f" % ratio, mark))
+                    "–" if ratio is None else "%.2f" % ratio, mark)
+                if end:
+                    e = end.get(p)
+                    line += " %s |" % ("%.2f" % (r["iops"] / e["iops"]) if e and e["iops"] else "–")
+                out.append(line)
         out.append("")
     sl = d.get("snapshot_latency") or []
     if sl:
@@ -186,7 +193,8 @@ def plot(d, path):
     if tl:
         ax = fig.add_subplot(bottom[0, 0])
         t = tl["t_s"]
-        ax.plot(t, [v / 1000.0 for v in tl["iops"]], color="#1f77b4", linewidth=1.2, label="IOPS (k, per 100 ms)")
+        ax.plot(t, [v / 1000.0 for v in tl["iops"]], color="#1f77b4", linewidth=1.2,
+                label="IOPS (k, per %g ms)" % (tl["bucket_s"] * 1000))
         ax.set_xlabel("seconds")
         ax.set_ylabel("k IOPS", color="#1f77b4")
         ax2 = ax.twinx()
