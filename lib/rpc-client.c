@@ -44,6 +44,7 @@ struct rpc_stream {
     struct grpc_reader in;
     size_t unconsumed;
     int http_status;
+    bool remote_closed;        /* the server ended its side (END_STREAM) */
     bool closed;
     bool got_status;
     int status;
@@ -281,6 +282,11 @@ static int c_stream_close(nghttp2_session *ng, int32_t stream_id, uint32_t error
 static int c_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
 {
     struct rpc_stream *s = ud;
+    /* The server's trailers end its side: the status is known even while
+     * our side is still open (a bidi stream we have not half-closed). */
+    if ((f->hd.type == NGHTTP2_HEADERS || f->hd.type == NGHTTP2_DATA) &&
+        f->hd.stream_id == s->stream_id && (f->hd.flags & NGHTTP2_FLAG_END_STREAM))
+        s->remote_closed = true;
     if (f->hd.type == NGHTTP2_GOAWAY && s->stream_id > f->goaway.last_stream_id && !s->closed) {
         s->err = -ECONNRESET;
         s->closed = true;
@@ -315,7 +321,7 @@ enum until { UNTIL_SENT, UNTIL_MSG, UNTIL_CLOSED };
 
 static bool done(struct rpc_stream *s, enum until u)
 {
-    if (s->err || s->closed)
+    if (s->err || s->closed || s->remote_closed)
         return true;
     switch (u) {
     case UNTIL_SENT: return s->out.len - s->out_off <= OUT_HIGH_WATER / 2 || s->out.len == 0;
@@ -497,7 +503,7 @@ fail:
 
 int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
 {
-    if (s->closed || s->err)
+    if (s->closed || s->err || s->remote_closed)
         return s->err ? s->err : -EPIPE;
     if (s->out_eof)
         return -EINVAL;
@@ -505,7 +511,7 @@ int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
     if (r < 0)
         return r;
     r = pump(s, UNTIL_SENT);
-    if (s->closed && !s->err)
+    if ((s->closed || s->remote_closed) && !s->err)
         return -EPIPE;   /* the server ended the call; its status says why */
     return r;
 }
@@ -551,7 +557,7 @@ static int http_to_code(int http)
 
 int rpc_stream_finish(struct rpc_stream *s, struct rpc_status *st)
 {
-    if (!s->closed && !s->err) {
+    if (!s->closed && !s->err && !s->remote_closed) {
         s->out_eof = true;
         pump(s, UNTIL_CLOSED);
     }
