@@ -113,6 +113,12 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         r = vol_find(d, a[i].volume, &j->vol, e);
         if (r < 0)
             goto out;
+        if (j->vol->replica_peer) {
+            r = op_fail(e, RPC_FAILED_PRECONDITION, -EROFS,
+                        "volume %s is a replica of %s: its snapshots come from the source",
+                        j->vol->name, j->vol->replica_peer);
+            goto out;
+        }
         if (j->vol->state != CAT_VOL_READY) {
             r = op_fail(e, RPC_ABORTED, -EBUSY, "volume %s is %s", j->vol->name,
                         cat_vol_state_to_string(j->vol->state));

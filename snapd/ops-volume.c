@@ -406,6 +406,10 @@ int vol_attach(struct amberd *d, const char *ref, const char *snap_ref, char **r
                        cat_vol_state_to_string(v->state));
     if (snap_ref && *snap_ref && (r = resolve_snap_of(d, v, snap_ref, &s, e)) < 0)
         return r;
+    if (!s && v->replica_peer)
+        return op_fail(e, RPC_FAILED_PRECONDITION, -EROFS,
+                       "volume %s is a replica of %s: it follows its source and is read-only; "
+                       "attach one of its snapshots, or clone one", v->name, v->replica_peer);
     r = busy_acquire(d, v->id, "attach", e);
     if (r < 0)
         return r;

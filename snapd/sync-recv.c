@@ -425,6 +425,8 @@ static int send_ack(struct recv_session *rs, struct sync_chan *ch, bool committe
     m.m_case = AMBER__PEER__V1__RECV_MSG__M_ACK;
     m.ack = &a;
     int r = chan_send(ch, &m.base);
+    if (r == -EPIPE)
+        return 0;   /* the sender has ended its side: its Abort or status follows */
     if (r < 0)
         return op_fail(e, RPC_UNAVAILABLE, r, "lost the sender: %s", strerror(-r));
     return 0;

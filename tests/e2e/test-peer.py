@@ -165,6 +165,10 @@ def test_chain_of_ten():
     assert_same("data", attach=True)
     rv = B.ctl("volume", "show", "data")
     T.check(rv["replica_of"].startswith("a/"), "a replica says so")
+    # A replica is read-only to local writers: no read-write attach, no
+    # local snapshots (it follows its source).
+    B.ctl_fail("FAILED_PRECONDITION", "volume", "attach", "data")
+    B.ctl_fail("FAILED_PRECONDITION", "snapshot", "create", "data", "--name", "local")
     # Nothing new: an empty transfer.
     T.check_eq(B.ctl("sync", "pull", "a", "data")["snapshots_received"], 0)
     A.ctl("volume", "detach", "data")
