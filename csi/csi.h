@@ -192,4 +192,11 @@ int fs_grow(const char *dev, const char *mnt, const char *fstype, char **ret_err
 /* Size of a block device, in bytes. */
 int blockdev_size(const char *dev, uint64_t *ret);
 
+/* --- api-volume.c: the inline API volume (a pod's scoped amberd socket) --- */
+
+/* NodePublishVolume of an inline ephemeral volume: 0, or the recorded error. */
+int csi_api_publish(struct rpc_call *c, const Csi__V1__NodePublishVolumeRequest *q);
+/* Before unmounting target: close its API socket if it has one. 0 or error. */
+int csi_api_unpublish(struct rpc_call *c, const char *target);
+
 #endif

@@ -217,11 +217,13 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
         return csi_error(c, RPC_INVALID_ARGUMENT, "volume_id is required");
     if (!*q->target_path)
         return csi_error(c, RPC_INVALID_ARGUMENT, "target_path is required");
-    /* Inline ephemeral volumes (the scoped API socket of issue 10) take
-     * their own path here; until then they are refused. */
+    /* Inline ephemeral volumes are the pod's scoped API socket: nothing is
+     * staged or mounted (api-volume.c). */
     const char *eph = csi_map_get((void *const *)q->volume_context, q->n_volume_context, EPHEMERAL_KEY);
-    if (eph && strcmp(eph, "true") == 0)
-        return csi_error(c, RPC_INVALID_ARGUMENT, "inline ephemeral volumes are not supported yet");
+    if (eph && strcmp(eph, "true") == 0) {
+        int er = csi_api_publish(c, q);     /* api-volume.c */
+        return er < 0 ? er : empty_reply(c, &csi__v1__node_publish_volume_response__descriptor);
+    }
     if (!*q->staging_target_path)
         return csi_error(c, RPC_INVALID_ARGUMENT, "staging_target_path is required (the volume "
                          "is staged first)");
@@ -290,6 +292,8 @@ static int h_unpublish(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_held_ struct csi_held held = { .p = p };
     int r = csi_op_lock(c, "vol:%s", q->volume_id, &held.key);
     if (r < 0)
+        return r;
+    if ((r = csi_api_unpublish(c, q->target_path)) < 0)    /* api-volume.c */
         return r;
     r = mnt_unmount_all(q->target_path);
     if (r < 0)
