@@ -275,6 +275,8 @@ def test_other_namespace_is_invisible():
     req = amber.pb.CreateSnapshotRequest(volume="pvc/data", k8s_namespace="team-b", k8s_name="trojan")
     s = ca._call("CreateSnapshot", req, amber.pb.Snapshot)
     T.check_eq(s.k8s_namespace, "team-a", "k8s_namespace forced to the caller's")
+    shown = d.ctl("snapshot", "show", s.id)
+    T.check_eq((shown["k8s_namespace"], shown["k8s_name"]), ("team-a", "trojan"), "VolumeSnapshot recorded")
     expect(amber.NotFound, cb.get_snapshot, s.id)
     T.check(all(x.id != s.id for x in cb.snapshots()), "invisible to team-b")
 
