@@ -527,17 +527,12 @@ static int diff_cb(uint64_t off, uint64_t len, void *data)
     return 0;
 }
 
-static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
+int api_diff_stream(struct rpc_call *c, const char *from, const char *to, const char *vol)
 {
-    const Amber__V1__DiffRequest *q = (const void *)m;
     struct diff_ctx *x = xcalloc(1, sizeof *x);
     x->call = c;
     struct op_err e = {0};
-    if (!*q->from && !*q->volume && !*q->to) {
-        free(x);
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "diff needs a snapshot (from) or a volume");
-    }
-    int r = snap_diff(D(c), q->from, q->to, q->volume, diff_cb, x, &x->method, &e);
+    int r = snap_diff(D(c), from, to, vol, diff_cb, x, &x->method, &e);
     if (r == 0 && (x->n > 0 || !x->sent_any))
         r = diff_flush(x);
     free(x);
@@ -545,6 +540,14 @@ static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
         return fail(c, &e, r);
     op_err_clear(&e);
     return r;
+}
+
+static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    const Amber__V1__DiffRequest *q = (const void *)m;
+    if (!*q->from && !*q->volume && !*q->to)
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "diff needs a snapshot (from) or a volume");
+    return api_diff_stream(c, q->from, q->to, q->volume);
 }
 
 #define M(name, in, out, kind, fn) \

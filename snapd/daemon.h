@@ -139,6 +139,10 @@ extern const size_t api_node_methods_n;
  * (volumes and snapshots here; peers, sync, schedules … from their own
  * files). Returns a malloc'd concatenation; the caller frees it. */
 struct rpc_method *api_node_all_methods(size_t *ret_n);
+/* Stream the changed extents from..to (or a volume's allocated extents) to
+ * the caller in batches, as amber.v1.Amber/Diff answers; refs already
+ * resolved and authorised by the caller's scope. */
+int api_diff_stream(struct rpc_call *c, const char *from, const char *to, const char *vol);
 
 /* peer.c: the node's TLS identity, the peer port, sync and subscriptions.
  * peer_start makes or loads the identity (sets d->fingerprint), loads

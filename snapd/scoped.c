@@ -469,42 +469,6 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     return r;
 }
 
-#define DIFF_BATCH 4096
-struct diff_ctx {
-    struct rpc_call *call;
-    Amber__V1__Extent ext[DIFF_BATCH];
-    Amber__V1__Extent *pext[DIFF_BATCH];
-    size_t n;
-    uint64_t total;
-    const char *method;
-    bool sent_any;
-};
-
-static int diff_flush(struct diff_ctx *x)
-{
-    Amber__V1__DiffResponse out = AMBER__V1__DIFF_RESPONSE__INIT;
-    out.extents = x->pext;
-    out.n_extents = x->n;
-    out.changed_bytes = x->total;
-    out.method = (char *)(x->method ? x->method : "");
-    x->n = 0;
-    x->sent_any = true;
-    return rpc_call_send(x->call, &out.base);
-}
-
-static int diff_cb(uint64_t off, uint64_t len, void *data)
-{
-    struct diff_ctx *x = data;
-    Amber__V1__Extent e = AMBER__V1__EXTENT__INIT;
-    e.offset = off;
-    e.length = len;
-    x->ext[x->n] = e;
-    x->pext[x->n] = &x->ext[x->n];
-    x->n++;
-    x->total += len;
-    return x->n == DIFF_BATCH ? diff_flush(x) : 0;
-}
-
 static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Amber__V1__DiffRequest *q = (const void *)m;
@@ -526,20 +490,7 @@ static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
             return rpc_error(c, RPC_NOT_FOUND, "the volume of snapshot %s no longer exists: "
                              "name a second snapshot", q->from);
     }
-    struct diff_ctx *x = xcalloc(1, sizeof *x);
-    x->call = c;
-    struct op_err e = {0};
-    r = snap_diff(D(c), f ? f->id : NULL, t ? t->id : NULL, v ? v->id : NULL, diff_cb, x,
-                  &x->method, &e);
-    if (r == 0 && (x->n > 0 || !x->sent_any))
-        r = diff_flush(x);
-    free(x);
-    if (r < 0 && e.msg) {
-        int code = e.code ? e.code : rpc_code_from_errno(r);
-        r = rpc_error(c, code, "%s", e.msg);
-    }
-    op_err_clear(&e);
-    return r;
+    return api_diff_stream(c, f ? f->id : NULL, t ? t->id : NULL, v ? v->id : NULL);
 }
 
 #define M(name, in, out, kind, fn) \
