@@ -141,6 +141,17 @@ int pool_vol_create(struct pool *p, const char *vol, uint64_t size)
     return fsync(vols) < 0 ? -errno : 0;
 }
 
+/* Remove snaps/VOL once it holds no snapshot and VOL is gone (or going):
+ * nothing is left of a volume deleted with all its snapshots. */
+static void drop_empty_snapdir(struct pool *p, const char *vol)
+{
+    _cleanup_free_ char *live = xasprintf("vols/%s", vol), *dir = xasprintf("snaps/%s", vol);
+    struct stat st;
+    if (fstatat(p->dirfd, live, &st, AT_SYMLINK_NOFOLLOW) == 0)
+        return;
+    (void)unlinkat(p->dirfd, dir, AT_REMOVEDIR);   /* ENOTEMPTY: snapshots remain */
+}
+
 int pool_vol_delete(struct pool *p, const char *vol)
 {
     int r = check_ids(vol, NULL);
@@ -161,6 +172,8 @@ int pool_vol_delete(struct pool *p, const char *vol)
         return -errno;
     (void)fsync(vols);
     r = p->ops->container_remove(p, vols, tmp);
+    if (r == 0 || r == -ENOENT)
+        drop_empty_snapdir(p, vol);
     return r == -ENOENT ? 0 : r;
 }
 
@@ -231,7 +244,10 @@ int pool_snap_delete(struct pool *p, const char *vol, const char *snap)
     r = check_detached(p, vol, snap);
     if (r < 0)
         return r;
-    return p->ops->container_remove(p, dir, snap);
+    r = p->ops->container_remove(p, dir, snap);
+    if (r == 0)
+        drop_empty_snapdir(p, vol);
+    return r;
 }
 
 int pool_vol_clone(struct pool *p, const char *vol, const char *snap, const char *new_vol)

@@ -167,6 +167,8 @@ def test_1000_snapshots():
     T.check_eq(d.ctl("snapshot", "list", "--volume", "v"), [])
     T.check_eq(d.disk_ids()[1].get(vols[0], []), [], "snapshots left on disk")
     T.expect_status(grpc.StatusCode.NOT_FOUND, delete, pb.SnapshotRef(snapshot=ids[0]), timeout=5)
+    d.ctl("volume", "delete", "v")
+    T.check(vols[0] not in d.disk_ids()[1], "an empty snapshot directory outlived its volume")
     T.check_eq(d.stop(), 0)
 
 
