@@ -131,6 +131,28 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     if ((r = open_repo(c, q->repo, q->password, &repo)) < 0)
         return r;
 
+    /* Exported here already (and still there): the same answer again. */
+    struct cat_export *done = NULL;
+    struct objstore_manifest_info mi = {0};
+    if (!q->full && cat_export_find(d->cat, s->id, q->repo, &done) == 0 &&
+        done->state == CAT_EXPORT_DONE && done->manifest_id &&
+        objstore_show_manifest(repo, done->manifest_id, &mi) == 0) {
+        Amber__V1__ArchiveProgress fin = AMBER__V1__ARCHIVE_PROGRESS__INIT;
+        fin.done = true;
+        fin.manifest = done->manifest_id;
+        fin.parent_manifest = mi.parent;
+        fin.chunks_reused = mi.data_chunks;
+        fin.snapshot_id = s->id;
+        fin.volume_id = s->volume_id;
+        fin.volume_name = (char *)(s->volume_name ? s->volume_name : "");
+        r = rpc_call_send(c, &fin.base);
+        objstore_manifest_info_free(&mi);
+        cat_export_free(done);
+        objstore_close(repo);
+        return r;
+    }
+    cat_export_free(done);
+
     _cleanup_free_ char *parent = NULL;
     struct range_acc ranges = {0};
     bool incremental = !q->full && find_parent(d, repo, s, q->repo, &parent, &ps);

@@ -117,6 +117,10 @@ def test_chain_of_incremental_exports_fs():
     full, inc = res[0], res[1:]
     print("  full export read %d MiB; incremental reads: %s KiB" %
           (full["bytes_read"] >> 20, [r["bytes_read"] >> 10 for r in inc]))
+    # Exporting the same snapshot again is idempotent: the same manifest.
+    again = d.ctl("export", "%s@s9" % vol, "--repo", repo)
+    T.check_eq(again["manifest"], res[-1]["manifest"], "re-export of the same snapshot")
+    T.check_eq(again["bytes_uploaded"], 0)
     # A restored volume can be snapshotted and exported incrementally again.
     d.ctl("restore", res[-1]["manifest"], "--repo", repo, "--volume", "again")
     d.ctl("snapshot", "create", "again", "--name", "a0")
