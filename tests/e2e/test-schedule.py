@@ -72,6 +72,7 @@ def test_keep_n():
     gaps = [(b["created_ns"] - a["created_ns"]) / S for a, b in zip(have, have[1:])]
     T.check(all(0.5 < g < 2.5 for g in gaps), "about one a second: %s" % gaps)
     d.ctl("schedule", "remove", "k")
+    time.sleep(1.2)        # a run already under way when remove returned may still land
     n = len(scheduled("k"))
     time.sleep(1.5)
     T.check_eq(len(scheduled("k")), n, "no snapshots after remove")
@@ -138,13 +139,14 @@ def test_protected_snapshots_survive():
     else:
         print("  (no amberctl export: the export-base part is skipped)")
     time.sleep(3.2)        # three more runs, each followed by pruning
-    have = {x["id"] for x in scheduled("p")}
+    # A run's snapshot exists a moment before its pruning: wait for the pass.
+    have = wait_for("pruned to 1 unprotected", lambda: (lambda h: h if len(h - protected) == 1 else None)(
+        {x["id"] for x in scheduled("p")}), timeout=5)
     T.check(protected <= have, "protected snapshots survive: missing %s" % (protected - have))
     T.check_eq(len(have - protected), 1, "keep 1 among the unprotected")
     d.ctl("schedule", "release", held["id"])
-    time.sleep(1.5)
-    have = {x["id"] for x in scheduled("p")}
-    T.check(held["id"] not in have, "released: pruned at the next run")
+    have = wait_for("the released snapshot pruned", lambda: (lambda h: h if held["id"] not in h else None)(
+        {x["id"] for x in scheduled("p")}), timeout=5)
     T.check(run["id"] in have, "a run's snapshot stays")
     # The timeline: bytes changed since the previous snapshot (the schedule
     # stopped, so the list holds still).
@@ -166,7 +168,7 @@ def test_storageclass_parameters():
     T.check_eq((len(s), s[0]["every_ms"], s[0]["keep"]), (1, 1000, 2), "schedule from parameters")
     wait_for("2 runs", lambda: len(scheduled("sc")) >= 2)
     time.sleep(2.2)        # two more runs: pruned to 2 after each
-    T.check_eq(len(scheduled("sc")), 2, "snapshotKeep")
+    wait_for("snapshotKeep: pruned to 2", lambda: len(scheduled("sc")) == 2, timeout=5)
     T.expect_status(__import__("grpc").StatusCode.INVALID_ARGUMENT, create_volume,
                     apb.CreateVolumeRequest(name="bad", size_bytes=64 * MiB,
                                             params='{"snapshotEvery":"often"}'), timeout=30)
