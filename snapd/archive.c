@@ -291,7 +291,7 @@ static int h_restore(struct rpc_call *c, const ProtobufCMessage *m)
             r = cat_volume_set_state(d->cat, v->id, CAT_VOL_RECEIVING);
             if (r == 0)
                 r = cat_intent_add(d->cat, CAT_OP_RESTORE, v->id, mi.id, &intent);
-            r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+            r = cat_end(d->cat, r);
         }
         if (r < 0) {
             objstore_manifest_info_free(&mi);
@@ -333,7 +333,7 @@ static int h_restore(struct rpc_call *c, const ProtobufCMessage *m)
             r = cat_volume_set_state(d->cat, v->id, CAT_VOL_READY);
             if (r == 0)
                 r = cat_intent_delete(d->cat, intent);
-            r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+            r = cat_end(d->cat, r);
         }
     }
     busy_release(d, v->id);

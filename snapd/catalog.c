@@ -236,13 +236,10 @@ int cat_commit(struct catalog *cat)
     return 0;
 }
 
-int cat_tx(struct catalog *cat, int (*fn)(struct catalog *cat, void *data), void *data)
+int cat_end(struct catalog *cat, int r)
 {
-    int r = cat_begin(cat);
-    if (r < 0)
-        return r;
-    r = fn(cat, data);
     if (r < 0) {
+        /* Keep the failing statement's message, not the rollback's. */
         char saved[sizeof(errbuf)];
         memcpy(saved, errbuf, sizeof(saved));
         cat_rollback(cat);
@@ -251,6 +248,14 @@ int cat_tx(struct catalog *cat, int (*fn)(struct catalog *cat, void *data), void
     }
     int k = cat_commit(cat);
     return k < 0 ? k : r;
+}
+
+int cat_tx(struct catalog *cat, int (*fn)(struct catalog *cat, void *data), void *data)
+{
+    int r = cat_begin(cat);
+    if (r < 0)
+        return r;
+    return cat_end(cat, fn(cat, data));
 }
 
 /* ---- schema ---------------------------------------------------------------- */

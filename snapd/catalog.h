@@ -96,6 +96,10 @@ int cat_begin(struct catalog *cat);
 int cat_commit(struct catalog *cat);
 /* Roll back the innermost transaction and release it. Always releases. */
 int cat_rollback(struct catalog *cat);
+/* End the innermost transaction by the outcome of its work: commit if r >= 0
+ * (returning r, or the commit's error), roll back otherwise (returning r,
+ * with cat_errmsg still describing the failure, not the rollback). */
+int cat_end(struct catalog *cat, int r);
 /* Run fn inside a transaction: commit if it returns >= 0, roll back
  * otherwise. Returns fn's result, or the commit's error. */
 int cat_tx(struct catalog *cat, int (*fn)(struct catalog *cat, void *data), void *data);
@@ -242,7 +246,8 @@ int cat_snapshot_find(struct catalog *cat, const char *volume_id, const char *re
                       struct cat_snapshot **ret);
 /* The volume's newest snapshot in state `ready` (the next one's parent). */
 int cat_snapshot_latest(struct catalog *cat, const char *volume_id, struct cat_snapshot **ret);
-/* Count the snapshots of a volume (any state). */
+/* Count the snapshots of a volume, or of the whole pool with volume_id
+ * NULL (any state). */
 int cat_snapshot_count(struct catalog *cat, const char *volume_id, uint64_t *ret);
 
 struct cat_snapshot_filter {

@@ -205,7 +205,7 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_SNAPSHOT_CREATE, j->id, NULL, &j->intent);
     }
-    r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    r = cat_end(d->cat, r);
     if (r < 0)
         goto catalog_err;
     crashpoint("snapshot-create:intent");
@@ -251,7 +251,7 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         if (r == 0)
             r = cat_intent_delete(d->cat, jobs[i].intent);
     }
-    r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+    r = cat_end(d->cat, r);
     if (r < 0)
         goto catalog_err;
     crashpoint("snapshot-create:done");
@@ -299,7 +299,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
         r = cat_snapshot_set_state(d->cat, s->id, CAT_SNAP_DELETING);
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_SNAPSHOT_DELETE, s->id, NULL, &intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     if (r < 0) {
         busy_release(d, s->volume_id);
@@ -325,7 +325,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
         r = cat_snapshot_delete(d->cat, s->id);
         if (r == 0)
             r = cat_intent_delete(d->cat, intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     busy_release(d, s->volume_id);
     if (r < 0)

@@ -207,7 +207,7 @@ int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_vol
         r = cat_volume_add(d->cat, &v);
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_VOLUME_CREATE, id, NULL, &intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     if (r == -EEXIST) {
         busy_release(d, id);
@@ -254,7 +254,7 @@ int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_vol
         r = cat_volume_set_state(d->cat, id, CAT_VOL_READY);
         if (r == 0)
             r = cat_intent_delete(d->cat, intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     busy_release(d, id);
     if (r < 0)
@@ -296,7 +296,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
         r = cat_volume_set_state(d->cat, v->id, CAT_VOL_DELETING);
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_VOLUME_DELETE, v->id, NULL, &intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     if (r < 0) {
         busy_release(d, v->id);
@@ -321,7 +321,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
         r = cat_volume_delete(d->cat, v->id);
         if (r == 0)
             r = cat_intent_delete(d->cat, intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     busy_release(d, v->id);
     if (r < 0)
@@ -367,7 +367,7 @@ int vol_resize(struct amberd *d, const char *ref, uint64_t size, struct cat_volu
         r = cat_volume_set_size(d->cat, v->id, size);
         if (r == 0)
             r = cat_intent_delete(d->cat, intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     busy_release(d, v->id);
     if (r < 0)

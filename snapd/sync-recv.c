@@ -240,7 +240,7 @@ static int replica_get(struct recv_session *rs, const char *src_id, const char *
         r = cat_volume_add(d->cat, &v);
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_VOLUME_CREATE, id, NULL, &intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     if (r < 0) {
         busy_release(d, id);
@@ -627,7 +627,7 @@ static int on_end(struct recv_session *rs, struct sync_chan *ch, const Amber__Pe
         r = cat_snapshot_add(d->cat, s);
         if (r == 0)
             r = cat_intent_add(d->cat, CAT_OP_SNAPSHOT_CREATE, s->id, NULL, &intent);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     s->volume_id = NULL;
     s->origin = NULL;
@@ -662,7 +662,7 @@ static int on_end(struct recv_session *rs, struct sync_chan *ch, const Amber__Pe
             r = cat_meta_set(d->cat, key, "");
         if (r == 0)
             r = cat_volume_set_state(d->cat, rs->vol->id, CAT_VOL_READY);
-        r = r < 0 ? (cat_rollback(d->cat), r) : cat_commit(d->cat);
+        r = cat_end(d->cat, r);
     }
     s->volume_id = NULL;
     s->origin = NULL;
