@@ -156,9 +156,8 @@ static int h_get_info(struct rpc_call *c, const ProtobufCMessage *m)
     pool_get_space(d->pool, &sp);
     struct cat_volume_list vl = {0};
     cat_volume_list(d->cat, NULL, NULL, &vl);
-    struct cat_snapshot_list sl = {0};
-    struct cat_page pg = { .limit = 0 };
-    cat_snapshot_list(d->cat, NULL, &pg, &sl);
+    uint64_t nsnaps = 0;
+    cat_snapshot_count(d->cat, NULL, &nsnaps);
     r.version = AMBER_VERSION;
     r.pool_path = d->pool_dir;
     r.backend = (char *)pool_backend_name(d->pool);
@@ -166,7 +165,7 @@ static int h_get_info(struct rpc_call *c, const ProtobufCMessage *m)
     r.pool_free_bytes = sp.free;
     r.pool_used_bytes = sp.total > sp.free ? sp.total - sp.free : 0;
     r.volumes = (uint32_t)vl.n;
-    r.snapshots = (uint32_t)sl.n;
+    r.snapshots = (uint32_t)nsnaps;
     r.node_id = nz(d->node_id);
     r.fingerprint = nz(d->fingerprint);
     r.peer_address = nz(d->peer_address);
@@ -174,7 +173,6 @@ static int h_get_info(struct rpc_call *c, const ProtobufCMessage *m)
     r.scope = "node";
     int ret = rpc_call_send(c, &r.base);
     cat_volume_list_free(&vl);
-    cat_snapshot_list_free(&sl);
     return ret;
 }
 

@@ -474,15 +474,16 @@ int cat_snapshot_latest(struct catalog *cat, const char *volume_id, struct cat_s
 
 int cat_snapshot_count(struct catalog *cat, const char *volume_id, uint64_t *ret)
 {
-    static const char sql[] = "SELECT count(*) FROM snapshots WHERE volume_id = ?1";
-    if (!volume_id)
-        return cat_err(-EINVAL, "no volume id");
+    /* Two statements, so the per-volume count keeps using its index. */
+    static const char sql_vol[] = "SELECT count(*) FROM snapshots WHERE volume_id = ?1";
+    static const char sql_all[] = "SELECT count(*) FROM snapshots";
     CAT_LOCKED(cat);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
+    int r = cat_stmt(cat, volume_id ? sql_vol : sql_all, &st);
     if (r < 0)
         return r;
-    bind_text(st, 1, volume_id);
+    if (volume_id)
+        bind_text(st, 1, volume_id);
     r = cat_step_row(cat, st);
     if (r <= 0)
         return r < 0 ? r : cat_err(-EIO, "count returned nothing");

@@ -32,10 +32,8 @@ static void render(struct amberd *d, struct buf *b)
     struct cat_volume_list vl = {0};
     cat_volume_list(d->cat, NULL, NULL, &vl);
     uint64_t snaps = 0, attached = 0;
+    cat_snapshot_count(d->cat, NULL, &snaps);
     for (size_t i = 0; i < vl.n; i++) {
-        uint64_t n = 0;
-        cat_snapshot_count(d->cat, vl.items[i].id, &n);
-        snaps += n;
         struct pool_file_info fi = {0};
         if (pool_stat(d->pool, vl.items[i].id, NULL, &fi) == 0 && fi.device)
             attached++;
@@ -52,7 +50,7 @@ static void render(struct amberd *d, struct buf *b)
     buf_printf(b, "# HELP amber_volumes_attached Volumes attached to a loop device.\n"
                   "# TYPE amber_volumes_attached gauge\namber_volumes_attached %llu\n",
                (unsigned long long)attached);
-    buf_printf(b, "# HELP amber_snapshots Snapshots of existing volumes.\n"
+    buf_printf(b, "# HELP amber_snapshots Snapshots in the catalog (as amberctl info counts them).\n"
                   "# TYPE amber_snapshots gauge\namber_snapshots %llu\n", (unsigned long long)snaps);
     buf_printf(b, "# HELP amber_info Build and pool facts.\n# TYPE amber_info gauge\n"
                   "amber_info{version=\"%s\",backend=\"%s\",node=\"%s\"} 1\n",

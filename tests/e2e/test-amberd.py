@@ -157,6 +157,7 @@ def test_1000_snapshots():
     ids = [create(pb.CreateSnapshotRequest(volume="v", name="s%04d" % i), timeout=30).id for i in range(1000)]
     snaps = d.ctl("snapshot", "list", "--volume", "v")
     T.check_eq(len(snaps), 1000)
+    T.check_eq(d.ctl("info")["snapshots"], 1000, "info counts the pool's snapshots")
     by = {s["id"]: s for s in snaps}
     for i in range(1, 1000):
         T.check_eq(by[ids[i]]["parent"], ids[i - 1], "parent chain")
