@@ -46,7 +46,7 @@ $(GEN)/google/protobuf/%.pb-c.c $(GEN)/google/protobuf/%.pb-c.h: $(PROTO_SYS)/go
 # --- objects -----------------------------------------------------------------
 LIB_SRC   := $(wildcard lib/*.c)
 OBJS_SRC  := $(wildcard objstore/*.c)
-SNAPD_SRC := $(filter-out snapd/main.c,$(wildcard snapd/*.c))
+SNAPD_SRC := $(filter-out snapd/main.c,$(wildcard snapd/*.c snapd/*/*.c))
 CLI_SRC   := $(wildcard cli/*.c)
 CSI_SRC   := $(wildcard csi/*.c)
 

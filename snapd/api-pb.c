@@ -2,7 +2,7 @@
  * The messages point into the rows (no copies); only the label arrays are
  * allocated, and apb_*_clear frees them. */
 #include "amber/util.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 static char *nz(const char *s) { return (char *)(s ? s : ""); }
 

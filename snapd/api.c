@@ -7,7 +7,7 @@
 #include "amber/util.h"
 #include "amber.pb-c.h"
 #include "snapd/daemon.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 

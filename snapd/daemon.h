@@ -22,8 +22,8 @@
 #include <stdint.h>
 
 #include "amber/rpc.h"
-#include "snapd/catalog.h"
-#include "snapd/pool.h"
+#include "snapd/catalog/catalog.h"
+#include "snapd/pool/pool.h"
 
 static inline void cat_volume_freep(struct cat_volume **v) { cat_volume_free(*v); }
 static inline void cat_snapshot_freep(struct cat_snapshot **s) { cat_snapshot_free(*s); }

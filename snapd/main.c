@@ -13,7 +13,7 @@
 #include "amber/rpc.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 #define DEFAULT_SOCKET "/run/amber/amberd.sock"
 

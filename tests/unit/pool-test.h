@@ -23,8 +23,8 @@
 #include <time.h>
 
 #include "amber/util.h"
-#include "snapd/loop.h"
-#include "snapd/pool.h"
+#include "snapd/pool/loop.h"
+#include "snapd/pool/pool.h"
 #include "tests/unit/check.h"
 
 #define MiB (1ULL << 20)

@@ -10,7 +10,7 @@
 #include <sys/stat.h>
 
 #include "amber/util.h"
-#include "snapd/catalog.h"
+#include "snapd/catalog/catalog.h"
 #include "tests/unit/check.h"
 
 static char dir[] = "/tmp/amber-test-catalog.XXXXXX";

@@ -2,7 +2,7 @@
  * (keep N, hourly/daily/weekly buckets like restic forget), StorageClass
  * parameter parsing, interval formatting. */
 #include "amber/util.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 #include "check.h"
 
 #define S 1000000000ULL

@@ -13,7 +13,7 @@
  * catalog.h. */
 #include <string.h>
 
-#include "snapd/catalog-internal.h"
+#include "snapd/catalog/catalog-internal.h"
 
 /* ---- intents --------------------------------------------------------------- */
 

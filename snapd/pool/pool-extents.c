@@ -15,7 +15,7 @@
 #include <sys/ioctl.h>
 
 #include "amber/util.h"
-#include "snapd/pool.h"
+#include "snapd/pool/pool.h"
 
 void range_add(struct range_list *l, uint64_t off, uint64_t len)
 {

@@ -19,7 +19,7 @@
 #include <sys/statfs.h>
 
 #include "amber/util.h"
-#include "snapd/pool.h"
+#include "snapd/pool/pool.h"
 
 static const struct pool_backend_ops *const backends[] = {
     &pool_backend_btrfs,

@@ -22,7 +22,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/peer.h"
+#include "snapd/sync/peer.h"
 
 static void cat_peer_freep_(struct cat_peer **p) { cat_peer_free(*p); }
 

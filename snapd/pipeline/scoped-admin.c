@@ -14,7 +14,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 struct pod_sock {
     struct pod_sock *next;

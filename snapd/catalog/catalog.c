@@ -29,7 +29,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#include "snapd/catalog-internal.h"
+#include "snapd/catalog/catalog-internal.h"
 
 /* 'Ambr': marks the file as ours in the sqlite header. */
 #define CAT_APPLICATION_ID 0x416d6272

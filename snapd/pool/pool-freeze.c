@@ -13,8 +13,8 @@
 #include <time.h>
 
 #include "amber/util.h"
-#include "snapd/loop.h"
-#include "snapd/pool.h"
+#include "snapd/pool/loop.h"
+#include "snapd/pool/pool.h"
 
 struct watchdog {
     pthread_mutex_t lock;

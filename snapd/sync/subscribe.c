@@ -9,7 +9,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/peer.h"
+#include "snapd/sync/peer.h"
 
 static void follow_one(struct amberd *d, struct cat_subscription *s)
 {

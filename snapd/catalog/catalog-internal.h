@@ -9,7 +9,7 @@
 #include <sqlite3.h>
 
 #include "amber/util.h"
-#include "snapd/catalog.h"
+#include "snapd/catalog/catalog.h"
 
 struct stmt_slot {
     const char *sql;            /* key: the address of a static string */

@@ -23,7 +23,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/peer.h"
+#include "snapd/sync/peer.h"
 
 int sync_chain(struct amberd *d, const char *volume_id, struct cat_snapshot_list *ret)
 {

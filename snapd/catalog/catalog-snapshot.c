@@ -12,7 +12,7 @@
  * its parent to its children. */
 #include <string.h>
 
-#include "snapd/catalog-internal.h"
+#include "snapd/catalog/catalog-internal.h"
 
 static const char *const snap_states[_CAT_SNAP_STATE_MAX] = {
     [CAT_SNAP_CREATING] = "creating",

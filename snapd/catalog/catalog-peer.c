@@ -11,7 +11,7 @@
  * transfer and keeps it from retention. */
 #include <string.h>
 
-#include "snapd/catalog-internal.h"
+#include "snapd/catalog/catalog-internal.h"
 
 #define DIGEST_STATE_MAX 4096
 

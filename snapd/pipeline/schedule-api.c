@@ -6,7 +6,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 

@@ -19,7 +19,7 @@
 #include <sys/stat.h>
 
 #include "amber/util.h"
-#include "snapd/pool.h"
+#include "snapd/pool/pool.h"
 
 /* Reflink must work here: try it on two small files in .amber. */
 static int xfs_check(struct pool *p)

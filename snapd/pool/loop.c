@@ -19,7 +19,7 @@
 #include <time.h>
 
 #include "amber/util.h"
-#include "snapd/loop.h"
+#include "snapd/pool/loop.h"
 
 #define LOOP_BLOCK_SIZE 4096
 #define ATTACH_TRIES 16

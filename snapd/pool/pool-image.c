@@ -15,8 +15,8 @@
 #include <sys/wait.h>
 
 #include "amber/util.h"
-#include "snapd/loop.h"
-#include "snapd/pool.h"
+#include "snapd/pool/loop.h"
+#include "snapd/pool/pool.h"
 
 struct pool_image {
     char *image;

@@ -35,7 +35,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/peer.h"
+#include "snapd/sync/peer.h"
 
 #define VOL_MAX (64ULL << 40)
 

@@ -9,7 +9,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "sync.pb-c.h"
-#include "snapd/peer.h"
+#include "snapd/sync/peer.h"
 
 static void cat_peer_freep_(struct cat_peer **p) { cat_peer_free(*p); }
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }

@@ -38,7 +38,7 @@
 #include <sys/stat.h>
 
 #include "amber/util.h"
-#include "snapd/pool.h"
+#include "snapd/pool/pool.h"
 
 #define SEARCH_BUF (256 * 1024)
 

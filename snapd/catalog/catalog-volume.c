@@ -8,7 +8,7 @@
  * page token stays valid when rows come and go between pages. */
 #include <string.h>
 
-#include "snapd/catalog-internal.h"
+#include "snapd/catalog/catalog-internal.h"
 
 static const char *const vol_states[_CAT_VOL_STATE_MAX] = {
     [CAT_VOL_CREATING] = "creating",

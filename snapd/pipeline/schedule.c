@@ -24,7 +24,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
-#include "snapd/pipeline.h"
+#include "snapd/pipeline/pipeline.h"
 
 struct sched_state {
     struct amberd *d;

@@ -14,8 +14,8 @@
 #include <sys/stat.h>
 
 #include "amber/util.h"
-#include "snapd/loop.h"
-#include "snapd/pool.h"
+#include "snapd/pool/loop.h"
+#include "snapd/pool/pool.h"
 
 static int check_ids(const char *vol, const char *snap)
 {
