@@ -46,6 +46,8 @@ struct amberd {
     struct scoped_state *scoped;  /* scoped.c: per-pod API sockets */
 };
 
+/* --- ops.c: shared by the operations and the API layers ---------------- */
+
 /* An operation's error for the API layer: a gRPC code (0: map the errno)
  * and a message for the user. */
 struct op_err {
@@ -64,6 +66,11 @@ void crashpoint(const char *name);
 /* Per-volume operation locks. 0, or -EBUSY when one is in flight. */
 int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct op_err *e);
 void busy_release(struct amberd *d, const char *vol_id);
+
+/* Look a volume (name or id) or a snapshot (name, VOLUME@name or id) up;
+ * -ENOENT (NOT_FOUND) or -EINVAL (ambiguous) with the error set. */
+int vol_find(struct amberd *d, const char *ref, struct cat_volume **ret, struct op_err *e);
+int snap_find(struct amberd *d, const char *ref, struct cat_snapshot **ret, struct op_err *e);
 
 /* --- metrics.c: Prometheus metrics over HTTP ---------------------------- */
 int metrics_start(struct amberd *d, const char *hostport);
@@ -91,7 +98,6 @@ struct vol_create_args {
  * -EEXIST: the name is taken by a different volume. */
 int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_volume **ret,
                struct op_err *e);
-int vol_find(struct amberd *d, const char *ref, struct cat_volume **ret, struct op_err *e);
 /* Delete; -ENOENT if absent (the API decides whether that is fine). */
 int vol_delete(struct amberd *d, const char *ref, struct op_err *e);
 int vol_resize(struct amberd *d, const char *ref, uint64_t size, struct cat_volume **ret,
@@ -117,7 +123,6 @@ struct snap_create_args {
  * failure none is left. ret[i] are the new snapshots. */
 int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t n,
                      struct cat_snapshot **ret, struct op_err *e);
-int snap_find(struct amberd *d, const char *ref, struct cat_snapshot **ret, struct op_err *e);
 int snap_delete(struct amberd *d, const char *ref, struct op_err *e);
 
 /* Changed extents between two snapshots of a volume (to NULL: the live

@@ -9,21 +9,6 @@
 #include "amber/util.h"
 #include "snapd/daemon.h"
 
-int snap_find(struct amberd *d, const char *ref, struct cat_snapshot **ret, struct op_err *e)
-{
-    if (!ref || !*ref)
-        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a snapshot is required");
-    int r = cat_snapshot_find(d->cat, NULL, ref, ret);
-    if (r == -ENOENT || r == -EINVAL)
-        return op_fail(e, RPC_NOT_FOUND, -ENOENT, "snapshot %s not found", ref);
-    if (r == -ENOTUNIQ)
-        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
-                       "snapshot name %s is used by several volumes: say VOLUME@%s", ref, ref);
-    if (r < 0)
-        return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
-    return 0;
-}
-
 static void gen_name(char *buf, size_t len, uint64_t ns, unsigned n)
 {
     time_t t = (time_t)(ns / 1000000000ULL);
