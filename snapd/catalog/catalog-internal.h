@@ -5,6 +5,7 @@
 #define AMBER_SNAPD_CATALOG_INTERNAL_H
 
 #include <pthread.h>
+#include <stddef.h>
 #include <string.h>
 #include <sqlite3.h>
 
@@ -63,6 +64,10 @@ int cat_sqlerr(struct catalog *cat, int rc);
 /* Record a message of our own and return err. */
 int cat_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* Step an UPDATE or DELETE that must change a row: 0; -ENOENT with the
+ * message fmt when it changed none; or the step's error. */
+int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 /* Step a statement that returns no rows; the number of rows changed, or a
  * negative errno. */
 int cat_step_done(struct catalog *cat, sqlite3_stmt *st);
@@ -110,5 +115,87 @@ uint32_t page_limit(const struct cat_page *p);
     memset(&(arr)[n], 0, sizeof(*(arr)));                                      \
     &(arr)[(n)++];                                                             \
 })
+
+/* ---- rows (catalog-row.c) ---------------------------------------------------
+ * A row type says how the columns of a table's *_COLS list, in order, map
+ * onto the fields of its struct; one table then serves reading a row,
+ * binding a struct as the parameters ?1, ?2, ... of an INSERT or UPDATE
+ * written in the same order, freeing the struct, and reading one row or a
+ * list of rows. What does not fit a column (a snapshot's labels) goes
+ * through the read_more/clear_more hooks. */
+
+enum col_type {
+    COL_TEXT,       /* char *: col_str / bind_text */
+    COL_U64,        /* uint64_t */
+    COL_I64,        /* int64_t */
+    COL_U32,        /* uint32_t, stored as an INTEGER */
+    COL_BOOL,       /* bool, stored as 0/1 */
+    COL_ENUM,       /* an int-sized enum stored as the text names[value] */
+    COL_BLOB,       /* void * with its size_t length at len_off */
+};
+#define COL_NOW    (1u << 0)    /* bind: 0 binds now_real_ns() */
+#define COL_NOBIND (1u << 1)    /* read only (a subquery): bind skips it */
+
+struct col {
+    enum col_type type;
+    unsigned flags;
+    size_t off;
+    size_t len_off;             /* COL_BLOB: offset of the length */
+    const char *const *names;   /* COL_ENUM: value -> text, n_names of them */
+    int n_names;
+    int invalid;                /* COL_ENUM: what text not in names reads as */
+    const char *dflt;           /* COL_TEXT: what a NULL field binds as */
+};
+
+/* Column entries checked against the field's type at compile time. */
+#define COL_IS_(T, f, ty) \
+    (0 * sizeof(char[__builtin_types_compatible_p(__typeof__(((T *)0)->f), ty) ? 1 : -1]))
+#define COL_STR(T, f, ...)  { .type = COL_TEXT, .off = offsetof(T, f) + COL_IS_(T, f, char *), __VA_ARGS__ }
+#define COL_U64(T, f, ...)  { .type = COL_U64, .off = offsetof(T, f) + COL_IS_(T, f, uint64_t), __VA_ARGS__ }
+#define COL_I64(T, f, ...)  { .type = COL_I64, .off = offsetof(T, f) + COL_IS_(T, f, int64_t), __VA_ARGS__ }
+#define COL_U32(T, f, ...)  { .type = COL_U32, .off = offsetof(T, f) + COL_IS_(T, f, uint32_t), __VA_ARGS__ }
+#define COL_BOOL(T, f, ...) { .type = COL_BOOL, .off = offsetof(T, f) + COL_IS_(T, f, bool), __VA_ARGS__ }
+#define COL_ENUM(T, f, tab, inval)                                                   \
+    { .type = COL_ENUM, .off = offsetof(T, f) + 0 * sizeof(char[sizeof(((T *)0)->f) == sizeof(int) ? 1 : -1]), \
+      .names = (tab), .n_names = (int)ARRAY_SIZE(tab), .invalid = (inval) }
+#define COL_BLOB(T, f, len)                                                          \
+    { .type = COL_BLOB, .off = offsetof(T, f) + COL_IS_(T, f, void *),               \
+      .len_off = offsetof(T, len) + COL_IS_(T, len, size_t) }
+
+struct row_type {
+    size_t size;                /* sizeof the struct */
+    const struct col *cols;
+    size_t n_cols;
+    /* Optional: read the columns after the table's (from column n_cols
+     * on), and free what that read. */
+    void (*read_more)(sqlite3_stmt *st, int col, void *item);
+    void (*clear_more)(void *item);
+};
+#define ROW_TYPE(T, columns, ...) \
+    { .size = sizeof(T), .cols = (columns), .n_cols = ARRAY_SIZE(columns), __VA_ARGS__ }
+
+/* The text of an enum value by its column's table, or NULL out of range. */
+const char *col_enum_name(const struct col *c, int value);
+/* The value of an enum's text by its column's table, or c->invalid. */
+int col_enum_value(const struct col *c, const char *s);
+/* Read the current row of st into item (zeroed, t->size bytes). */
+void row_read(const struct row_type *t, sqlite3_stmt *st, void *item);
+/* Bind item's fields as ?1, ?2, ... in column order (COL_NOBIND columns
+ * skipped), up to the statement's highest parameter. */
+void row_bind(const struct row_type *t, sqlite3_stmt *st, const void *item);
+/* Free what item's fields own and zero it; row_free also frees item
+ * (NULL is fine); row_list_free clears n items and frees the array. */
+void row_clear(const struct row_type *t, void *item);
+void row_free(const struct row_type *t, void *item);
+void row_list_free(const struct row_type *t, void *items, size_t n);
+/* Step st once and return its row as a new item in *ret (ret is a T **):
+ * 0, -ENOENT without a message when there is no row (the caller words it),
+ * or the step's error. */
+int row_get(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, void *ret);
+/* Read the rows of st, at most `limit` (0: all), into a new array: *ret_items
+ * (ret_items is a T **) and *ret_n. 1 when it stopped at the limit with a
+ * row left, 0 at the end; on an error nothing is returned. */
+int row_list(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, size_t limit,
+             void *ret_items, size_t *ret_n);
 
 #endif

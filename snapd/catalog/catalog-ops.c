@@ -17,44 +17,30 @@
 
 /* ---- intents --------------------------------------------------------------- */
 
-static void intent_clear(struct cat_intent *i)
-{
-    free(i->op);
-    free(i->target_id);
-    free(i->args);
-    free(i->step);
-    memset(i, 0, sizeof(*i));
-}
+#define INTENT_COLS "id, op, target_id, args, step, created_ns, updated_ns"
+
+static const struct col intent_cols[] = {
+    COL_I64(struct cat_intent, id),
+    COL_STR(struct cat_intent, op),
+    COL_STR(struct cat_intent, target_id),
+    COL_STR(struct cat_intent, args),
+    COL_STR(struct cat_intent, step),
+    COL_U64(struct cat_intent, created_ns),
+    COL_U64(struct cat_intent, updated_ns),
+};
+static const struct row_type intent_row = ROW_TYPE(struct cat_intent, intent_cols);
 
 void cat_intent_free(struct cat_intent *i)
 {
-    if (!i)
-        return;
-    intent_clear(i);
-    free(i);
+    row_free(&intent_row, i);
 }
 
 void cat_intent_list_free(struct cat_intent_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        intent_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&intent_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define INTENT_COLS "id, op, target_id, args, step, created_ns, updated_ns"
-
-static void read_intent(sqlite3_stmt *st, struct cat_intent *i)
-{
-    i->id = sqlite3_column_int64(st, 0);
-    i->op = col_str(st, 1);
-    i->target_id = col_str(st, 2);
-    i->args = col_str(st, 3);
-    i->step = col_str(st, 4);
-    i->created_ns = col_u64(st, 5);
-    i->updated_ns = col_u64(st, 6);
 }
 
 int cat_intent_add(struct catalog *cat, const char *op, const char *target_id,
@@ -103,10 +89,7 @@ int cat_intent_update(struct catalog *cat, int64_t id, const char *step, const c
     bind_text(st, 2, step);
     bind_text(st, 3, args_json);
     bind_u64(st, 4, now_real_ns());
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no intent %lld", (long long)id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no intent %lld", (long long)id);
 }
 
 int cat_intent_delete(struct catalog *cat, int64_t id)
@@ -118,10 +101,7 @@ int cat_intent_delete(struct catalog *cat, int64_t id)
     if (r < 0)
         return r;
     sqlite3_bind_int64(st, 1, id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no intent %lld", (long long)id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no intent %lld", (long long)id);
 }
 
 static int intent_query1(struct catalog *cat, const char *sql, int64_t id, const char *target,
@@ -135,13 +115,7 @@ static int intent_query1(struct catalog *cat, const char *sql, int64_t id, const
         bind_text(st, 1, target);
     else
         sqlite3_bind_int64(st, 1, id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    struct cat_intent *i = xcalloc(1, sizeof(*i));
-    read_intent(st, i);
-    *ret = i;
-    return 0;
+    return row_get(cat, st, &intent_row, ret);
 }
 
 int cat_intent_get(struct catalog *cat, int64_t id, struct cat_intent **ret)
@@ -171,56 +145,41 @@ int cat_intent_list(struct catalog *cat, struct cat_intent_list *ret)
     if (r < 0)
         return r;
     struct cat_intent_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_intent(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_intent_list_free(&l);
+    if ((r = row_list(cat, st, &intent_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
 
 /* ---- schedules ------------------------------------------------------------- */
 
-static void schedule_clear(struct cat_schedule *s)
-{
-    free(s->volume_id);
-    memset(s, 0, sizeof(*s));
-}
+#define SCHED_COLS "volume_id, every_ms, keep, keep_hourly, keep_daily, keep_weekly, " \
+                   "next_due_ns, last_run_ns, created_ns"
+
+static const struct col schedule_cols[] = {
+    COL_STR(struct cat_schedule, volume_id),
+    COL_U64(struct cat_schedule, every_ms),
+    COL_U32(struct cat_schedule, keep),
+    COL_U32(struct cat_schedule, keep_hourly),
+    COL_U32(struct cat_schedule, keep_daily),
+    COL_U32(struct cat_schedule, keep_weekly),
+    COL_U64(struct cat_schedule, next_due_ns),
+    COL_U64(struct cat_schedule, last_run_ns),
+    COL_U64(struct cat_schedule, created_ns, .flags = COL_NOW),
+};
+static const struct row_type schedule_row = ROW_TYPE(struct cat_schedule, schedule_cols);
 
 void cat_schedule_free(struct cat_schedule *s)
 {
-    if (!s)
-        return;
-    schedule_clear(s);
-    free(s);
+    row_free(&schedule_row, s);
 }
 
 void cat_schedule_list_free(struct cat_schedule_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        schedule_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&schedule_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define SCHED_COLS "volume_id, every_ms, keep, keep_hourly, keep_daily, keep_weekly, " \
-                   "next_due_ns, last_run_ns, created_ns"
-
-static void read_schedule(sqlite3_stmt *st, struct cat_schedule *s)
-{
-    s->volume_id = col_str(st, 0);
-    s->every_ms = col_u64(st, 1);
-    s->keep = (uint32_t)sqlite3_column_int64(st, 2);
-    s->keep_hourly = (uint32_t)sqlite3_column_int64(st, 3);
-    s->keep_daily = (uint32_t)sqlite3_column_int64(st, 4);
-    s->keep_weekly = (uint32_t)sqlite3_column_int64(st, 5);
-    s->next_due_ns = col_u64(st, 6);
-    s->last_run_ns = col_u64(st, 7);
-    s->created_ns = col_u64(st, 8);
 }
 
 int cat_schedule_put(struct catalog *cat, const struct cat_schedule *s)
@@ -246,15 +205,7 @@ int cat_schedule_put(struct catalog *cat, const struct cat_schedule *s)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, s->volume_id);
-    bind_u64(st, 2, s->every_ms);
-    sqlite3_bind_int64(st, 3, s->keep);
-    sqlite3_bind_int64(st, 4, s->keep_hourly);
-    sqlite3_bind_int64(st, 5, s->keep_daily);
-    sqlite3_bind_int64(st, 6, s->keep_weekly);
-    bind_u64(st, 7, s->next_due_ns);
-    bind_u64(st, 8, s->last_run_ns);
-    bind_u64(st, 9, s->created_ns ? s->created_ns : now_real_ns());
+    row_bind(&schedule_row, st, s);
     r = cat_step_done(cat, st);
     if (r == -ENOENT)
         return cat_err(r, "no volume %s", s->volume_id);
@@ -272,13 +223,8 @@ int cat_schedule_get(struct catalog *cat, const char *volume_id, struct cat_sche
     if (r < 0)
         return r;
     bind_text(st, 1, volume_id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "volume %s has no schedule", volume_id);
-    struct cat_schedule *s = xcalloc(1, sizeof(*s));
-    read_schedule(st, s);
-    *ret = s;
-    return 0;
+    r = row_get(cat, st, &schedule_row, ret);
+    return r == -ENOENT ? cat_err(r, "volume %s has no schedule", volume_id) : r;
 }
 
 int cat_schedule_delete(struct catalog *cat, const char *volume_id)
@@ -292,10 +238,7 @@ int cat_schedule_delete(struct catalog *cat, const char *volume_id)
     if (r < 0)
         return r;
     bind_text(st, 1, volume_id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "volume %s has no schedule", volume_id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "volume %s has no schedule", volume_id);
 }
 
 int cat_schedule_set_run(struct catalog *cat, const char *volume_id,
@@ -314,10 +257,7 @@ int cat_schedule_set_run(struct catalog *cat, const char *volume_id,
     bind_text(st, 1, volume_id);
     bind_u64(st, 2, last_run_ns);
     bind_u64(st, 3, next_due_ns);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "volume %s has no schedule", volume_id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "volume %s has no schedule", volume_id);
 }
 
 int cat_schedule_list(struct catalog *cat, uint64_t due_before_ns, struct cat_schedule_list *ret)
@@ -333,12 +273,8 @@ int cat_schedule_list(struct catalog *cat, uint64_t due_before_ns, struct cat_sc
         return r;
     bind_u64(st, 1, due_before_ns);
     struct cat_schedule_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_schedule(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_schedule_list_free(&l);
+    if ((r = row_list(cat, st, &schedule_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
@@ -356,54 +292,32 @@ const char *cat_export_state_to_string(enum cat_export_state s)
     return s >= 0 && s < _CAT_EXPORT_STATE_MAX ? export_states[s] : NULL;
 }
 
-static enum cat_export_state export_state_from_string(const char *s)
-{
-    for (int i = 0; s && i < _CAT_EXPORT_STATE_MAX; i++)
-        if (strcmp(export_states[i], s) == 0)
-            return (enum cat_export_state)i;
-    return _CAT_EXPORT_STATE_INVALID;
-}
+#define EXPORT_COLS "e.id, e.snapshot_id, (SELECT s.volume_id FROM snapshots s WHERE s.id = e.snapshot_id), " \
+                    "e.repo, e.manifest_id, e.state, e.created_ns, e.finished_ns"
 
-static void export_clear(struct cat_export *e)
-{
-    free(e->snapshot_id);
-    free(e->volume_id);
-    free(e->repo);
-    free(e->manifest_id);
-    memset(e, 0, sizeof(*e));
-}
+static const struct col export_cols[] = {
+    COL_I64(struct cat_export, id),
+    COL_STR(struct cat_export, snapshot_id),
+    COL_STR(struct cat_export, volume_id, .flags = COL_NOBIND),
+    COL_STR(struct cat_export, repo),
+    COL_STR(struct cat_export, manifest_id),
+    COL_ENUM(struct cat_export, state, export_states, _CAT_EXPORT_STATE_INVALID),
+    COL_U64(struct cat_export, created_ns),
+    COL_U64(struct cat_export, finished_ns),
+};
+static const struct row_type export_row = ROW_TYPE(struct cat_export, export_cols);
 
 void cat_export_free(struct cat_export *e)
 {
-    if (!e)
-        return;
-    export_clear(e);
-    free(e);
+    row_free(&export_row, e);
 }
 
 void cat_export_list_free(struct cat_export_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        export_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&export_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define EXPORT_COLS "e.id, e.snapshot_id, (SELECT s.volume_id FROM snapshots s WHERE s.id = e.snapshot_id), " \
-                    "e.repo, e.manifest_id, e.state, e.created_ns, e.finished_ns"
-
-static void read_export(sqlite3_stmt *st, struct cat_export *e)
-{
-    e->id = sqlite3_column_int64(st, 0);
-    e->snapshot_id = col_str(st, 1);
-    e->volume_id = col_str(st, 2);
-    e->repo = col_str(st, 3);
-    e->manifest_id = col_str(st, 4);
-    e->state = export_state_from_string((const char *)sqlite3_column_text(st, 5));
-    e->created_ns = col_u64(st, 6);
-    e->finished_ns = col_u64(st, 7);
 }
 
 int cat_export_add(struct catalog *cat, const char *snapshot_id, const char *repo, int64_t *ret_id)
@@ -452,10 +366,7 @@ int cat_export_update(struct catalog *cat, int64_t id, enum cat_export_state sta
     bind_text(st, 2, s);
     bind_text(st, 3, manifest_id);
     bind_u64(st, 4, state == CAT_EXPORT_RUNNING ? 0 : now_real_ns());
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no export %lld", (long long)id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no export %lld", (long long)id);
 }
 
 int cat_export_delete(struct catalog *cat, int64_t id)
@@ -467,10 +378,7 @@ int cat_export_delete(struct catalog *cat, int64_t id)
     if (r < 0)
         return r;
     sqlite3_bind_int64(st, 1, id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no export %lld", (long long)id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no export %lld", (long long)id);
 }
 
 static int export_query1(struct catalog *cat, const char *sql, const char *a, const char *b,
@@ -482,13 +390,7 @@ static int export_query1(struct catalog *cat, const char *sql, const char *a, co
         return r;
     bind_text(st, 1, a);
     bind_text(st, 2, b);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    struct cat_export *e = xcalloc(1, sizeof(*e));
-    read_export(st, e);
-    *ret = e;
-    return 0;
+    return row_get(cat, st, &export_row, ret);
 }
 
 int cat_export_find(struct catalog *cat, const char *snapshot_id, const char *repo,
@@ -526,58 +428,38 @@ int cat_export_list(struct catalog *cat, const char *snapshot_id, struct cat_exp
         return r;
     bind_text(st, 1, snapshot_id);
     struct cat_export_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_export(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_export_list_free(&l);
+    if ((r = row_list(cat, st, &export_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
 
 /* ---- pod sockets ----------------------------------------------------------- */
 
-static void pod_socket_clear(struct cat_pod_socket *p)
-{
-    free(p->target_path);
-    free(p->volume_handle);
-    free(p->socket_path);
-    free(p->pod_namespace);
-    free(p->pod_name);
-    free(p->pod_uid);
-    memset(p, 0, sizeof(*p));
-}
+#define POD_COLS "target_path, volume_handle, socket_path, pod_namespace, pod_name, pod_uid, created_ns"
+
+static const struct col pod_socket_cols[] = {
+    COL_STR(struct cat_pod_socket, target_path),
+    COL_STR(struct cat_pod_socket, volume_handle),
+    COL_STR(struct cat_pod_socket, socket_path),
+    COL_STR(struct cat_pod_socket, pod_namespace),
+    COL_STR(struct cat_pod_socket, pod_name),
+    COL_STR(struct cat_pod_socket, pod_uid),
+    COL_U64(struct cat_pod_socket, created_ns, .flags = COL_NOW),
+};
+static const struct row_type pod_socket_row = ROW_TYPE(struct cat_pod_socket, pod_socket_cols);
 
 void cat_pod_socket_free(struct cat_pod_socket *p)
 {
-    if (!p)
-        return;
-    pod_socket_clear(p);
-    free(p);
+    row_free(&pod_socket_row, p);
 }
 
 void cat_pod_socket_list_free(struct cat_pod_socket_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        pod_socket_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&pod_socket_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define POD_COLS "target_path, volume_handle, socket_path, pod_namespace, pod_name, pod_uid, created_ns"
-
-static void read_pod_socket(sqlite3_stmt *st, struct cat_pod_socket *p)
-{
-    p->target_path = col_str(st, 0);
-    p->volume_handle = col_str(st, 1);
-    p->socket_path = col_str(st, 2);
-    p->pod_namespace = col_str(st, 3);
-    p->pod_name = col_str(st, 4);
-    p->pod_uid = col_str(st, 5);
-    p->created_ns = col_u64(st, 6);
 }
 
 int cat_pod_socket_add(struct catalog *cat, const struct cat_pod_socket *p)
@@ -600,13 +482,7 @@ int cat_pod_socket_add(struct catalog *cat, const struct cat_pod_socket *p)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, p->target_path);
-    bind_text(st, 2, p->volume_handle);
-    bind_text(st, 3, p->socket_path);
-    bind_text(st, 4, p->pod_namespace);
-    bind_text(st, 5, p->pod_name);
-    bind_text(st, 6, p->pod_uid);
-    bind_u64(st, 7, p->created_ns ? p->created_ns : now_real_ns());
+    row_bind(&pod_socket_row, st, p);
     r = cat_step_done(cat, st);
     if (r == -EEXIST)
         return cat_err(r, "a socket is recorded for %s", p->target_path);
@@ -624,13 +500,8 @@ int cat_pod_socket_get(struct catalog *cat, const char *target_path, struct cat_
     if (r < 0)
         return r;
     bind_text(st, 1, target_path);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "no socket for %s", target_path);
-    struct cat_pod_socket *p = xcalloc(1, sizeof(*p));
-    read_pod_socket(st, p);
-    *ret = p;
-    return 0;
+    r = row_get(cat, st, &pod_socket_row, ret);
+    return r == -ENOENT ? cat_err(r, "no socket for %s", target_path) : r;
 }
 
 int cat_pod_socket_delete(struct catalog *cat, const char *target_path)
@@ -644,10 +515,7 @@ int cat_pod_socket_delete(struct catalog *cat, const char *target_path)
     if (r < 0)
         return r;
     bind_text(st, 1, target_path);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no socket for %s", target_path);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no socket for %s", target_path);
 }
 
 int cat_pod_socket_list(struct catalog *cat, struct cat_pod_socket_list *ret)
@@ -659,12 +527,8 @@ int cat_pod_socket_list(struct catalog *cat, struct cat_pod_socket_list *ret)
     if (r < 0)
         return r;
     struct cat_pod_socket_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_pod_socket(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_pod_socket_list_free(&l);
+    if ((r = row_list(cat, st, &pod_socket_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }

@@ -17,41 +17,28 @@
 
 /* ---- peers ----------------------------------------------------------------- */
 
-static void peer_clear(struct cat_peer *p)
-{
-    free(p->name);
-    free(p->address);
-    free(p->fingerprint);
-    memset(p, 0, sizeof(*p));
-}
+#define PEER_COLS "name, address, fingerprint, allow_push, created_ns"
+
+static const struct col peer_cols[] = {
+    COL_STR(struct cat_peer, name),
+    COL_STR(struct cat_peer, address),
+    COL_STR(struct cat_peer, fingerprint),
+    COL_BOOL(struct cat_peer, allow_push),
+    COL_U64(struct cat_peer, created_ns, .flags = COL_NOW),
+};
+static const struct row_type peer_row = ROW_TYPE(struct cat_peer, peer_cols);
 
 void cat_peer_free(struct cat_peer *p)
 {
-    if (!p)
-        return;
-    peer_clear(p);
-    free(p);
+    row_free(&peer_row, p);
 }
 
 void cat_peer_list_free(struct cat_peer_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        peer_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&peer_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define PEER_COLS "name, address, fingerprint, allow_push, created_ns"
-
-static void read_peer(sqlite3_stmt *st, struct cat_peer *p)
-{
-    p->name = col_str(st, 0);
-    p->address = col_str(st, 1);
-    p->fingerprint = col_str(st, 2);
-    p->allow_push = sqlite3_column_int(st, 3) != 0;
-    p->created_ns = col_u64(st, 4);
 }
 
 static int validate_peer(const struct cat_peer *p)
@@ -78,11 +65,7 @@ int cat_peer_add(struct catalog *cat, const struct cat_peer *p)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, p->name);
-    bind_text(st, 2, p->address);
-    bind_text(st, 3, p->fingerprint);
-    sqlite3_bind_int(st, 4, p->allow_push);
-    bind_u64(st, 5, p->created_ns ? p->created_ns : now_real_ns());
+    row_bind(&peer_row, st, p);
     r = cat_step_done(cat, st);
     if (r == -EEXIST)
         return cat_err(r, "a peer named %s or with that fingerprint exists", p->name);
@@ -99,16 +82,9 @@ int cat_peer_update(struct catalog *cat, const struct cat_peer *p)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, p->name);
-    bind_text(st, 2, p->address);
-    bind_text(st, 3, p->fingerprint);
-    sqlite3_bind_int(st, 4, p->allow_push);
-    r = cat_step_done(cat, st);
-    if (r == -EEXIST)
-        return cat_err(r, "another peer has that fingerprint");
-    if (r == 0)
-        return cat_err(-ENOENT, "no peer %s", p->name);
-    return r < 0 ? r : 0;
+    row_bind(&peer_row, st, p);     /* ?1..?4: name, address, fingerprint, allow_push */
+    r = cat_step_one(cat, st, "no peer %s", p->name);
+    return r == -EEXIST ? cat_err(r, "another peer has that fingerprint") : r;
 }
 
 int cat_peer_delete(struct catalog *cat, const char *name)
@@ -122,10 +98,7 @@ int cat_peer_delete(struct catalog *cat, const char *name)
     if (r < 0)
         return r;
     bind_text(st, 1, name);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no peer %s", name);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no peer %s", name);
 }
 
 static int peer_query1(struct catalog *cat, const char *sql, const char *a, struct cat_peer **ret)
@@ -135,13 +108,7 @@ static int peer_query1(struct catalog *cat, const char *sql, const char *a, stru
     if (r < 0)
         return r;
     bind_text(st, 1, a);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    struct cat_peer *p = xcalloc(1, sizeof(*p));
-    read_peer(st, p);
-    *ret = p;
-    return 0;
+    return row_get(cat, st, &peer_row, ret);
 }
 
 int cat_peer_get(struct catalog *cat, const char *name, struct cat_peer **ret)
@@ -173,12 +140,8 @@ int cat_peer_list(struct catalog *cat, struct cat_peer_list *ret)
     if (r < 0)
         return r;
     struct cat_peer_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_peer(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_peer_list_free(&l);
+    if ((r = row_list(cat, st, &peer_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
@@ -233,10 +196,7 @@ int cat_unpublish(struct catalog *cat, const char *volume_id, const char *peer)
         return r;
     bind_text(st, 1, volume_id);
     bind_text(st, 2, peer);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "volume %s is not published to %s", volume_id, peer);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "volume %s is not published to %s", volume_id, peer);
 }
 
 int cat_is_published(struct catalog *cat, const char *volume_id, const char *peer)
@@ -254,15 +214,18 @@ int cat_is_published(struct catalog *cat, const char *volume_id, const char *pee
     return cat_step_row(cat, st);
 }
 
+static const struct col publication_cols[] = {
+    COL_STR(struct cat_publication, volume_id),
+    COL_STR(struct cat_publication, peer),
+    COL_U64(struct cat_publication, created_ns),
+};
+static const struct row_type publication_row = ROW_TYPE(struct cat_publication, publication_cols);
+
 void cat_publication_list_free(struct cat_publication_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++) {
-        free(l->items[i].volume_id);
-        free(l->items[i].peer);
-    }
-    free(l->items);
+    row_list_free(&publication_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
 }
 
@@ -277,63 +240,40 @@ int cat_publication_list(struct catalog *cat, const char *volume_id, struct cat_
         return r;
     bind_text(st, 1, volume_id);
     struct cat_publication_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0) {
-        struct cat_publication *p = ARRAY_PUSH(l.items, l.n);
-        p->volume_id = col_str(st, 0);
-        p->peer = col_str(st, 1);
-        p->created_ns = col_u64(st, 2);
-    }
-    if (r < 0) {
-        cat_publication_list_free(&l);
+    if ((r = row_list(cat, st, &publication_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
 
 /* ---- subscriptions --------------------------------------------------------- */
 
-static void subscription_clear(struct cat_subscription *s)
-{
-    free(s->peer);
-    free(s->remote_volume);
-    free(s->local_name);
-    free(s->local_volume_id);
-    free(s->last_error);
-    memset(s, 0, sizeof(*s));
-}
+#define SUB_COLS "peer, remote_volume, local_name, local_volume_id, every_ms, last_sync_ns, " \
+                 "last_error, created_ns"
+
+static const struct col subscription_cols[] = {
+    COL_STR(struct cat_subscription, peer),
+    COL_STR(struct cat_subscription, remote_volume),
+    COL_STR(struct cat_subscription, local_name),
+    COL_STR(struct cat_subscription, local_volume_id),
+    COL_U64(struct cat_subscription, every_ms),
+    COL_U64(struct cat_subscription, last_sync_ns),
+    COL_STR(struct cat_subscription, last_error),
+    COL_U64(struct cat_subscription, created_ns, .flags = COL_NOW),
+};
+static const struct row_type subscription_row = ROW_TYPE(struct cat_subscription, subscription_cols);
 
 void cat_subscription_free(struct cat_subscription *s)
 {
-    if (!s)
-        return;
-    subscription_clear(s);
-    free(s);
+    row_free(&subscription_row, s);
 }
 
 void cat_subscription_list_free(struct cat_subscription_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        subscription_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&subscription_row, l->items, l->n);
     memset(l, 0, sizeof(*l));
-}
-
-#define SUB_COLS "peer, remote_volume, local_name, local_volume_id, every_ms, last_sync_ns, " \
-                 "last_error, created_ns"
-
-static void read_subscription(sqlite3_stmt *st, struct cat_subscription *s)
-{
-    s->peer = col_str(st, 0);
-    s->remote_volume = col_str(st, 1);
-    s->local_name = col_str(st, 2);
-    s->local_volume_id = col_str(st, 3);
-    s->every_ms = col_u64(st, 4);
-    s->last_sync_ns = col_u64(st, 5);
-    s->last_error = col_str(st, 6);
-    s->created_ns = col_u64(st, 7);
 }
 
 static int validate_subscription(const struct cat_subscription *s)
@@ -365,14 +305,7 @@ int cat_subscription_add(struct catalog *cat, const struct cat_subscription *s)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, s->peer);
-    bind_text(st, 2, s->remote_volume);
-    bind_text(st, 3, s->local_name);
-    bind_text(st, 4, s->local_volume_id);
-    bind_u64(st, 5, s->every_ms);
-    bind_u64(st, 6, s->last_sync_ns);
-    bind_text(st, 7, s->last_error);
-    bind_u64(st, 8, s->created_ns ? s->created_ns : now_real_ns());
+    row_bind(&subscription_row, st, s);
     r = cat_step_done(cat, st);
     if (r == -EEXIST)
         return cat_err(r, "already subscribed to %s/%s, or %s is taken", s->peer, s->remote_volume,
@@ -384,8 +317,9 @@ int cat_subscription_add(struct catalog *cat, const struct cat_subscription *s)
 
 int cat_subscription_update(struct catalog *cat, const struct cat_subscription *s)
 {
-    static const char sql[] = "UPDATE subscriptions SET local_volume_id = ?3, every_ms = ?4, "
-                              "last_sync_ns = ?5, last_error = ?6 WHERE peer = ?1 AND remote_volume = ?2";
+    /* Numbered as SUB_COLS (row_bind); ?3, local_name, is not changed. */
+    static const char sql[] = "UPDATE subscriptions SET local_volume_id = ?4, every_ms = ?5, "
+                              "last_sync_ns = ?6, last_error = ?7 WHERE peer = ?1 AND remote_volume = ?2";
     int r = validate_subscription(s);
     if (r < 0)
         return r;
@@ -393,16 +327,8 @@ int cat_subscription_update(struct catalog *cat, const struct cat_subscription *
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, s->peer);
-    bind_text(st, 2, s->remote_volume);
-    bind_text(st, 3, s->local_volume_id);
-    bind_u64(st, 4, s->every_ms);
-    bind_u64(st, 5, s->last_sync_ns);
-    bind_text(st, 6, s->last_error);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no subscription to %s/%s", s->peer, s->remote_volume);
-    return r < 0 ? r : 0;
+    row_bind(&subscription_row, st, s);
+    return cat_step_one(cat, st, "no subscription to %s/%s", s->peer, s->remote_volume);
 }
 
 int cat_subscription_delete(struct catalog *cat, const char *peer, const char *remote_volume)
@@ -417,10 +343,7 @@ int cat_subscription_delete(struct catalog *cat, const char *peer, const char *r
         return r;
     bind_text(st, 1, peer);
     bind_text(st, 2, remote_volume);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no subscription to %s/%s", peer, remote_volume);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no subscription to %s/%s", peer, remote_volume);
 }
 
 int cat_subscription_get(struct catalog *cat, const char *peer, const char *remote_volume,
@@ -436,13 +359,8 @@ int cat_subscription_get(struct catalog *cat, const char *peer, const char *remo
         return r;
     bind_text(st, 1, peer);
     bind_text(st, 2, remote_volume);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "no subscription to %s/%s", peer, remote_volume);
-    struct cat_subscription *s = xcalloc(1, sizeof(*s));
-    read_subscription(st, s);
-    *ret = s;
-    return 0;
+    r = row_get(cat, st, &subscription_row, ret);
+    return r == -ENOENT ? cat_err(r, "no subscription to %s/%s", peer, remote_volume) : r;
 }
 
 int cat_subscription_list(struct catalog *cat, const char *peer, struct cat_subscription_list *ret)
@@ -456,55 +374,42 @@ int cat_subscription_list(struct catalog *cat, const char *peer, struct cat_subs
         return r;
     bind_text(st, 1, peer);
     struct cat_subscription_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_subscription(st, ARRAY_PUSH(l.items, l.n));
-    if (r < 0) {
-        cat_subscription_list_free(&l);
+    if ((r = row_list(cat, st, &subscription_row, 0, &l.items, &l.n)) < 0)
         return r;
-    }
     *ret = l;
     return 0;
 }
 
 /* ---- sync progress --------------------------------------------------------- */
 
+#define SYNC_COLS "peer, dir, snapshot_id, volume_id, acked_offset, digest_state, complete, updated_ns"
+
+static const char *const sync_dirs[] = {
+    [CAT_SYNC_SEND] = "send",
+    [CAT_SYNC_RECEIVE] = "receive",
+};
+
+/* A dir that reads as neither is a send, as it always has. */
+static const struct col sync_cols[] = {
+    COL_STR(struct cat_sync_progress, peer),
+    COL_ENUM(struct cat_sync_progress, dir, sync_dirs, CAT_SYNC_SEND),
+    COL_STR(struct cat_sync_progress, snapshot_id),
+    COL_STR(struct cat_sync_progress, volume_id),
+    COL_U64(struct cat_sync_progress, acked_offset),
+    COL_BLOB(struct cat_sync_progress, digest_state, digest_len),
+    COL_BOOL(struct cat_sync_progress, complete),
+    COL_U64(struct cat_sync_progress, updated_ns),
+};
+static const struct row_type sync_row = ROW_TYPE(struct cat_sync_progress, sync_cols);
+
 static const char *dir_str(enum cat_sync_dir d)
 {
-    return d == CAT_SYNC_SEND ? "send" : d == CAT_SYNC_RECEIVE ? "receive" : NULL;
+    return col_enum_name(&sync_cols[1], (int)d);
 }
 
 void cat_sync_progress_free(struct cat_sync_progress *p)
 {
-    if (!p)
-        return;
-    free(p->peer);
-    free(p->snapshot_id);
-    free(p->volume_id);
-    free(p->digest_state);
-    free(p);
-}
-
-#define SYNC_COLS "peer, dir, snapshot_id, volume_id, acked_offset, digest_state, complete, updated_ns"
-
-static struct cat_sync_progress *read_sync(sqlite3_stmt *st)
-{
-    struct cat_sync_progress *p = xcalloc(1, sizeof(*p));
-    p->peer = col_str(st, 0);
-    const char *d = (const char *)sqlite3_column_text(st, 1);
-    p->dir = d && strcmp(d, "receive") == 0 ? CAT_SYNC_RECEIVE : CAT_SYNC_SEND;
-    p->snapshot_id = col_str(st, 2);
-    p->volume_id = col_str(st, 3);
-    p->acked_offset = col_u64(st, 4);
-    const void *blob = sqlite3_column_blob(st, 5);
-    int len = sqlite3_column_bytes(st, 5);
-    if (blob && len > 0) {
-        p->digest_state = xmalloc((size_t)len);
-        memcpy(p->digest_state, blob, (size_t)len);
-        p->digest_len = (size_t)len;
-    }
-    p->complete = sqlite3_column_int(st, 6) != 0;
-    p->updated_ns = col_u64(st, 7);
-    return p;
+    row_free(&sync_row, p);
 }
 
 int cat_sync_progress_put(struct catalog *cat, const struct cat_sync_progress *p)
@@ -524,15 +429,8 @@ int cat_sync_progress_put(struct catalog *cat, const struct cat_sync_progress *p
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, p->peer);
-    bind_text(st, 2, dir_str(p->dir));
-    bind_text(st, 3, p->snapshot_id);
-    bind_text(st, 4, p->volume_id);
-    bind_u64(st, 5, p->acked_offset);
-    if (p->digest_len)
-        sqlite3_bind_blob(st, 6, p->digest_state, (int)p->digest_len, SQLITE_STATIC);
-    sqlite3_bind_int(st, 7, p->complete);
-    bind_u64(st, 8, now_real_ns());
+    row_bind(&sync_row, st, p);
+    bind_u64(st, 8, now_real_ns());     /* updated_ns is the time of this put */
     r = cat_step_done(cat, st);
     if (r == -ENOENT)
         return cat_err(r, "no peer %s", p->peer);
@@ -554,11 +452,8 @@ int cat_sync_progress_get(struct catalog *cat, const char *peer, enum cat_sync_d
     bind_text(st, 1, peer);
     bind_text(st, 2, dir_str(dir));
     bind_text(st, 3, snapshot_id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "no progress for %s with %s", snapshot_id, peer);
-    *ret = read_sync(st);
-    return 0;
+    r = row_get(cat, st, &sync_row, ret);
+    return r == -ENOENT ? cat_err(r, "no progress for %s with %s", snapshot_id, peer) : r;
 }
 
 int cat_sync_progress_delete(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
@@ -575,10 +470,7 @@ int cat_sync_progress_delete(struct catalog *cat, const char *peer, enum cat_syn
     bind_text(st, 1, peer);
     bind_text(st, 2, dir_str(dir));
     bind_text(st, 3, snapshot_id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no progress for %s with %s", snapshot_id, peer);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no progress for %s with %s", snapshot_id, peer);
 }
 
 int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
@@ -599,9 +491,6 @@ int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_syn
     bind_text(st, 1, peer);
     bind_text(st, 2, dir_str(dir));
     bind_text(st, 3, volume_id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "%s holds no snapshot of %s", peer, volume_id);
-    *ret = read_sync(st);
-    return 0;
+    r = row_get(cat, st, &sync_row, ret);
+    return r == -ENOENT ? cat_err(r, "%s holds no snapshot of %s", peer, volume_id) : r;
 }

@@ -25,13 +25,6 @@ const char *cat_snap_state_to_string(enum cat_snap_state s)
     return s >= 0 && s < _CAT_SNAP_STATE_MAX ? snap_states[s] : NULL;
 }
 
-enum cat_snap_state cat_snap_state_from_string(const char *s)
-{
-    for (int i = 0; s && i < _CAT_SNAP_STATE_MAX; i++)
-        if (strcmp(snap_states[i], s) == 0)
-            return (enum cat_snap_state)i;
-    return _CAT_SNAP_STATE_INVALID;
-}
 
 /* ---- labels ---------------------------------------------------------------- */
 
@@ -144,41 +137,6 @@ static int validate_labels(const struct cat_label *labels, size_t n)
 
 /* ---- snapshots ------------------------------------------------------------- */
 
-static void snapshot_clear(struct cat_snapshot *s)
-{
-    free(s->id);
-    free(s->volume_id);
-    free(s->volume_name);
-    free(s->name);
-    free(s->parent_id);
-    free(s->origin);
-    free(s->k8s_namespace);
-    free(s->k8s_name);
-    for (size_t i = 0; i < s->n_labels; i++)
-        cat_label_clear(&s->labels[i]);
-    free(s->labels);
-    memset(s, 0, sizeof(*s));
-}
-
-void cat_snapshot_free(struct cat_snapshot *s)
-{
-    if (!s)
-        return;
-    snapshot_clear(s);
-    free(s);
-}
-
-void cat_snapshot_list_free(struct cat_snapshot_list *l)
-{
-    if (!l)
-        return;
-    for (size_t i = 0; i < l->n; i++)
-        snapshot_clear(&l->items[i]);
-    free(l->items);
-    free(l->next);
-    memset(l, 0, sizeof(*l));
-}
-
 #define SNAP_COLS                                                                           \
     "s.id, s.volume_id, (SELECT v.name FROM volumes v WHERE v.id = s.volume_id), s.name, "  \
     "s.parent_id, s.created_ns, s.size_bytes, s.generation, s.state, s.origin, "            \
@@ -186,21 +144,55 @@ void cat_snapshot_list_free(struct cat_snapshot_list *l)
     "(SELECT group_concat(l.key || char(31) || l.value, char(30)) FROM snapshot_labels l "  \
     "WHERE l.snapshot_id = s.id)"
 
-static void read_snapshot(sqlite3_stmt *st, struct cat_snapshot *s)
+static void read_labels(sqlite3_stmt *st, int col, void *item)
 {
-    s->id = col_str(st, 0);
-    s->volume_id = col_str(st, 1);
-    s->volume_name = col_str(st, 2);
-    s->name = col_str(st, 3);
-    s->parent_id = col_str(st, 4);
-    s->created_ns = col_u64(st, 5);
-    s->size_bytes = col_u64(st, 6);
-    s->generation = col_u64(st, 7);
-    s->state = cat_snap_state_from_string((const char *)sqlite3_column_text(st, 8));
-    s->origin = col_str(st, 9);
-    s->k8s_namespace = col_str(st, 10);
-    s->k8s_name = col_str(st, 11);
-    parse_labels((const char *)sqlite3_column_text(st, 12), s);
+    parse_labels((const char *)sqlite3_column_text(st, col), item);
+}
+
+static void clear_labels(void *item)
+{
+    struct cat_snapshot *s = item;
+    for (size_t i = 0; i < s->n_labels; i++)
+        cat_label_clear(&s->labels[i]);
+    free(s->labels);
+}
+
+/* SNAP_COLS without the volume name (a subquery) is the INSERT's column
+ * order; the labels, the last column, are read by read_labels. */
+static const struct col snapshot_cols[] = {
+    COL_STR(struct cat_snapshot, id),
+    COL_STR(struct cat_snapshot, volume_id),
+    COL_STR(struct cat_snapshot, volume_name, .flags = COL_NOBIND),
+    COL_STR(struct cat_snapshot, name),
+    COL_STR(struct cat_snapshot, parent_id),
+    COL_U64(struct cat_snapshot, created_ns, .flags = COL_NOW),
+    COL_U64(struct cat_snapshot, size_bytes),
+    COL_U64(struct cat_snapshot, generation),
+    COL_ENUM(struct cat_snapshot, state, snap_states, _CAT_SNAP_STATE_INVALID),
+    COL_STR(struct cat_snapshot, origin, .dflt = "local"),
+    COL_STR(struct cat_snapshot, k8s_namespace),
+    COL_STR(struct cat_snapshot, k8s_name),
+};
+static const struct row_type snapshot_row =
+    ROW_TYPE(struct cat_snapshot, snapshot_cols, .read_more = read_labels, .clear_more = clear_labels);
+
+enum cat_snap_state cat_snap_state_from_string(const char *s)
+{
+    return (enum cat_snap_state)col_enum_value(&snapshot_cols[8], s);
+}
+
+void cat_snapshot_free(struct cat_snapshot *s)
+{
+    row_free(&snapshot_row, s);
+}
+
+void cat_snapshot_list_free(struct cat_snapshot_list *l)
+{
+    if (!l)
+        return;
+    row_list_free(&snapshot_row, l->items, l->n);
+    free(l->next);
+    memset(l, 0, sizeof(*l));
 }
 
 static int validate_snapshot(const struct cat_snapshot *s)
@@ -234,17 +226,7 @@ static int snapshot_add_tx(struct catalog *cat, void *data)
     int r = cat_stmt(cat, sql, &st);
     if (r < 0)
         return r;
-    bind_text(st, 1, s->id);
-    bind_text(st, 2, s->volume_id);
-    bind_text(st, 3, s->name);
-    bind_text(st, 4, s->parent_id);
-    bind_u64(st, 5, s->created_ns ? s->created_ns : now_real_ns());
-    bind_u64(st, 6, s->size_bytes);
-    bind_u64(st, 7, s->generation);
-    bind_text(st, 8, cat_snap_state_to_string(s->state));
-    bind_text(st, 9, s->origin ? s->origin : "local");
-    bind_text(st, 10, s->k8s_namespace);
-    bind_text(st, 11, s->k8s_name);
+    row_bind(&snapshot_row, st, s);
     r = cat_step_done(cat, st);
     if (r == -EEXIST)
         return cat_err(r, "snapshot %s exists (id %s)", s->name, s->id);
@@ -268,9 +250,10 @@ int cat_snapshot_add(struct catalog *cat, const struct cat_snapshot *s)
 
 int cat_snapshot_update(struct catalog *cat, const struct cat_snapshot *s)
 {
+    /* Numbered as the INSERT (row_bind); volume_id and created_ns stay. */
     static const char sql[] =
-        "UPDATE snapshots SET name = ?2, parent_id = ?3, size_bytes = ?4, generation = ?5, "
-        "state = ?6, origin = ?7, k8s_namespace = ?8, k8s_name = ?9 WHERE id = ?1";
+        "UPDATE snapshots SET name = ?3, parent_id = ?4, size_bytes = ?6, generation = ?7, "
+        "state = ?8, origin = ?9, k8s_namespace = ?10, k8s_name = ?11 WHERE id = ?1";
     int r;
     if (!s || !s->id)
         return cat_err(-EINVAL, "no snapshot");
@@ -280,21 +263,9 @@ int cat_snapshot_update(struct catalog *cat, const struct cat_snapshot *s)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, s->id);
-    bind_text(st, 2, s->name);
-    bind_text(st, 3, s->parent_id);
-    bind_u64(st, 4, s->size_bytes);
-    bind_u64(st, 5, s->generation);
-    bind_text(st, 6, cat_snap_state_to_string(s->state));
-    bind_text(st, 7, s->origin ? s->origin : "local");
-    bind_text(st, 8, s->k8s_namespace);
-    bind_text(st, 9, s->k8s_name);
-    r = cat_step_done(cat, st);
-    if (r == -EEXIST)
-        return cat_err(r, "the volume has a snapshot named %s", s->name);
-    if (r == 0)
-        return cat_err(-ENOENT, "no snapshot %s", s->id);
-    return r < 0 ? r : 0;
+    row_bind(&snapshot_row, st, s);
+    r = cat_step_one(cat, st, "no snapshot %s", s->id);
+    return r == -EEXIST ? cat_err(r, "the volume has a snapshot named %s", s->name) : r;
 }
 
 int cat_snapshot_set_state(struct catalog *cat, const char *id, enum cat_snap_state state)
@@ -310,10 +281,7 @@ int cat_snapshot_set_state(struct catalog *cat, const char *id, enum cat_snap_st
         return r;
     bind_text(st, 1, id);
     bind_text(st, 2, s);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no snapshot %s", id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no snapshot %s", id);
 }
 
 struct set_labels_args {
@@ -371,10 +339,7 @@ int cat_snapshot_delete(struct catalog *cat, const char *id)
     if (r < 0)
         return r;
     bind_text(st, 1, id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no snapshot %s", id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no snapshot %s", id);
 }
 
 /* Run a cached query with up to two text parameters; the first row in *ret,
@@ -389,11 +354,9 @@ static int snapshot_query1(struct catalog *cat, const char *sql, const char *a, 
     bind_text(st, 1, a);
     if (b)
         bind_text(st, 2, b);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    struct cat_snapshot *s = xcalloc(1, sizeof(*s));
-    read_snapshot(st, s);
+    struct cat_snapshot *s = NULL;
+    if ((r = row_get(cat, st, &snapshot_row, &s)) < 0)
+        return r;
     if (unique) {
         r = cat_step_row(cat, st);
         if (r != 0) {
@@ -616,17 +579,10 @@ int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
     sqlite3_bind_int64(st, ++n, (sqlite3_int64)limit + 1);
 
     struct cat_snapshot_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0) {
-        if (l.n == limit) {
-            l.next = page_token(l.items[l.n - 1].created_ns, l.items[l.n - 1].id);
-            break;
-        }
-        read_snapshot(st, ARRAY_PUSH(l.items, l.n));
-    }
-    if (r < 0) {
-        cat_snapshot_list_free(&l);
+    if ((r = row_list(cat, st, &snapshot_row, limit, &l.items, &l.n)) < 0)
         return r;
-    }
+    if (r > 0)
+        l.next = page_token(l.items[l.n - 1].created_ns, l.items[l.n - 1].id);
     *ret = l;
     return 0;
 }

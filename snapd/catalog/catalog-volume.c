@@ -24,66 +24,43 @@ const char *cat_vol_state_to_string(enum cat_vol_state s)
     return s >= 0 && s < _CAT_VOL_STATE_MAX ? vol_states[s] : NULL;
 }
 
+#define VOL_COLS "id, name, size_bytes, fs_type, state, created_ns, source_snapshot_id, " \
+                 "source_volume_id, pvc_namespace, pvc_name, replica_peer, replica_source_id, params"
+
+static const struct col volume_cols[] = {
+    COL_STR(struct cat_volume, id),
+    COL_STR(struct cat_volume, name),
+    COL_U64(struct cat_volume, size_bytes),
+    COL_STR(struct cat_volume, fs_type),
+    COL_ENUM(struct cat_volume, state, vol_states, _CAT_VOL_STATE_INVALID),
+    COL_U64(struct cat_volume, created_ns, .flags = COL_NOW),
+    COL_STR(struct cat_volume, source_snapshot_id),
+    COL_STR(struct cat_volume, source_volume_id),
+    COL_STR(struct cat_volume, pvc_namespace),
+    COL_STR(struct cat_volume, pvc_name),
+    COL_STR(struct cat_volume, replica_peer),
+    COL_STR(struct cat_volume, replica_source_id),
+    COL_STR(struct cat_volume, params),
+};
+static const struct row_type volume_row = ROW_TYPE(struct cat_volume, volume_cols);
+
 enum cat_vol_state cat_vol_state_from_string(const char *s)
 {
-    for (int i = 0; s && i < _CAT_VOL_STATE_MAX; i++)
-        if (strcmp(vol_states[i], s) == 0)
-            return (enum cat_vol_state)i;
-    return _CAT_VOL_STATE_INVALID;
-}
-
-static void volume_clear(struct cat_volume *v)
-{
-    free(v->id);
-    free(v->name);
-    free(v->fs_type);
-    free(v->source_snapshot_id);
-    free(v->source_volume_id);
-    free(v->pvc_namespace);
-    free(v->pvc_name);
-    free(v->replica_peer);
-    free(v->replica_source_id);
-    free(v->params);
-    memset(v, 0, sizeof(*v));
+    return (enum cat_vol_state)col_enum_value(&volume_cols[4], s);
 }
 
 void cat_volume_free(struct cat_volume *v)
 {
-    if (!v)
-        return;
-    volume_clear(v);
-    free(v);
+    row_free(&volume_row, v);
 }
 
 void cat_volume_list_free(struct cat_volume_list *l)
 {
     if (!l)
         return;
-    for (size_t i = 0; i < l->n; i++)
-        volume_clear(&l->items[i]);
-    free(l->items);
+    row_list_free(&volume_row, l->items, l->n);
     free(l->next);
     memset(l, 0, sizeof(*l));
-}
-
-#define VOL_COLS "id, name, size_bytes, fs_type, state, created_ns, source_snapshot_id, " \
-                 "source_volume_id, pvc_namespace, pvc_name, replica_peer, replica_source_id, params"
-
-static void read_volume(sqlite3_stmt *st, struct cat_volume *v)
-{
-    v->id = col_str(st, 0);
-    v->name = col_str(st, 1);
-    v->size_bytes = col_u64(st, 2);
-    v->fs_type = col_str(st, 3);
-    v->state = cat_vol_state_from_string((const char *)sqlite3_column_text(st, 4));
-    v->created_ns = col_u64(st, 5);
-    v->source_snapshot_id = col_str(st, 6);
-    v->source_volume_id = col_str(st, 7);
-    v->pvc_namespace = col_str(st, 8);
-    v->pvc_name = col_str(st, 9);
-    v->replica_peer = col_str(st, 10);
-    v->replica_source_id = col_str(st, 11);
-    v->params = col_str(st, 12);
 }
 
 /* Everything but the id, which callers check for their own purpose. */
@@ -112,22 +89,6 @@ static int validate_volume(const struct cat_volume *v)
     return 0;
 }
 
-/* Bind columns 2.. (everything but id, created_ns) in VOL_COLS order. */
-static void bind_volume(sqlite3_stmt *st, const struct cat_volume *v)
-{
-    bind_text(st, 2, v->name);
-    bind_u64(st, 3, v->size_bytes);
-    bind_text(st, 4, v->fs_type);
-    bind_text(st, 5, cat_vol_state_to_string(v->state));
-    bind_text(st, 7, v->source_snapshot_id);
-    bind_text(st, 8, v->source_volume_id);
-    bind_text(st, 9, v->pvc_namespace);
-    bind_text(st, 10, v->pvc_name);
-    bind_text(st, 11, v->replica_peer);
-    bind_text(st, 12, v->replica_source_id);
-    bind_text(st, 13, v->params);
-}
-
 int cat_volume_add(struct catalog *cat, const struct cat_volume *v)
 {
     static const char sql[] = "INSERT INTO volumes (" VOL_COLS ") VALUES "
@@ -141,9 +102,7 @@ int cat_volume_add(struct catalog *cat, const struct cat_volume *v)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, v->id);
-    bind_volume(st, v);
-    bind_u64(st, 6, v->created_ns ? v->created_ns : now_real_ns());
+    row_bind(&volume_row, st, v);
     r = cat_step_done(cat, st);
     if (r == -EEXIST)
         return cat_err(r, "a volume named %s (or with id %s) exists", v->name, v->id);
@@ -152,6 +111,7 @@ int cat_volume_add(struct catalog *cat, const struct cat_volume *v)
 
 int cat_volume_update(struct catalog *cat, const struct cat_volume *v)
 {
+    /* Numbered as VOL_COLS (row_bind); ?6, created_ns, is not changed. */
     static const char sql[] =
         "UPDATE volumes SET name = ?2, size_bytes = ?3, fs_type = ?4, state = ?5, "
         "source_snapshot_id = ?7, source_volume_id = ?8, pvc_namespace = ?9, pvc_name = ?10, "
@@ -165,14 +125,9 @@ int cat_volume_update(struct catalog *cat, const struct cat_volume *v)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, v->id);
-    bind_volume(st, v);
-    r = cat_step_done(cat, st);
-    if (r == -EEXIST)
-        return cat_err(r, "a volume named %s exists", v->name);
-    if (r == 0)
-        return cat_err(-ENOENT, "no volume %s", v->id);
-    return r < 0 ? r : 0;
+    row_bind(&volume_row, st, v);
+    r = cat_step_one(cat, st, "no volume %s", v->id);
+    return r == -EEXIST ? cat_err(r, "a volume named %s exists", v->name) : r;
 }
 
 int cat_volume_set_state(struct catalog *cat, const char *id, enum cat_vol_state state)
@@ -188,10 +143,7 @@ int cat_volume_set_state(struct catalog *cat, const char *id, enum cat_vol_state
         return r;
     bind_text(st, 1, id);
     bind_text(st, 2, s);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no volume %s", id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no volume %s", id);
 }
 
 int cat_volume_set_size(struct catalog *cat, const char *id, uint64_t size_bytes)
@@ -208,10 +160,7 @@ int cat_volume_set_size(struct catalog *cat, const char *id, uint64_t size_bytes
         return r;
     bind_text(st, 1, id);
     bind_u64(st, 2, size_bytes);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no volume %s", id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no volume %s", id);
 }
 
 int cat_volume_delete(struct catalog *cat, const char *id)
@@ -225,10 +174,7 @@ int cat_volume_delete(struct catalog *cat, const char *id)
     if (r < 0)
         return r;
     bind_text(st, 1, id);
-    r = cat_step_done(cat, st);
-    if (r == 0)
-        return cat_err(-ENOENT, "no volume %s", id);
-    return r < 0 ? r : 0;
+    return cat_step_one(cat, st, "no volume %s", id);
 }
 
 /* Run a cached single-row query with up to two text parameters. */
@@ -242,13 +188,7 @@ static int volume_query1(struct catalog *cat, const char *sql, const char *a, co
     bind_text(st, 1, a);
     if (b)
         bind_text(st, 2, b);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    struct cat_volume *v = xcalloc(1, sizeof(*v));
-    read_volume(st, v);
-    *ret = v;
-    return 0;
+    return row_get(cat, st, &volume_row, ret);
 }
 
 int cat_volume_get(struct catalog *cat, const char *id, struct cat_volume **ret)
@@ -357,17 +297,10 @@ int cat_volume_list(struct catalog *cat, const struct cat_volume_filter *f,
     sqlite3_bind_int64(st, ++n, (sqlite3_int64)limit + 1);
 
     struct cat_volume_list l = {};
-    while ((r = cat_step_row(cat, st)) > 0) {
-        if (l.n == limit) {
-            l.next = page_token(l.items[l.n - 1].created_ns, l.items[l.n - 1].id);
-            break;
-        }
-        read_volume(st, ARRAY_PUSH(l.items, l.n));
-    }
-    if (r < 0) {
-        cat_volume_list_free(&l);
+    if ((r = row_list(cat, st, &volume_row, limit, &l.items, &l.n)) < 0)
         return r;
-    }
+    if (r > 0)
+        l.next = page_token(l.items[l.n - 1].created_ns, l.items[l.n - 1].id);
     *ret = l;
     return 0;
 }

@@ -142,6 +142,18 @@ int cat_step_done(struct catalog *cat, sqlite3_stmt *st)
     return sqlite3_changes(cat->db);
 }
 
+int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
+{
+    int r = cat_step_done(cat, st);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+    va_end(ap);
+    return -ENOENT;
+}
+
 int cat_step_row(struct catalog *cat, sqlite3_stmt *st)
 {
     int rc = sqlite3_step(st);
