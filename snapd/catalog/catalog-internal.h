@@ -192,6 +192,10 @@ void row_list_free(const struct row_type *t, void *items, size_t n);
  * 0, -ENOENT without a message when there is no row (the caller words it),
  * or the step's error. */
 int row_get(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, void *ret);
+/* Run the cached query sql with the text keys a, b, c as ?1, ?2, ?3 (as
+ * many as it has; NULL binds NULL) and return its first row as row_get. */
+int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
+              const char *a, const char *b, const char *c, void *ret);
 /* Read the rows of st, at most `limit` (0: all), into a new array: *ret_items
  * (ret_items is a T **) and *ret_n. 1 when it stopped at the limit with a
  * row left, 0 at the end; on an error nothing is returned. */

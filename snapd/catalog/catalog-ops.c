@@ -218,12 +218,7 @@ int cat_schedule_get(struct catalog *cat, const char *volume_id, struct cat_sche
     if (!volume_id)
         return cat_err(-EINVAL, "no volume id");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, volume_id);
-    r = row_get(cat, st, &schedule_row, ret);
+    int r = row_query(cat, sql, &schedule_row, volume_id, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "volume %s has no schedule", volume_id) : r;
 }
 
@@ -381,18 +376,6 @@ int cat_export_delete(struct catalog *cat, int64_t id)
     return cat_step_one(cat, st, "no export %lld", (long long)id);
 }
 
-static int export_query1(struct catalog *cat, const char *sql, const char *a, const char *b,
-                         struct cat_export **ret)
-{
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, a);
-    bind_text(st, 2, b);
-    return row_get(cat, st, &export_row, ret);
-}
-
 int cat_export_find(struct catalog *cat, const char *snapshot_id, const char *repo,
                     struct cat_export **ret)
 {
@@ -400,7 +383,7 @@ int cat_export_find(struct catalog *cat, const char *snapshot_id, const char *re
     if (!snapshot_id || !repo)
         return cat_err(-EINVAL, "no snapshot or repository");
     CAT_LOCKED(cat);
-    int r = export_query1(cat, sql, snapshot_id, repo, ret);
+    int r = row_query(cat, sql, &export_row, snapshot_id, repo, NULL, ret);
     return r == -ENOENT ? cat_err(r, "snapshot %s was not exported to %s", snapshot_id, repo) : r;
 }
 
@@ -413,7 +396,7 @@ int cat_export_latest(struct catalog *cat, const char *volume_id, const char *re
     if (!volume_id || !repo)
         return cat_err(-EINVAL, "no volume or repository");
     CAT_LOCKED(cat);
-    int r = export_query1(cat, sql, volume_id, repo, ret);
+    int r = row_query(cat, sql, &export_row, volume_id, repo, NULL, ret);
     return r == -ENOENT ? cat_err(r, "volume %s has no finished export to %s", volume_id, repo) : r;
 }
 
@@ -495,12 +478,7 @@ int cat_pod_socket_get(struct catalog *cat, const char *target_path, struct cat_
     if (!target_path)
         return cat_err(-EINVAL, "no target path");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, target_path);
-    r = row_get(cat, st, &pod_socket_row, ret);
+    int r = row_query(cat, sql, &pod_socket_row, target_path, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no socket for %s", target_path) : r;
 }
 

@@ -101,23 +101,13 @@ int cat_peer_delete(struct catalog *cat, const char *name)
     return cat_step_one(cat, st, "no peer %s", name);
 }
 
-static int peer_query1(struct catalog *cat, const char *sql, const char *a, struct cat_peer **ret)
-{
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, a);
-    return row_get(cat, st, &peer_row, ret);
-}
-
 int cat_peer_get(struct catalog *cat, const char *name, struct cat_peer **ret)
 {
     static const char sql[] = "SELECT " PEER_COLS " FROM peers WHERE name = ?1";
     if (!name)
         return cat_err(-EINVAL, "no peer");
     CAT_LOCKED(cat);
-    int r = peer_query1(cat, sql, name, ret);
+    int r = row_query(cat, sql, &peer_row, name, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no peer %s", name) : r;
 }
 
@@ -127,7 +117,7 @@ int cat_peer_find_fingerprint(struct catalog *cat, const char *fingerprint, stru
     if (!fingerprint)
         return cat_err(-EINVAL, "no fingerprint");
     CAT_LOCKED(cat);
-    int r = peer_query1(cat, sql, fingerprint, ret);
+    int r = row_query(cat, sql, &peer_row, fingerprint, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no peer pinned to %s", fingerprint) : r;
 }
 
@@ -353,13 +343,7 @@ int cat_subscription_get(struct catalog *cat, const char *peer, const char *remo
     if (!peer || !remote_volume)
         return cat_err(-EINVAL, "no peer or remote volume");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    bind_text(st, 2, remote_volume);
-    r = row_get(cat, st, &subscription_row, ret);
+    int r = row_query(cat, sql, &subscription_row, peer, remote_volume, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no subscription to %s/%s", peer, remote_volume) : r;
 }
 
@@ -445,14 +429,7 @@ int cat_sync_progress_get(struct catalog *cat, const char *peer, enum cat_sync_d
     if (!peer || !dir_str(dir) || !snapshot_id)
         return cat_err(-EINVAL, "invalid sync progress key");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    bind_text(st, 2, dir_str(dir));
-    bind_text(st, 3, snapshot_id);
-    r = row_get(cat, st, &sync_row, ret);
+    int r = row_query(cat, sql, &sync_row, peer, dir_str(dir), snapshot_id, ret);
     return r == -ENOENT ? cat_err(r, "no progress for %s with %s", snapshot_id, peer) : r;
 }
 
@@ -484,13 +461,6 @@ int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_syn
     if (!peer || !dir_str(dir) || !volume_id)
         return cat_err(-EINVAL, "invalid sync progress key");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    bind_text(st, 2, dir_str(dir));
-    bind_text(st, 3, volume_id);
-    r = row_get(cat, st, &sync_row, ret);
+    int r = row_query(cat, sql, &sync_row, peer, dir_str(dir), volume_id, ret);
     return r == -ENOENT ? cat_err(r, "%s holds no snapshot of %s", peer, volume_id) : r;
 }

@@ -175,3 +175,17 @@ int row_list(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, si
     *ret_n = n;
     return r;
 }
+
+int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
+              const char *a, const char *b, const char *c, void *ret)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    const char *keys[] = { a, b, c };
+    int n = sqlite3_bind_parameter_count(st);
+    for (int i = 0; i < 3 && i < n; i++)
+        bind_text(st, i + 1, keys[i]);
+    return row_get(cat, st, t, ret);
+}

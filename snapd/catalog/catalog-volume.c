@@ -177,27 +177,13 @@ int cat_volume_delete(struct catalog *cat, const char *id)
     return cat_step_one(cat, st, "no volume %s", id);
 }
 
-/* Run a cached single-row query with up to two text parameters. */
-static int volume_query1(struct catalog *cat, const char *sql, const char *a, const char *b,
-                         struct cat_volume **ret)
-{
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, a);
-    if (b)
-        bind_text(st, 2, b);
-    return row_get(cat, st, &volume_row, ret);
-}
-
 int cat_volume_get(struct catalog *cat, const char *id, struct cat_volume **ret)
 {
     static const char sql[] = "SELECT " VOL_COLS " FROM volumes WHERE id = ?1";
     if (!id)
         return cat_err(-EINVAL, "no volume id");
     CAT_LOCKED(cat);
-    int r = volume_query1(cat, sql, id, NULL, ret);
+    int r = row_query(cat, sql, &volume_row, id, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no volume %s", id) : r;
 }
 
@@ -210,7 +196,7 @@ int cat_volume_find_pvc(struct catalog *cat, const char *ns, const char *name,
     if (!ns || !name || !*ns || !*name)
         return cat_err(-EINVAL, "a PVC needs a namespace and a name");
     CAT_LOCKED(cat);
-    int r = volume_query1(cat, sql, ns, name, ret);
+    int r = row_query(cat, sql, &volume_row, ns, name, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no volume for pvc %s/%s", ns, name) : r;
 }
 
@@ -232,9 +218,9 @@ int cat_volume_find(struct catalog *cat, const char *ref, struct cat_volume **re
     CAT_LOCKED(cat);
     int r = -ENOENT;
     if (uuid_is_valid(ref))
-        r = volume_query1(cat, by_id, ref, NULL, ret);
+        r = row_query(cat, by_id, &volume_row, ref, NULL, NULL, ret);
     if (r == -ENOENT)
-        r = volume_query1(cat, by_name, ref, NULL, ret);
+        r = row_query(cat, by_name, &volume_row, ref, NULL, NULL, ret);
     return r == -ENOENT ? cat_err(r, "no volume %s", ref) : r;
 }
 
