@@ -5,6 +5,7 @@
 #define AMBER_SNAPD_CATALOG_INTERNAL_H
 
 #include <pthread.h>
+#include <stdarg.h>
 #include <stddef.h>
 #include <string.h>
 #include <sqlite3.h>
@@ -63,6 +64,7 @@ static inline void stmt_finalizep(sqlite3_stmt **st)
 int cat_sqlerr(struct catalog *cat, int rc);
 /* Record a message of our own and return err. */
 int cat_err(int err, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+int cat_verr(int err, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
 /* Step an UPDATE or DELETE that must change a row: 0; -ENOENT with the
  * message fmt when it changed none; or the step's error. */
@@ -196,6 +198,15 @@ int row_get(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, voi
  * many as it has; NULL binds NULL) and return its first row as row_get. */
 int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
               const char *a, const char *b, const char *c, void *ret);
+/* Every row of the cached query sql with the text keys a, b as ?1, ?2 (as
+ * many as it has), into a new array as row_list with no limit. */
+int row_query_all(struct catalog *cat, const char *sql, const struct row_type *t,
+                  const char *a, const char *b, void *ret_items, size_t *ret_n);
+/* Run the cached UPDATE or DELETE sql with the text keys a, b, c as ?1, ?2,
+ * ?3 (as many as it has): 0 when it changed a row; -ENOENT with the
+ * message fmt when it changed none; or the step's error. */
+int row_change(struct catalog *cat, const char *sql, const char *a, const char *b, const char *c,
+               const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 /* Read the rows of st, at most `limit` (0: all), into a new array: *ret_items
  * (ret_items is a T **) and *ret_n. 1 when it stopped at the limit with a
  * row left, 0 at the end; on an error nothing is returned. */

@@ -140,15 +140,7 @@ int cat_intent_list(struct catalog *cat, struct cat_intent_list *ret)
 {
     static const char sql[] = "SELECT " INTENT_COLS " FROM intents ORDER BY id";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    struct cat_intent_list l = {};
-    if ((r = row_list(cat, st, &intent_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &intent_row, NULL, NULL, &ret->items, &ret->n);
 }
 
 /* ---- schedules ------------------------------------------------------------- */
@@ -228,12 +220,7 @@ int cat_schedule_delete(struct catalog *cat, const char *volume_id)
     if (!volume_id)
         return cat_err(-EINVAL, "no volume id");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, volume_id);
-    return cat_step_one(cat, st, "volume %s has no schedule", volume_id);
+    return row_change(cat, sql, volume_id, NULL, NULL, "volume %s has no schedule", volume_id);
 }
 
 int cat_schedule_set_run(struct catalog *cat, const char *volume_id,
@@ -405,16 +392,7 @@ int cat_export_list(struct catalog *cat, const char *snapshot_id, struct cat_exp
     static const char sql[] = "SELECT " EXPORT_COLS " FROM exports e "
                               "WHERE ?1 IS NULL OR e.snapshot_id = ?1 ORDER BY e.id";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, snapshot_id);
-    struct cat_export_list l = {};
-    if ((r = row_list(cat, st, &export_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &export_row, snapshot_id, NULL, &ret->items, &ret->n);
 }
 
 /* ---- pod sockets ----------------------------------------------------------- */
@@ -488,25 +466,12 @@ int cat_pod_socket_delete(struct catalog *cat, const char *target_path)
     if (!target_path)
         return cat_err(-EINVAL, "no target path");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, target_path);
-    return cat_step_one(cat, st, "no socket for %s", target_path);
+    return row_change(cat, sql, target_path, NULL, NULL, "no socket for %s", target_path);
 }
 
 int cat_pod_socket_list(struct catalog *cat, struct cat_pod_socket_list *ret)
 {
     static const char sql[] = "SELECT " POD_COLS " FROM pod_sockets ORDER BY created_ns, target_path";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    struct cat_pod_socket_list l = {};
-    if ((r = row_list(cat, st, &pod_socket_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &pod_socket_row, NULL, NULL, &ret->items, &ret->n);
 }

@@ -93,12 +93,7 @@ int cat_peer_delete(struct catalog *cat, const char *name)
     if (!name)
         return cat_err(-EINVAL, "no peer");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, name);
-    return cat_step_one(cat, st, "no peer %s", name);
+    return row_change(cat, sql, name, NULL, NULL, "no peer %s", name);
 }
 
 int cat_peer_get(struct catalog *cat, const char *name, struct cat_peer **ret)
@@ -125,15 +120,7 @@ int cat_peer_list(struct catalog *cat, struct cat_peer_list *ret)
 {
     static const char sql[] = "SELECT " PEER_COLS " FROM peers ORDER BY name";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    struct cat_peer_list l = {};
-    if ((r = row_list(cat, st, &peer_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &peer_row, NULL, NULL, &ret->items, &ret->n);
 }
 
 /* ---- publications ---------------------------------------------------------- */
@@ -180,13 +167,8 @@ int cat_unpublish(struct catalog *cat, const char *volume_id, const char *peer)
     if (!volume_id || !peer)
         return cat_err(-EINVAL, "unpublish needs a volume and a peer");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, volume_id);
-    bind_text(st, 2, peer);
-    return cat_step_one(cat, st, "volume %s is not published to %s", volume_id, peer);
+    return row_change(cat, sql, volume_id, peer, NULL,
+                      "volume %s is not published to %s", volume_id, peer);
 }
 
 int cat_is_published(struct catalog *cat, const char *volume_id, const char *peer)
@@ -224,16 +206,7 @@ int cat_publication_list(struct catalog *cat, const char *volume_id, struct cat_
     static const char sql[] = "SELECT volume_id, peer, created_ns FROM publications "
                               "WHERE ?1 IS NULL OR volume_id = ?1 ORDER BY volume_id, peer";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, volume_id);
-    struct cat_publication_list l = {};
-    if ((r = row_list(cat, st, &publication_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &publication_row, volume_id, NULL, &ret->items, &ret->n);
 }
 
 /* ---- subscriptions --------------------------------------------------------- */
@@ -327,13 +300,8 @@ int cat_subscription_delete(struct catalog *cat, const char *peer, const char *r
     if (!peer || !remote_volume)
         return cat_err(-EINVAL, "no peer or remote volume");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    bind_text(st, 2, remote_volume);
-    return cat_step_one(cat, st, "no subscription to %s/%s", peer, remote_volume);
+    return row_change(cat, sql, peer, remote_volume, NULL,
+                      "no subscription to %s/%s", peer, remote_volume);
 }
 
 int cat_subscription_get(struct catalog *cat, const char *peer, const char *remote_volume,
@@ -352,16 +320,7 @@ int cat_subscription_list(struct catalog *cat, const char *peer, struct cat_subs
     static const char sql[] = "SELECT " SUB_COLS " FROM subscriptions "
                               "WHERE ?1 IS NULL OR peer = ?1 ORDER BY peer, remote_volume";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    struct cat_subscription_list l = {};
-    if ((r = row_list(cat, st, &subscription_row, 0, &l.items, &l.n)) < 0)
-        return r;
-    *ret = l;
-    return 0;
+    return row_query_all(cat, sql, &subscription_row, peer, NULL, &ret->items, &ret->n);
 }
 
 /* ---- sync progress --------------------------------------------------------- */
@@ -440,14 +399,8 @@ int cat_sync_progress_delete(struct catalog *cat, const char *peer, enum cat_syn
     if (!peer || !dir_str(dir) || !snapshot_id)
         return cat_err(-EINVAL, "invalid sync progress key");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, peer);
-    bind_text(st, 2, dir_str(dir));
-    bind_text(st, 3, snapshot_id);
-    return cat_step_one(cat, st, "no progress for %s with %s", snapshot_id, peer);
+    return row_change(cat, sql, peer, dir_str(dir), snapshot_id,
+                      "no progress for %s with %s", snapshot_id, peer);
 }
 
 int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_sync_dir dir,

@@ -176,16 +176,50 @@ int row_list(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, si
     return r;
 }
 
+/* The cached statement sql with the text keys bound as ?1, ?2, ?3, as many
+ * as it has parameters. */
+static int stmt_keyed(struct catalog *cat, const char *sql, const char *a, const char *b,
+                      const char *c, sqlite3_stmt **ret)
+{
+    int r = cat_stmt(cat, sql, ret);
+    if (r < 0)
+        return r;
+    const char *keys[] = { a, b, c };
+    int n = sqlite3_bind_parameter_count(*ret);
+    for (int i = 0; i < 3 && i < n; i++)
+        bind_text(*ret, i + 1, keys[i]);
+    return 0;
+}
+
 int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
               const char *a, const char *b, const char *c, void *ret)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
+    int r = stmt_keyed(cat, sql, a, b, c, &st);
+    return r < 0 ? r : row_get(cat, st, t, ret);
+}
+
+int row_query_all(struct catalog *cat, const char *sql, const struct row_type *t,
+                  const char *a, const char *b, void *ret_items, size_t *ret_n)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = stmt_keyed(cat, sql, a, b, NULL, &st);
+    return r < 0 ? r : row_list(cat, st, t, 0, ret_items, ret_n);
+}
+
+int row_change(struct catalog *cat, const char *sql, const char *a, const char *b, const char *c,
+               const char *fmt, ...)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = stmt_keyed(cat, sql, a, b, c, &st);
     if (r < 0)
         return r;
-    const char *keys[] = { a, b, c };
-    int n = sqlite3_bind_parameter_count(st);
-    for (int i = 0; i < 3 && i < n; i++)
-        bind_text(st, i + 1, keys[i]);
-    return row_get(cat, st, t, ret);
+    r = cat_step_done(cat, st);
+    if (r != 0)
+        return r < 0 ? r : 0;
+    va_list ap;
+    va_start(ap, fmt);
+    cat_verr(-ENOENT, fmt, ap);
+    va_end(ap);
+    return -ENOENT;
 }

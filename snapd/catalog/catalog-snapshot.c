@@ -275,13 +275,7 @@ int cat_snapshot_set_state(struct catalog *cat, const char *id, enum cat_snap_st
     if (!id || !s)
         return cat_err(-EINVAL, "invalid snapshot or state");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    bind_text(st, 2, s);
-    return cat_step_one(cat, st, "no snapshot %s", id);
+    return row_change(cat, sql, id, s, NULL, "no snapshot %s", id);
 }
 
 struct set_labels_args {
@@ -334,12 +328,7 @@ int cat_snapshot_delete(struct catalog *cat, const char *id)
     if (!id)
         return cat_err(-EINVAL, "no snapshot");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    return cat_step_one(cat, st, "no snapshot %s", id);
+    return row_change(cat, sql, id, NULL, NULL, "no snapshot %s", id);
 }
 
 /* Run a cached query with up to two text parameters; the first row in *ret,

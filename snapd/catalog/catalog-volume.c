@@ -137,13 +137,7 @@ int cat_volume_set_state(struct catalog *cat, const char *id, enum cat_vol_state
     if (!id || !s)
         return cat_err(-EINVAL, "invalid volume or state");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    bind_text(st, 2, s);
-    return cat_step_one(cat, st, "no volume %s", id);
+    return row_change(cat, sql, id, s, NULL, "no volume %s", id);
 }
 
 int cat_volume_set_size(struct catalog *cat, const char *id, uint64_t size_bytes)
@@ -169,12 +163,7 @@ int cat_volume_delete(struct catalog *cat, const char *id)
     if (!id)
         return cat_err(-EINVAL, "no volume");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, id);
-    return cat_step_one(cat, st, "no volume %s", id);
+    return row_change(cat, sql, id, NULL, NULL, "no volume %s", id);
 }
 
 int cat_volume_get(struct catalog *cat, const char *id, struct cat_volume **ret)

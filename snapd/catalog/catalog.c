@@ -47,8 +47,14 @@ int cat_err(int err, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+    cat_verr(err, fmt, ap);
     va_end(ap);
+    return err;
+}
+
+int cat_verr(int err, const char *fmt, va_list ap)
+{
+    vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
     return err;
 }
 
@@ -149,7 +155,7 @@ int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
         return r < 0 ? r : 0;
     va_list ap;
     va_start(ap, fmt);
-    vsnprintf(errbuf, sizeof(errbuf), fmt, ap);
+    cat_verr(-ENOENT, fmt, ap);
     va_end(ap);
     return -ENOENT;
 }

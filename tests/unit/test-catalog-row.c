@@ -2,8 +2,9 @@
  * on a scratch table of a real catalog file: every column type read and
  * bound back, read-only columns skipped and binding stopped at the
  * statement's last parameter, unknown enum text, text defaults and "now"
- * for a zero time, one-row and list queries with and without a limit, and
- * cat_step_one's not-found message. */
+ * for a zero time, one-row and list queries with and without a limit, the
+ * keyed query helpers, and the not-found message of cat_step_one and
+ * row_change. */
 #include <stdbool.h>
 #include <string.h>
 
@@ -159,6 +160,21 @@ int main(void)
         bind_text(st, 1, "a");
         CHECK_EQ(cat_step_one(cat, st, "no thing %s", "a"), -ENOENT);
         CHECK_STR(cat_errmsg(cat), "no thing a");
+    }
+
+    /* The keyed helpers: ?1.. bound from the keys, as many as there are. */
+    {
+        struct thing *items = NULL, *t = NULL;
+        size_t n = 0;
+        CHECK_EQ(row_query_all(cat, sql_all, &thing_row, "unused", NULL, &items, &n), 0);
+        CHECK_EQ(n, 3);
+        row_list_free(&thing_row, items, n);
+        CHECK_EQ(row_query(cat, sql_one, &thing_row, "c", "unused", NULL, &t), 0);
+        CHECK(t && t->color == _COLOR_INVALID);
+        row_free(&thing_row, t);
+        CHECK_EQ(row_change(cat, sql_touch, "c", NULL, NULL, "no thing %s", "c"), 0);
+        CHECK_EQ(row_change(cat, sql_touch, "zz", NULL, NULL, "no thing %s", "zz"), -ENOENT);
+        CHECK_STR(cat_errmsg(cat), "no thing zz");
     }
 
     cat_close(cat);
