@@ -70,6 +70,8 @@ int cat_verr(int err, const char *fmt, va_list ap) __attribute__((format(printf,
  * message fmt when it changed none; or the step's error. */
 int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+int cat_vstep_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, va_list ap)
+    __attribute__((format(printf, 3, 0)));
 /* Step a statement that returns no rows; the number of rows changed, or a
  * negative errno. */
 int cat_step_done(struct catalog *cat, sqlite3_stmt *st);

@@ -214,12 +214,9 @@ int row_change(struct catalog *cat, const char *sql, const char *a, const char *
     int r = stmt_keyed(cat, sql, a, b, c, &st);
     if (r < 0)
         return r;
-    r = cat_step_done(cat, st);
-    if (r != 0)
-        return r < 0 ? r : 0;
     va_list ap;
     va_start(ap, fmt);
-    cat_verr(-ENOENT, fmt, ap);
+    r = cat_vstep_one(cat, st, fmt, ap);
     va_end(ap);
-    return -ENOENT;
+    return r;
 }

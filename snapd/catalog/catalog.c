@@ -148,16 +148,21 @@ int cat_step_done(struct catalog *cat, sqlite3_stmt *st)
     return sqlite3_changes(cat->db);
 }
 
-int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
+int cat_vstep_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, va_list ap)
 {
     int r = cat_step_done(cat, st);
     if (r != 0)
         return r < 0 ? r : 0;
+    return cat_verr(-ENOENT, fmt, ap);
+}
+
+int cat_step_one(struct catalog *cat, sqlite3_stmt *st, const char *fmt, ...)
+{
     va_list ap;
     va_start(ap, fmt);
-    cat_verr(-ENOENT, fmt, ap);
+    int r = cat_vstep_one(cat, st, fmt, ap);
     va_end(ap);
-    return -ENOENT;
+    return r;
 }
 
 int cat_step_row(struct catalog *cat, sqlite3_stmt *st)
