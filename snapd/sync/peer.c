@@ -14,9 +14,11 @@
  * what it may not read.
  *
  * The peer port serves amber.peer.v1.Peer (GetChain, Pull, Push); the
- * engines are in sync-send.c and sync-recv.c, the node-socket side in
- * sync-api.c. --peers-file loads "name address fingerprint [allow-push]"
- * lines into the catalog at start (the Kubernetes ConfigMap). */
+ * engines are in sync-send.c and sync-recv.c, the channel, who the peer
+ * of a call is and clients to peers in sync-session.c, the node-socket
+ * side in sync-api.c (layers: peer.h). --peers-file loads "name address
+ * fingerprint [allow-push]" lines into the catalog at start (the
+ * Kubernetes ConfigMap). */
 #include <string.h>
 #include <sys/stat.h>
 
@@ -25,29 +27,6 @@
 #include "snapd/sync/peer.h"
 
 static void cat_peer_freep_(struct cat_peer **p) { cat_peer_free(*p); }
-
-/* --- the channel ----------------------------------------------------------- */
-
-int chan_send(struct sync_chan *ch, const ProtobufCMessage *m)
-{
-    ch->bytes_out += protobuf_c_message_get_packed_size(m) + 5;
-    if (ch->call)
-        return rpc_call_send(ch->call, m);
-    return rpc_stream_send(ch->stream, m);
-}
-
-int chan_recv(struct sync_chan *ch, const ProtobufCMessageDescriptor *desc, ProtobufCMessage **ret)
-{
-    int r = ch->call ? rpc_call_recv(ch->call, ret) : rpc_stream_recv(ch->stream, desc, ret);
-    if (r == 1) {
-        if ((*ret)->descriptor != desc) {
-            protobuf_c_message_free_unpacked(*ret, NULL);
-            return -EBADMSG;
-        }
-        ch->bytes_in += protobuf_c_message_get_packed_size(*ret) + 5;
-    }
-    return r;
-}
 
 /* --- trust ------------------------------------------------------------------ */
 
@@ -62,60 +41,6 @@ static bool verify_pin(const char *fingerprint, void *data)
     log_warn("peer", "refused a certificate that is not pinned to any peer fingerprint=%s",
              fingerprint);
     return false;
-}
-
-int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret)
-{
-    const struct rpc_peer *rp = rpc_call_peer(call);
-    if (!rp || rp->kind != RPC_PEER_TLS)
-        return -EPERM;
-    if (cat_peer_find_fingerprint(d->cat, rp->fingerprint, ret) == 0)
-        return 0;
-    /* A CA-signed certificate: its CN names a peer that has no pin. */
-    const char *cn = strstr(rp->subject, "CN=");
-    if (d->peer && d->peer->ca_file && cn) {
-        _cleanup_free_ char *name = xstrdup(cn + 3);
-        name[strcspn(name, ",/ ")] = 0;
-        struct cat_peer *p = NULL;
-        if (cat_peer_get(d->cat, name, &p) == 0) {
-            if (!p->fingerprint || !*p->fingerprint) {
-                *ret = p;
-                return 0;
-            }
-            cat_peer_free(p);
-        }
-    }
-    return -EPERM;
-}
-
-int peer_client(struct amberd *d, const struct cat_peer *p, struct rpc_client **ret,
-                struct rpc_tls **ret_tls, struct op_err *e)
-{
-    if (!d->peer)
-        return op_fail(e, RPC_FAILED_PRECONDITION, -ENOTCONN, "this node has no TLS identity");
-    struct rpc_tls_config tc = {
-        .cert_file = d->peer->cert_file, .key_file = d->peer->key_file,
-        .ca_file = d->peer->ca_file,
-        .expect_fingerprint = p->fingerprint && *p->fingerprint ? p->fingerprint : NULL,
-    };
-    struct rpc_tls *tls = NULL;
-    _cleanup_free_ char *err = NULL;
-    int r = rpc_tls_new(&tc, false, &tls, &err);
-    if (r < 0)
-        return op_fail(e, RPC_INTERNAL, r, "TLS: %s", err ? err : strerror(-r));
-    r = rpc_client_new(p->address, tls, ret);
-    if (r < 0) {
-        rpc_tls_free(tls);
-        return op_fail(e, RPC_INVALID_ARGUMENT, r, "peer %s: bad address %s", p->name, p->address);
-    }
-    *ret_tls = tls;     /* the client borrows it */
-    return 0;
-}
-
-int peer_call_error(struct op_err *e, const char *peer, int code, const struct rpc_status *st)
-{
-    const char *msg = st && st->message ? st->message : rpc_code_name(code);
-    return op_fail(e, code, rpc_errno_from_code(code), "peer %s: %s", peer, msg);
 }
 
 /* --- the peer port's handlers -------------------------------------------- */

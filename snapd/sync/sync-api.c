@@ -1,9 +1,8 @@
 /* sync-api.c: the node socket's amber.v1.Sync service (amberctl peer,
- * volume publish, sync, subscribe) and the transfers this node starts:
- * sync_pull (we receive: GetChain, then Pull with our Hello) and sync_push
- * (we send: Push with an Offer, the peer's Hello, then the sender engine).
- * A transfer's progress streams back to amberctl as SyncProgress messages,
- * at most every 200 ms, and a last one with done=true. */
+ * volume publish, sync, subscribe). A sync runs a transfer of
+ * sync-client.c (sync_pull, sync_push); its progress streams back to
+ * amberctl as SyncProgress messages, at most every 200 ms, and a last one
+ * with done=true. */
 #include <string.h>
 
 #include "amber/log.h"
@@ -20,199 +19,6 @@ static int fail(struct rpc_call *c, struct op_err *e, int r)
     int ret = rpc_error(c, code, "%s", e->msg ? e->msg : strerror(-r));
     op_err_clear(e);
     return ret;
-}
-
-static int get_peer(struct amberd *d, const char *name, struct cat_peer **ret, struct op_err *e)
-{
-    int r = cat_peer_get(d->cat, name ? name : "", ret);
-    if (r == -ENOENT || r == -EINVAL)
-        return op_fail(e, RPC_NOT_FOUND, -ENOENT, "peer %s not found (amberctl peer add)", name);
-    if (r < 0)
-        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
-    return 0;
-}
-
-void sync_result_clear(struct sync_result *r)
-{
-    free(r->volume);
-    free(r->volume_id);
-    *r = (struct sync_result){0};
-}
-
-/* --- transfers we start ------------------------------------------------------ */
-
-int sync_remote_chain(struct amberd *d, const char *peer, const char *volume,
-                      Amber__Peer__V1__ChainResponse **ret, struct op_err *e)
-{
-    _cleanup_(cat_peer_freep_) struct cat_peer *p = NULL;
-    struct rpc_client *cl = NULL;
-    struct rpc_tls *tls = NULL;
-    int r;
-    if ((r = get_peer(d, peer, &p, e)) < 0 || (r = peer_client(d, p, &cl, &tls, e)) < 0)
-        return r;
-    Amber__Peer__V1__ChainRequest q = AMBER__PEER__V1__CHAIN_REQUEST__INIT;
-    q.volume = (char *)volume;
-    struct rpc_status st = {0};
-    int code = rpc_client_call(cl, "/amber.peer.v1.Peer/GetChain", &q.base,
-                               &amber__peer__v1__chain_response__descriptor, 30000,
-                               (ProtobufCMessage **)ret, &st);
-    rpc_client_free(cl);
-    rpc_tls_free(tls);
-    if (code != RPC_OK)
-        r = peer_call_error(e, peer, code, &st);
-    rpc_status_clear(&st);
-    return r;
-}
-
-int sync_pull(struct amberd *d, const char *peer, const char *volume, const char *as_name,
-              const char *snapshot, sync_progress_fn progress, void *userdata,
-              struct sync_result *res, struct op_err *e)
-{
-    _cleanup_(cat_peer_freep_) struct cat_peer *p = NULL;
-    Amber__Peer__V1__ChainResponse *chain = NULL;
-    struct recv_session *rs = NULL;
-    struct rpc_client *cl = NULL;
-    struct rpc_tls *tls = NULL;
-    struct sync_chan ch = {0};
-    struct rpc_status st = {0};
-    int r;
-    if ((r = get_peer(d, peer, &p, e)) < 0)
-        return r;
-    if ((r = sync_remote_chain(d, peer, volume, &chain, e)) < 0)
-        return r;
-    r = recv_open(d, peer, chain->volume_id, chain->volume_name, chain->size_bytes, as_name, &rs, e);
-    if (r < 0)
-        goto out;
-    res->volume = xstrdup(recv_volume_name(rs));
-    res->volume_id = xstrdup(recv_volume_id(rs));
-    if ((r = peer_client(d, p, &cl, &tls, e)) < 0)
-        goto out;
-    int code = rpc_stream_open(cl, "/amber.peer.v1.Peer/Pull", 0, &ch.stream, &st);
-    if (code != RPC_OK) {
-        r = peer_call_error(e, peer, code, &st);
-        goto out;
-    }
-    Amber__Peer__V1__Hello h = AMBER__PEER__V1__HELLO__INIT;
-    recv_hello(rs, &h);
-    h.volume = chain->volume_id;
-    h.upto = (char *)(snapshot ? snapshot : "");
-    Amber__Peer__V1__RecvMsg hm = AMBER__PEER__V1__RECV_MSG__INIT;
-    hm.m_case = AMBER__PEER__V1__RECV_MSG__M_HELLO;
-    hm.hello = &h;
-    r = chan_send(&ch, &hm.base);
-    free(h.have);
-    while (r >= 0) {
-        Amber__Peer__V1__SendMsg *m = NULL;
-        r = chan_recv(&ch, &amber__peer__v1__send_msg__descriptor, (ProtobufCMessage **)&m);
-        if (r <= 0)
-            break;
-        r = recv_handle(rs, &ch, m, progress, userdata, e);
-        protobuf_c_message_free_unpacked(&m->base, NULL);
-        if (r == 1)
-            break;
-    }
-    if (r == 1) {
-        /* Done: everything is committed; the call's status adds nothing. */
-        r = 0;
-        rpc_stream_cancel(ch.stream);
-    } else if (e->msg) {
-        rpc_stream_cancel(ch.stream);       /* our own failure, already in e */
-    } else {
-        /* The sender ended the call (its status says why) or the
-         * connection broke. */
-        code = rpc_stream_finish(ch.stream, &st);
-        if (code == RPC_OK)
-            code = RPC_UNAVAILABLE;
-        r = peer_call_error(e, peer, code, &st);
-    }
-    ch.stream = NULL;
-out:
-    if (rs) {
-        res->st = *recv_stats(rs);
-        res->st.chan = NULL;
-    }
-    res->bytes_on_wire = ch.bytes_in + ch.bytes_out;
-    recv_close(rs);
-    rpc_client_free(cl);
-    rpc_tls_free(tls);
-    rpc_status_clear(&st);
-    if (chain)
-        protobuf_c_message_free_unpacked(&chain->base, NULL);
-    return r;
-}
-
-int sync_push(struct amberd *d, const char *volume, const char *peer, const char *as_name,
-              const char *snapshot, sync_progress_fn progress, void *userdata,
-              struct sync_result *res, struct op_err *e)
-{
-    _cleanup_(cat_peer_freep_) struct cat_peer *p = NULL;
-    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
-    struct rpc_client *cl = NULL;
-    struct rpc_tls *tls = NULL;
-    struct sync_chan ch = {0};
-    struct rpc_status st = {0};
-    Amber__Peer__V1__RecvMsg *hm = NULL;
-    int r;
-    if ((r = get_peer(d, peer, &p, e)) < 0 || (r = vol_find(d, volume, &v, e)) < 0)
-        return r;
-    if (v->replica_peer)
-        return op_fail(e, RPC_FAILED_PRECONDITION, -EINVAL,
-                       "volume %s is a replica of %s: push from its source", v->name, v->replica_peer);
-    if ((r = peer_client(d, p, &cl, &tls, e)) < 0)
-        return r;
-    int code = rpc_stream_open(cl, "/amber.peer.v1.Peer/Push", 0, &ch.stream, &st);
-    if (code != RPC_OK) {
-        r = peer_call_error(e, peer, code, &st);
-        goto out;
-    }
-    Amber__Peer__V1__Offer o = AMBER__PEER__V1__OFFER__INIT;
-    o.volume_id = v->id;
-    o.volume_name = v->name;
-    o.size_bytes = v->size_bytes;
-    o.as_name = (char *)(as_name ? as_name : "");
-    Amber__Peer__V1__SendMsg om = AMBER__PEER__V1__SEND_MSG__INIT;
-    om.m_case = AMBER__PEER__V1__SEND_MSG__M_OFFER;
-    om.offer = &o;
-    r = chan_send(&ch, &om.base);
-    if (r >= 0)
-        r = chan_recv(&ch, &amber__peer__v1__recv_msg__descriptor, (ProtobufCMessage **)&hm);
-    if (r == 1 && hm->m_case == AMBER__PEER__V1__RECV_MSG__M_HELLO) {
-        hm->hello->upto = hm->hello->upto;   /* the receiver does not choose */
-        Amber__Peer__V1__Hello h = *hm->hello;
-        h.upto = (char *)(snapshot ? snapshot : "");
-        r = sync_send(d, &ch, peer, v, &h, progress, userdata, &res->st, e);
-        if (r == 0) {
-            /* Every snapshot's commit was acknowledged: done. */
-            rpc_stream_cancel(ch.stream);
-            ch.stream = NULL;
-        }
-    } else if (r == 1 && hm->m_case == AMBER__PEER__V1__RECV_MSG__M_ABORT) {
-        code = hm->abort->code > 0 && hm->abort->code <= RPC_UNAUTHENTICATED ? hm->abort->code
-                                                                              : RPC_UNKNOWN;
-        r = op_fail(e, code, rpc_errno_from_code(code), "peer %s: %.300s", peer, hm->abort->message);
-    } else if (r >= 0) {
-        r = -EPROTO;
-    }
-    if (r < 0 && ch.stream) {
-        if (e->msg) {
-            rpc_stream_cancel(ch.stream);
-        } else {
-            code = rpc_stream_finish(ch.stream, &st);
-            r = peer_call_error(e, peer, code == RPC_OK ? RPC_UNAVAILABLE : code, &st);
-        }
-        ch.stream = NULL;
-    }
-    res->volume = xstrdup(*o.as_name ? o.as_name : v->name);
-    res->volume_id = xstrdup(v->id);
-out:
-    if (hm)
-        protobuf_c_message_free_unpacked(&hm->base, NULL);
-    res->st.chan = NULL;
-    res->bytes_on_wire = ch.bytes_in + ch.bytes_out;
-    rpc_client_free(cl);
-    rpc_tls_free(tls);
-    rpc_status_clear(&st);
-    return r;
 }
 
 /* --- progress to amberctl ------------------------------------------------------ */
@@ -398,7 +204,7 @@ static int publish(struct rpc_call *c, const ProtobufCMessage *msg, bool on)
         return fail(c, &e, r);
     if (strcmp(q->peer, "*") != 0) {
         _cleanup_(cat_peer_freep_) struct cat_peer *p = NULL;
-        if ((r = get_peer(d, q->peer, &p, &e)) < 0)
+        if ((r = peer_find(d, q->peer, &p, &e)) < 0)
             return fail(c, &e, r);
     }
     r = on ? cat_publish(d->cat, v->id, q->peer) : cat_unpublish(d->cat, v->id, q->peer);
@@ -436,7 +242,7 @@ static int h_subscribe(struct rpc_call *c, const ProtobufCMessage *msg)
     struct amberd *d = D(c);
     struct op_err e = {0};
     _cleanup_(cat_peer_freep_) struct cat_peer *p = NULL;
-    int r = get_peer(d, q->peer, &p, &e);
+    int r = peer_find(d, q->peer, &p, &e);
     if (r < 0)
         return fail(c, &e, r);
     const char *local = *q->as_name ? q->as_name : q->volume;

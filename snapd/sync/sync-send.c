@@ -25,13 +25,6 @@
 #include "amber/util.h"
 #include "snapd/sync/peer.h"
 
-int sync_chain(struct amberd *d, const char *volume_id, struct cat_snapshot_list *ret)
-{
-    struct cat_snapshot_filter f = { .volume_id = volume_id, .states = 1u << CAT_SNAP_READY };
-    struct cat_page pg = { .limit = 0 };
-    return cat_snapshot_list(d->cat, &f, &pg, ret);
-}
-
 #define SYNC_READAHEAD (16ull << 20)
 
 struct sender {

@@ -1,5 +1,5 @@
 /* fuzz-peer: libFuzzer target over the receiving side's handling of the
- * sender's messages (snapd/sync/sync-recv.c: sync_piece_decode, the part that
+ * sender's messages (snapd/sync/sync-piece.c: sync_piece_decode, the part that
  * reads what a peer sends before anything touches the disk).
  * The first byte picks the mode:
  *   even: the rest is a SendMsg as it comes off the wire: unpacked, and a
