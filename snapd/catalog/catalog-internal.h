@@ -180,8 +180,8 @@ struct row_type {
 
 /* The text of an enum value by its column's table, or NULL out of range. */
 const char *col_enum_name(const struct col *c, int value);
-/* The value of an enum's text by its column's table, or c->invalid. */
-int col_enum_value(const struct col *c, const char *s);
+/* The index of s in names[0..n), or `invalid`. */
+int names_lookup(const char *const *names, int n, const char *s, int invalid);
 /* Read the current row of st into item (zeroed, t->size bytes). */
 void row_read(const struct row_type *t, sqlite3_stmt *st, void *item);
 /* Bind item's fields as ?1, ?2, ... in column order (COL_NOBIND columns

@@ -347,7 +347,7 @@ static const struct row_type sync_row = ROW_TYPE(struct cat_sync_progress, sync_
 
 static const char *dir_str(enum cat_sync_dir d)
 {
-    return col_enum_name(&sync_cols[1], (int)d);
+    return (unsigned)d < ARRAY_SIZE(sync_dirs) ? sync_dirs[d] : NULL;
 }
 
 void cat_sync_progress_free(struct cat_sync_progress *p)

@@ -17,12 +17,17 @@ const char *col_enum_name(const struct col *c, int value)
     return value >= 0 && value < c->n_names ? c->names[value] : NULL;
 }
 
-int col_enum_value(const struct col *c, const char *s)
+int names_lookup(const char *const *names, int n, const char *s, int invalid)
 {
-    for (int i = 0; s && i < c->n_names; i++)
-        if (c->names[i] && strcmp(c->names[i], s) == 0)
+    for (int i = 0; s && i < n; i++)
+        if (names[i] && strcmp(names[i], s) == 0)
             return i;
-    return c->invalid;
+    return invalid;
+}
+
+static int col_enum_value(const struct col *c, const char *s)
+{
+    return names_lookup(c->names, c->n_names, s, c->invalid);
 }
 
 void row_read(const struct row_type *t, sqlite3_stmt *st, void *item)

@@ -178,7 +178,8 @@ static const struct row_type snapshot_row =
 
 enum cat_snap_state cat_snap_state_from_string(const char *s)
 {
-    return (enum cat_snap_state)col_enum_value(&snapshot_cols[8], s);
+    return (enum cat_snap_state)names_lookup(snap_states, _CAT_SNAP_STATE_MAX, s,
+                                             _CAT_SNAP_STATE_INVALID);
 }
 
 void cat_snapshot_free(struct cat_snapshot *s)

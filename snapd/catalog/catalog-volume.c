@@ -46,7 +46,8 @@ static const struct row_type volume_row = ROW_TYPE(struct cat_volume, volume_col
 
 enum cat_vol_state cat_vol_state_from_string(const char *s)
 {
-    return (enum cat_vol_state)col_enum_value(&volume_cols[4], s);
+    return (enum cat_vol_state)names_lookup(vol_states, _CAT_VOL_STATE_MAX, s,
+                                            _CAT_VOL_STATE_INVALID);
 }
 
 void cat_volume_free(struct cat_volume *v)
