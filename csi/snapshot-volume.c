@@ -1,6 +1,7 @@
 /* snapshot-volume.c: the inline ephemeral "snapshot volume" (issue 19): a
  * pod that declares a CSI volume of this driver with volumeAttributes
- *   amber.csi.dev/snapshot: "pvc/data@NAME-OR-ID"       (one snapshot), or
+ *   amber.csi.dev/snapshot: "pvc/data@NAME-OR-ID"       (one snapshot; also
+ *       a snapshot id, or a name unique in the namespace), or
  *   amber.csi.dev/snapshot: "pvc/data"                  (its newest one)
  *   amber.csi.dev/before: "2024-05-01T12:00:00Z" | "24h" (optional: the
  *       newest created before that time, or that long before now)
@@ -195,7 +196,9 @@ static int resolve(struct rpc_call *c, void *const *ctx, size_t n, const char *n
     _cleanup_free_ char *lbuf = NULL;
     _cleanup_free_ Amber__V1__Label *ls = NULL;
     _cleanup_free_ Amber__V1__Label **pls = NULL;
-    if (strchr(ref, '@')) {
+    /* pvc/NAME alone is a volume (its newest snapshot); anything else
+     * (VOL@SNAP, an id, a name unique in the namespace) one snapshot. */
+    if (strncmp(ref, "pvc/", 4) != 0 || strchr(ref, '@')) {
         if ((before && *before) || (labels && *labels))
             return csi_error(c, RPC_INVALID_ARGUMENT, "%s names one snapshot (%s): %s and %s apply "
                              "to a volume (pvc/NAME)", SNAP_KEY, ref, BEFORE_KEY, LABELS_KEY);
@@ -276,7 +279,8 @@ int csi_snap_publish(struct rpc_call *c, const Csi__V1__NodePublishVolumeRequest
     if (!ns || !*ns)
         return csi_error(c, RPC_INVALID_ARGUMENT, "no %s in volume_context: the CSIDriver needs "
                          "podInfoOnMount: true", POD_NS_KEY);
-    if (q->volume_capability && q->volume_capability->block)
+    if (q->volume_capability &&
+        q->volume_capability->access_type_case == CSI__V1__VOLUME_CAPABILITY__ACCESS_TYPE_BLOCK)
         return csi_error(c, RPC_INVALID_ARGUMENT, "a snapshot volume is a filesystem, not a block "
                          "device");
     _cleanup_held_ struct csi_held held = { .p = p };
