@@ -378,6 +378,11 @@ def test_inline_snapshot_volume():
         T.check(mounted_at(tg) is None and not os.path.exists(tg), "unmounted, removed " + tg)
         unpublish(v, tg)      # idempotent
     T.check(not attached_snapshots(), "nothing attached: %s" % attached_snapshots())
+    # An age: nothing of pvc/data is a week old.
+    vid, target, req = pod_volume("team-a", "notebook-0", "old", {"amber.csi.dev/snapshot": "pvc/data",
+                                                                  "amber.csi.dev/before": "1w"})
+    T.expect_status(Code.NOT_FOUND, C["NodePublishVolume"], req, timeout=60)
+    unpublish(vid, target)
 
 
 def test_inline_other_namespace_refused():
