@@ -67,10 +67,10 @@ d = T.Amberd(fs="btrfs", size="2G")
 D = T.tmpdir("amber-notebook-")
 CSOCK = os.path.join(D, "csi.sock")
 log = open(os.path.join(D, "amber-csi.log"), "ab")
-T.spawn([os.path.join(T.BUILD, "amber-csi"), "--endpoint", "unix://" + CSOCK, "--node-id", "node-1",
-         "--amberd", d.sock], stderr=log)
+CSI_PROC = T.spawn([os.path.join(T.BUILD, "amber-csi"), "--endpoint", "unix://" + CSOCK, "--node-id",
+                    "node-1", "--amberd", d.sock], stderr=log)
 log.close()
-T.wait_for_socket(CSOCK)
+T.wait_for_socket(CSOCK, CSI_PROC)
 cch = grpc.insecure_channel("unix://" + CSOCK)
 T.cleanup.add("close csi channel", cch.close)
 C = {}
@@ -494,6 +494,12 @@ def test_daemon_stops_clean():
     text = d.log()
     T.check("Sanitizer" not in text and "runtime error" not in text, "sanitizer report in amberd's log")
     T.check_eq(rc, 0, "amberd's exit status")
+    cch.close()
+    CSI_PROC.terminate()
+    CSI_PROC.wait(timeout=30)
+    with open(os.path.join(D, "amber-csi.log"), errors="replace") as f:
+        text = f.read()
+    T.check("Sanitizer" not in text and "runtime error" not in text, "sanitizer report in amber-csi's log")
 
 
 sys.exit(T.Tests().run([
