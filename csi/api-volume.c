@@ -29,8 +29,9 @@ int csi_api_publish(struct rpc_call *c, const Csi__V1__NodePublishVolumeRequest 
     size_t n = q->n_volume_context;
     const char *api = csi_map_get(ctx, n, API_KEY);
     if (!api || strcmp(api, "true") != 0)
-        return csi_error(c, RPC_INVALID_ARGUMENT, "the only inline ephemeral volume is the API "
-                         "volume (volumeAttributes %s: \"true\")", API_KEY);
+        return csi_error(c, RPC_INVALID_ARGUMENT, "an inline ephemeral volume is the API volume "
+                         "(volumeAttributes %s: \"true\") or a snapshot (amber.csi.dev/snapshot: "
+                         "pvc/NAME@SNAPSHOT)", API_KEY);
     const char *ns = csi_map_get(ctx, n, POD_NS_KEY);
     if (!ns || !*ns)
         return csi_error(c, RPC_INVALID_ARGUMENT, "no %s in volume_context: the CSIDriver needs "

@@ -199,4 +199,14 @@ int csi_api_publish(struct rpc_call *c, const Csi__V1__NodePublishVolumeRequest 
 /* Before unmounting target: close its API socket if it has one. 0 or error. */
 int csi_api_unpublish(struct rpc_call *c, const char *target);
 
+/* --- snapshot-volume.c: the inline snapshot volume (a snapshot, read-only) --- */
+
+/* Whether an inline ephemeral volume names a snapshot (amber.csi.dev/snapshot). */
+bool csi_snap_wanted(const Csi__V1__NodePublishVolumeRequest *q);
+/* NodePublishVolume of one: 0, or the recorded error. */
+int csi_snap_publish(struct rpc_call *c, const Csi__V1__NodePublishVolumeRequest *q);
+/* Before the generic unpublish: unmount target and, if it was a snapshot
+ * volume (its record), release the snapshot. 0 or the recorded error. */
+int csi_snap_unpublish(struct rpc_call *c, const char *target);
+
 #endif

@@ -221,7 +221,8 @@ static int h_publish(struct rpc_call *c, const ProtobufCMessage *m)
      * staged or mounted (api-volume.c). */
     const char *eph = csi_map_get((void *const *)q->volume_context, q->n_volume_context, EPHEMERAL_KEY);
     if (eph && strcmp(eph, "true") == 0) {
-        int er = csi_api_publish(c, q);     /* api-volume.c */
+        /* snapshot-volume.c or api-volume.c */
+        int er = csi_snap_wanted(q) ? csi_snap_publish(c, q) : csi_api_publish(c, q);
         return er < 0 ? er : empty_reply(c, &csi__v1__node_publish_volume_response__descriptor);
     }
     if (!*q->staging_target_path)
@@ -294,6 +295,8 @@ static int h_unpublish(struct rpc_call *c, const ProtobufCMessage *m)
     if (r < 0)
         return r;
     if ((r = csi_api_unpublish(c, q->target_path)) < 0)    /* api-volume.c */
+        return r;
+    if ((r = csi_snap_unpublish(c, q->target_path)) < 0)   /* snapshot-volume.c */
         return r;
     r = mnt_unmount_all(q->target_path);
     if (r < 0)

@@ -7,20 +7,37 @@ its mount path (by convention /amber/api.sock, exported as $AMBER_SOCKET)
 that sees only its namespace's volumes, named pvc/NAME:
 
     import amber
-    c = amber.Client()                      # $AMBER_SOCKET or /amber/api.sock
-    snaps = c.snapshot(["pvc/data", "pvc/model"],
-                       labels={"pipeline": "train", "run": run_id, "step": "fit"})
-    for s in c.run_snapshots(run_id):
-        print(s.labels["step"], s.volume, s.id)
 
-Errors are AmberError subclasses (NotFound, PermissionDenied, ...).
-Messages come from amber_pb2, generated from proto/amber.proto; see
-client.py for where it is looked up.
-"""
+    @amber.step(volumes=["pvc/data", "pvc/model"])     # start/end snapshots
+    def train(): ...
+
+    c = amber.Client()                       # $AMBER_SOCKET or /amber/api.sock
+    c.snapshot(["pvc/data", "pvc/model"], labels={"run": run_id, "step": "fit"})
+    amber.history_rows("pvc/data")           # a table for pandas
+    print(amber.restore_manifest("pvc/data@before", pvc="data-restored"))
+
+Errors are AmberError subclasses (NotFound, PermissionDenied, ...). The
+messages are amber.pb (amber_pb2, generated at build time)."""
+from ._pb import pb  # noqa: F401
 from .client import (AmberError, Aborted, AlreadyExists, Client, DeadlineExceeded,  # noqa: F401
-                     FailedPrecondition, InvalidArgument, NotFound, PermissionDenied,
-                     ResourceExhausted, Snapshot, Unavailable, Unimplemented, Volume, pb)
+                     FailedPrecondition, HistoryEntry, Info, InvalidArgument, NotFound,
+                     PermissionDenied, ResourceExhausted, Snapshot, Unavailable, Unimplemented,
+                     Volume)
+from .notebook import (Change, changed_files, diff_snapshots, history_rows,  # noqa: F401
+                       history_table, k8s_manifest, mounted, restore_manifest)
+from .step import Provenance, step  # noqa: F401
 
-__all__ = ["Client", "Snapshot", "Volume", "AmberError", "NotFound", "PermissionDenied",
-           "AlreadyExists", "InvalidArgument", "FailedPrecondition", "Aborted",
-           "Unavailable", "Unimplemented", "DeadlineExceeded", "ResourceExhausted", "pb"]
+try:
+    from importlib.metadata import PackageNotFoundError, version as _version
+    try:
+        __version__ = _version("amber-client")
+    except PackageNotFoundError:
+        __version__ = "0+source"
+except ImportError:  # pragma: no cover
+    __version__ = "0+source"
+
+__all__ = ["Client", "Snapshot", "Volume", "HistoryEntry", "Info", "AmberError", "NotFound",
+           "PermissionDenied", "AlreadyExists", "InvalidArgument", "FailedPrecondition", "Aborted",
+           "Unavailable", "Unimplemented", "DeadlineExceeded", "ResourceExhausted", "pb",
+           "step", "Provenance", "history_rows", "history_table", "changed_files", "Change",
+           "diff_snapshots", "mounted", "k8s_manifest", "restore_manifest"]

@@ -59,6 +59,11 @@ size_t sched_retention_select(const uint64_t *created_ns, size_t n, const struct
 /* "1s", "10m", "2h", "1d", "1w", "1500ms": the largest unit that divides. */
 void sched_format_every(uint64_t ms, char *buf, size_t len);
 
+/* VolumeHistory's answer for volume v, shown as vol_name (the newest
+ * max_entries snapshots; 0: all). Also served on pod sockets. */
+int sched_history_send(struct rpc_call *c, const struct cat_volume *v, const char *vol_name,
+                       uint32_t max_entries);
+
 extern const struct rpc_method api_schedule_methods[];
 extern const size_t api_schedule_methods_n;
 
@@ -85,5 +90,12 @@ struct scope {
 };
 extern const struct rpc_method api_scoped_methods[];
 extern const size_t api_scoped_methods_n;
+
+/* Resolution as a socket scoped to namespace ns does it: a volume
+ * ("pvc/NAME", "pvc/NS/NAME", id, name) or a snapshot (id, VOL@NAME, a
+ * name unique in the namespace) of that namespace, else NOT_FOUND recorded
+ * on the call (the same answer as for a name that exists nowhere). */
+int scoped_find_volume(struct rpc_call *c, const char *ns, const char *ref, struct cat_volume **ret);
+int scoped_find_snapshot(struct rpc_call *c, const char *ns, const char *ref, struct cat_snapshot **ret);
 
 #endif

@@ -130,21 +130,17 @@ static int count_cb(uint64_t off, uint64_t len, void *data)
     return 0;
 }
 
-static int h_volume_history(struct rpc_call *c, const ProtobufCMessage *m)
+int sched_history_send(struct rpc_call *c, const struct cat_volume *v, const char *vol_name,
+                       uint32_t max_entries)
 {
-    const Amber__V1__VolumeHistoryRequest *q = (const void *)m;
     struct amberd *d = D(c);
-    struct op_err e = {0};
-    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
-    int r = vol_find(d, q->volume, &v, &e);
-    if (r < 0)
-        return fail(c, &e, r);
+    int r;
     struct cat_snapshot_filter f = { .volume_id = v->id, .states = 1u << CAT_SNAP_READY };
     struct cat_page pg = {0};
     _cleanup_(cat_snapshot_list_free) struct cat_snapshot_list sl = {0};
     if (cat_snapshot_list(d->cat, &f, &pg, &sl) < 0)
         return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
-    size_t first = q->max_entries && q->max_entries < sl.n ? sl.n - q->max_entries : 0;
+    size_t first = max_entries && max_entries < sl.n ? sl.n - max_entries : 0;
     size_t n = sl.n - first;
     Amber__V1__HistoryEntry *es = xcalloc(n ? n : 1, sizeof *es);
     Amber__V1__HistoryEntry **pe = xcalloc(n ? n : 1, sizeof *pe);
@@ -164,7 +160,7 @@ static int h_volume_history(struct rpc_call *c, const ProtobufCMessage *m)
         }
         if (!*method)
             bytes = 0;
-        apb_snapshot(&sl.items[i], v->name, &ps[k]);
+        apb_snapshot(&sl.items[i], vol_name, &ps[k]);
         x.snapshot = &ps[k].m;
         x.changed_bytes = bytes;
         x.method = (char *)method;
@@ -183,6 +179,17 @@ static int h_volume_history(struct rpc_call *c, const ProtobufCMessage *m)
     free(es);
     free(pe);
     return r;
+}
+
+static int h_volume_history(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    const Amber__V1__VolumeHistoryRequest *q = (const void *)m;
+    struct op_err e = {0};
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r = vol_find(D(c), q->volume, &v, &e);
+    if (r < 0)
+        return fail(c, &e, r);
+    return sched_history_send(c, v, v->name, q->max_entries);
 }
 
 static int h_label_snapshot(struct rpc_call *c, const ProtobufCMessage *m)

@@ -1,6 +1,7 @@
 /* scoped-admin.c: opening and closing the per-pod sockets (node socket
  * RPCs OpenScopedSocket, CloseScopedSocket, ListScopedSockets) and
- * restoring them at start. scoped.c serves what the sockets offer.
+ * restoring them at start; ResolveSnapshot, a namespace's snapshot for
+ * amber-csi's inline snapshot volume. scoped.c serves what the sockets offer.
  *
  * The catalog row is written before the socket listens and removed after
  * it is closed, so after a crash at any point the catalog names every
@@ -218,6 +219,68 @@ static int h_list(struct rpc_call *c, const ProtobufCMessage *m)
     return r;
 }
 
+/* ResolveSnapshot: the snapshot a pod of namespace q->namespace_ means, as
+ * its own socket would resolve it (amber-csi's inline snapshot volume asks
+ * this on the node socket before attaching by the ids returned). */
+static int h_resolve(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    const Amber__V1__ResolveSnapshotRequest *q = (const void *)m;
+    struct amberd *d = D(c);
+    if (!ns_valid(q->namespace_))
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "namespace: a Kubernetes namespace name");
+    if (!*q->snapshot == !*q->volume)
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "name a snapshot, or a volume (its newest snapshot)");
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
+    int r;
+    if (*q->snapshot) {
+        if ((r = scoped_find_snapshot(c, q->namespace_, q->snapshot, &s)) < 0)
+            return r;
+        if (s->state != CAT_SNAP_READY)
+            return rpc_error(c, RPC_FAILED_PRECONDITION, "snapshot %s is %s", q->snapshot,
+                             cat_snap_state_to_string(s->state));
+    } else {
+        _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+        if ((r = scoped_find_volume(c, q->namespace_, q->volume, &v)) < 0)
+            return r;
+        if (q->n_labels > CAT_FILTER_LABELS_MAX)
+            return rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d label filters", CAT_FILTER_LABELS_MAX);
+        _cleanup_free_ struct cat_label *labels = xcalloc(q->n_labels ? q->n_labels : 1, sizeof *labels);
+        for (size_t i = 0; i < q->n_labels; i++) {
+            if (cat_label_validate(q->labels[i]->key, q->labels[i]->value) < 0)
+                return rpc_error(c, RPC_INVALID_ARGUMENT, "invalid label \"%s\"", q->labels[i]->key);
+            labels[i] = (struct cat_label){ q->labels[i]->key, q->labels[i]->value };
+        }
+        struct cat_snapshot_filter f = { .volume_id = v->id, .labels = labels, .n_labels = q->n_labels,
+                                         .states = 1u << CAT_SNAP_READY };
+        struct cat_page pg = {0};
+        _cleanup_(cat_snapshot_list_free) struct cat_snapshot_list sl = {0};
+        if (cat_snapshot_list(d->cat, &f, &pg, &sl) < 0)
+            return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
+        const struct cat_snapshot *best = NULL;
+        for (size_t i = 0; i < sl.n; i++) {
+            const struct cat_snapshot *x = &sl.items[i];
+            if (q->before_ns > 0 && x->created_ns >= (uint64_t)q->before_ns)
+                continue;
+            if (!best || x->created_ns >= best->created_ns)
+                best = x;
+        }
+        if (!best)
+            return rpc_error(c, RPC_NOT_FOUND, "volume %s has no snapshot%s%s", q->volume,
+                             q->before_ns > 0 ? " before the given time" : "",
+                             q->n_labels ? " with those labels" : "");
+        if ((r = cat_snapshot_get(d->cat, best->id, &s)) < 0)
+            return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
+    }
+    _cleanup_(cat_volume_freep) struct cat_volume *sv = NULL;
+    _cleanup_free_ char *vname = cat_volume_get(d->cat, s->volume_id, &sv) == 0 && sv->pvc_name
+                                     ? xasprintf("pvc/%s", sv->pvc_name) : xstrdup("");
+    struct apb_snapshot ps;
+    apb_snapshot(s, vname, &ps);
+    r = rpc_call_send(c, &ps.m.base);
+    apb_snapshot_clear(&ps);
+    return r;
+}
+
 int scoped_start(struct amberd *d)
 {
     struct scoped_state *st = xcalloc(1, sizeof *st);
@@ -285,5 +348,6 @@ const struct rpc_method api_scoped_admin_methods[] = {
     M("OpenScopedSocket", open_scoped_socket_request, open_scoped_socket_response, RPC_UNARY, h_open),
     M("CloseScopedSocket", close_scoped_socket_request, empty, RPC_UNARY, h_close),
     M("ListScopedSockets", empty, list_scoped_sockets_response, RPC_UNARY, h_list),
+    M("ResolveSnapshot", resolve_snapshot_request, snapshot, RPC_UNARY, h_resolve),
 };
 const size_t api_scoped_admin_methods_n = ARRAY_SIZE(api_scoped_admin_methods);

@@ -16,8 +16,8 @@
  * it reaches the daemon's operations. The caller sees its volumes as
  * pvc/NAME; node-level facts (pool, devices, other volumes' ids in
  * source fields, StorageClass params) are blanked. Only GetInfo, Health,
- * GetVolume, ListVolumes, CreateSnapshot(s), GetSnapshot, ListSnapshots
- * and Diff exist here; volume writes and snapshot deletes answer
+ * GetVolume, ListVolumes, CreateSnapshot(s), GetSnapshot, ListSnapshots,
+ * Diff and VolumeHistory exist here; volume writes and snapshot deletes answer
  * PERMISSION_DENIED; anything else (pool, peers, schedules) is UNIMPLEMENTED
  * because the table does not have it. */
 #include <string.h>
@@ -48,12 +48,11 @@ static bool vol_in_scope(const struct cat_volume *v, const char *ns)
            v->state != CAT_VOL_DELETING;
 }
 
-/* A volume of the caller's namespace: "pvc/NAME", "pvc/NS/NAME" (NS the
- * caller's), an id, or Amber's name. NOT_FOUND otherwise. */
-static int scope_volume(struct rpc_call *c, const char *ref, struct cat_volume **ret)
+/* A volume of namespace ns: "pvc/NAME", "pvc/NS/NAME" (NS that one), an
+ * id, or Amber's name. NOT_FOUND otherwise. */
+int scoped_find_volume(struct rpc_call *c, const char *ns, const char *ref, struct cat_volume **ret)
 {
     struct amberd *d = D(c);
-    const char *ns = NS(c);
     struct cat_volume *v = NULL;
     int r;
     if (!ref || !*ref)
@@ -78,6 +77,11 @@ static int scope_volume(struct rpc_call *c, const char *ref, struct cat_volume *
     return 0;
 }
 
+static int scope_volume(struct rpc_call *c, const char *ref, struct cat_volume **ret)
+{
+    return scoped_find_volume(c, NS(c), ref, ret);
+}
+
 /* Visible: a snapshot of the namespace's volume, or of its VolumeSnapshot
  * (the catalog's pvc_namespace filter, the same rule for lists). */
 static bool snap_in_scope(struct amberd *d, const struct cat_snapshot *s, const char *ns)
@@ -91,12 +95,12 @@ static bool snap_in_scope(struct amberd *d, const struct cat_snapshot *s, const 
            strcmp(v->pvc_namespace, ns) == 0;
 }
 
-/* A snapshot the caller may see: an id, VOL@NAME (VOL as scope_volume), or
- * a NAME unique among the namespace's volumes' snapshots. */
-static int scope_snapshot(struct rpc_call *c, const char *ref, struct cat_snapshot **ret)
+/* A snapshot namespace ns may see: an id, VOL@NAME (VOL as
+ * scoped_find_volume), or a NAME unique among the namespace's volumes'
+ * snapshots. */
+int scoped_find_snapshot(struct rpc_call *c, const char *ns, const char *ref, struct cat_snapshot **ret)
 {
     struct amberd *d = D(c);
-    const char *ns = NS(c);
     struct cat_snapshot *s = NULL;
     if (!ref || !*ref)
         return rpc_error(c, RPC_INVALID_ARGUMENT, "a snapshot is required");
@@ -107,7 +111,7 @@ static int scope_snapshot(struct rpc_call *c, const char *ref, struct cat_snapsh
     } else if (at) {
         _cleanup_free_ char *vref = strndup(ref, (size_t)(at - ref));
         _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
-        int r = scope_volume(c, vref, &v);
+        int r = scoped_find_volume(c, ns, vref, &v);
         if (r < 0)
             return not_found_snap(c, ref);
         if (cat_snapshot_find(d->cat, v->id, at + 1, &s) < 0)
@@ -137,6 +141,11 @@ static int scope_snapshot(struct rpc_call *c, const char *ref, struct cat_snapsh
     }
     *ret = s;
     return 0;
+}
+
+static int scope_snapshot(struct rpc_call *c, const char *ref, struct cat_snapshot **ret)
+{
+    return scoped_find_snapshot(c, NS(c), ref, ret);
 }
 
 /* --- messages ----------------------------------------------------------------- */
@@ -493,6 +502,17 @@ static int h_diff(struct rpc_call *c, const ProtobufCMessage *m)
     return api_diff_stream(c, f ? f->id : NULL, t ? t->id : NULL, v ? v->id : NULL);
 }
 
+static int h_volume_history(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    const Amber__V1__VolumeHistoryRequest *q = (const void *)m;
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r = scope_volume(c, q->volume, &v);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *name = xasprintf("pvc/%s", v->pvc_name);
+    return sched_history_send(c, v, name, q->max_entries);
+}
+
 #define M(name, in, out, kind, fn) \
     { "/amber.v1.Amber/" name, &amber__v1__##in##__descriptor, \
       &amber__v1__##out##__descriptor, kind, fn }
@@ -507,6 +527,7 @@ const struct rpc_method api_scoped_methods[] = {
     M("GetSnapshot", snapshot_ref, snapshot, RPC_UNARY, h_get_snapshot),
     M("ListSnapshots", list_snapshots_request, list_snapshots_response, RPC_UNARY, h_list_snapshots),
     M("Diff", diff_request, diff_response, RPC_SERVER_STREAM, h_diff),
+    M("VolumeHistory", volume_history_request, volume_history_response, RPC_UNARY, h_volume_history),
     /* Known, and refused in so many words. */
     M("CreateVolume", create_volume_request, volume, RPC_UNARY, denied),
     M("ResizeVolume", resize_volume_request, volume, RPC_UNARY, denied),

@@ -296,7 +296,7 @@ def test_pool_level_calls_refused():
              P.OpenScopedSocketResponse),
             ("ListSchedules", P.ListSchedulesRequest(), P.ListSchedulesResponse),
             ("ListScopedSockets", P.Empty(), P.ListScopedSocketsResponse),
-            ("VolumeHistory", P.VolumeHistoryRequest(volume="pvc/data"), P.VolumeHistoryResponse),
+            ("ResolveSnapshot", P.ResolveSnapshotRequest(namespace="team-b", snapshot=B_SNAP.id), P.Snapshot),
     ):
         try:
             ca._call(name, req, resp)
