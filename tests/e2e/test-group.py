@@ -296,8 +296,25 @@ def test_error_codes():
             "a failed create left snapshots")
 
 
+def test_python_manifest():
+    """python/amber/k8s_group prints the example's VolumeGroupSnapshot."""
+    import yaml
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([os.path.join(T.ROOT, "python"), T.PY]))
+    out = subprocess.run([sys.executable, "-m", "amber.k8s_group", "train-step-1", "-n", "ml",
+                          "-l", "snapshot-group=train"], env=env, capture_output=True, text=True, check=True).stdout
+    got = yaml.safe_load(out)
+    T.check_eq(got["metadata"].pop("namespace"), "ml", "namespace")
+    with open(os.path.join(T.ROOT, "deploy/examples/group-snapshot.yaml")) as f:
+        want = [x for x in yaml.safe_load_all(f) if x["kind"] == "VolumeGroupSnapshot"][0]
+    T.check_eq(got, want, "the printed manifest")
+    p = subprocess.run([sys.executable, "-m", "amber.k8s_group", "x", "-n", "ml", "-l", "novalue"], env=env,
+                       capture_output=True, text=True)
+    T.check(p.returncode == 2 and "KEY=VALUE" in p.stderr, "a bad selector is a usage error")
+
+
 sys.exit(T.Tests().run([
     test_capabilities,
+    test_python_manifest,
     test_idempotent_and_get,
     test_members_are_ordinary_snapshots,
     test_delete,
