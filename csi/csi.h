@@ -147,6 +147,14 @@ int csi_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
 int csi_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m);
 int csi_get_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
 
+/* --- snapshot-metadata.c: the SnapshotMetadata service (changed blocks) --- */
+extern const struct rpc_method csi_snapshot_metadata_methods[];
+extern const size_t csi_snapshot_metadata_methods_n;
+
+/* --- group.c: the GroupController service (VolumeGroupSnapshots) -------- */
+extern const struct rpc_method csi_group_methods[];
+extern const size_t csi_group_methods_n;
+
 /* --- node.c ------------------------------------------------------------- */
 extern const struct rpc_method csi_node_methods[];
 extern const size_t csi_node_methods_n;

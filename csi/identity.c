@@ -18,32 +18,41 @@ static int h_get_plugin_info(struct rpc_call *c, const ProtobufCMessage *m)
 
 static int h_get_plugin_capabilities(struct rpc_call *c, const ProtobufCMessage *m)
 {
-    Csi__V1__PluginCapability__Service svc[2] = {
-        CSI__V1__PLUGIN_CAPABILITY__SERVICE__INIT, CSI__V1__PLUGIN_CAPABILITY__SERVICE__INIT,
+    /* GROUP_CONTROLLER_SERVICE: group.c; SNAPSHOT_METADATA_SERVICE:
+     * snapshot-metadata.c (the external-snapshot-metadata sidecar waits
+     * for it before it serves). */
+    static const int types[] = {
+        CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__CONTROLLER_SERVICE,
+        CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__VOLUME_ACCESSIBILITY_CONSTRAINTS,
+        CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__GROUP_CONTROLLER_SERVICE,
+        CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__SNAPSHOT_METADATA_SERVICE,
     };
-    svc[0].type = CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__CONTROLLER_SERVICE;
-    svc[1].type = CSI__V1__PLUGIN_CAPABILITY__SERVICE__TYPE__VOLUME_ACCESSIBILITY_CONSTRAINTS;
+    enum { NSVC = ARRAY_SIZE(types), NCAP = NSVC + 1 };
+    Csi__V1__PluginCapability__Service svc[NSVC];
     /* ONLINE: a published volume grows (NodeExpandVolume; see controller.c
      * for why the controller capability is optional). */
     Csi__V1__PluginCapability__VolumeExpansion exp = CSI__V1__PLUGIN_CAPABILITY__VOLUME_EXPANSION__INIT;
     exp.type = CSI__V1__PLUGIN_CAPABILITY__VOLUME_EXPANSION__TYPE__ONLINE;
 
-    Csi__V1__PluginCapability caps[3] = {
-        CSI__V1__PLUGIN_CAPABILITY__INIT, CSI__V1__PLUGIN_CAPABILITY__INIT,
-        CSI__V1__PLUGIN_CAPABILITY__INIT,
-    };
-    Csi__V1__PluginCapability *pcaps[3];
-    for (int i = 0; i < 2; i++) {
+    Csi__V1__PluginCapability caps[NCAP];
+    Csi__V1__PluginCapability *pcaps[NCAP];
+    for (int i = 0; i < NCAP; i++) {
+        Csi__V1__PluginCapability init = CSI__V1__PLUGIN_CAPABILITY__INIT;
+        caps[i] = init;
+        pcaps[i] = &caps[i];
+    }
+    for (int i = 0; i < NSVC; i++) {
+        Csi__V1__PluginCapability__Service init = CSI__V1__PLUGIN_CAPABILITY__SERVICE__INIT;
+        svc[i] = init;
+        svc[i].type = types[i];
         caps[i].type_case = CSI__V1__PLUGIN_CAPABILITY__TYPE_SERVICE;
         caps[i].service = &svc[i];
     }
-    caps[2].type_case = CSI__V1__PLUGIN_CAPABILITY__TYPE_VOLUME_EXPANSION;
-    caps[2].volume_expansion = &exp;
-    for (int i = 0; i < 3; i++)
-        pcaps[i] = &caps[i];
+    caps[NSVC].type_case = CSI__V1__PLUGIN_CAPABILITY__TYPE_VOLUME_EXPANSION;
+    caps[NSVC].volume_expansion = &exp;
     Csi__V1__GetPluginCapabilitiesResponse r = CSI__V1__GET_PLUGIN_CAPABILITIES_RESPONSE__INIT;
     r.capabilities = pcaps;
-    r.n_capabilities = 3;
+    r.n_capabilities = NCAP;
     return rpc_call_send(c, &r.base);
 }
 

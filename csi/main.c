@@ -1,5 +1,6 @@
 /* main.c: amber-csi, the CSI plugin: options, the one unix socket that
- * serves Identity, Controller and Node together, and shutdown.
+ * serves Identity, Controller, Node, GroupController and SnapshotMetadata
+ * together, and shutdown.
  *
  * The plugin holds no state worth keeping: it may be restarted at any time
  * (kubelet and the sidecars retry), and everything it needs to answer is
@@ -15,8 +16,9 @@
 static const char usage[] =
 "Usage: amber-csi --endpoint unix:///PATH/csi.sock --node-id NODE --amberd PATH [OPTIONS]\n"
 "\n"
-"The Amber CSI plugin: serves the CSI Identity, Controller and Node services\n"
-"for this node's volumes and snapshots, which amberd keeps.\n"
+"The Amber CSI plugin: serves the CSI Identity, Controller, Node, GroupController\n"
+"and SnapshotMetadata services for this node's volumes and snapshots, which\n"
+"amberd keeps.\n"
 "\n"
 "  --endpoint EP        the CSI socket: unix:///path/csi.sock (or a path)\n"
 "  --node-id ID         this node's name (the topology segment\n"
@@ -142,13 +144,20 @@ int main(int argc, char **argv)
         log_error_errno(r, "csi", "bad amberd address %s", amberd);
         goto out;
     }
-    size_t n = csi_identity_methods_n + csi_controller_methods_n + csi_node_methods_n;
+    /* Every service the socket serves, in one table. */
+    const struct { const struct rpc_method *m; size_t n; } tables[] = {
+        { csi_identity_methods, csi_identity_methods_n },
+        { csi_controller_methods, csi_controller_methods_n },
+        { csi_node_methods, csi_node_methods_n },
+        { csi_snapshot_metadata_methods, csi_snapshot_metadata_methods_n },
+        { csi_group_methods, csi_group_methods_n },
+    };
+    size_t n = 0;
+    for (size_t i = 0; i < ARRAY_SIZE(tables); i++)
+        n += tables[i].n;
     methods = xcalloc(n, sizeof *methods);
-    memcpy(methods, csi_identity_methods, csi_identity_methods_n * sizeof *methods);
-    memcpy(methods + csi_identity_methods_n, csi_controller_methods,
-           csi_controller_methods_n * sizeof *methods);
-    memcpy(methods + csi_identity_methods_n + csi_controller_methods_n, csi_node_methods,
-           csi_node_methods_n * sizeof *methods);
+    for (size_t i = 0, k = 0; i < ARRAY_SIZE(tables); k += tables[i].n, i++)
+        memcpy(methods + k, tables[i].m, tables[i].n * sizeof *methods);
     /* The server calls csi_dispatch, which runs the real handler and then
      * sends its error (see csi_error). */
     p.handlers = handlers = xcalloc(n, sizeof *handlers);

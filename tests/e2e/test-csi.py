@@ -259,7 +259,9 @@ def test_identity_and_capabilities():
     caps = call("GetPluginCapabilities", pb.GetPluginCapabilitiesRequest()).capabilities
     svc = {c.service.type for c in caps if c.HasField("service")}
     T.check_eq(svc, {pb.PluginCapability.Service.CONTROLLER_SERVICE,
-                     pb.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS})
+                     pb.PluginCapability.Service.VOLUME_ACCESSIBILITY_CONSTRAINTS,
+                     pb.PluginCapability.Service.GROUP_CONTROLLER_SERVICE,      # group.c
+                     pb.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE})    # snapshot-metadata.c
     exp = [c.volume_expansion.type for c in caps if c.HasField("volume_expansion")]
     T.check_eq(exp, [pb.PluginCapability.VolumeExpansion.ONLINE])
     T.check(call("Probe", pb.ProbeRequest()).ready.value, "Probe: not ready")

@@ -12,7 +12,11 @@
 #     where the socket-dir volume is mounted; node-driver-registrar's
 #     --kubelet-registration-path is the socket inside the socket-dir hostPath;
 #     amber-csi's --amberd is amberd's --socket; images are pinned (no
-#     :latest); /var/lib/kubelet is mounted Bidirectional in amber-csi.
+#     :latest); /var/lib/kubelet is mounted Bidirectional in amber-csi;
+#     a SnapshotMetadataService's address is a rendered Service port that
+#     reaches the sidecar and its caCert a PEM certificate; a
+#     VolumeGroupSnapshotClass comes with a csi-snapshotter that is not
+#     node-deployed and has the group snapshot feature gate.
 # Exit 0 pass, 1 fail, 77 skip (no yamllint and no YAML parser at all).
 set -u
 cd "$(dirname "$0")/../.."
@@ -45,7 +49,10 @@ elif command -v kustomize >/dev/null &&
 fi
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-dirs=$(find deploy bench/k8s -name kustomization.yaml -printf '%h\n' | sort)
+# Components (kind: Component) render only inside an overlay that uses them
+# (deploy/overlays/snapshot-metadata, deploy/overlays/group-snapshot).
+dirs=$(find deploy bench/k8s -name kustomization.yaml -printf '%h\n' | sort |
+       while read -r d; do grep -q '^kind: Component' "$d/kustomization.yaml" || echo "$d"; done)
 [ -n "$dirs" ] || err "no kustomization found"
 for d in $dirs; do
     out="$tmp/$(echo "$d" | tr / _).yaml"
@@ -175,6 +182,35 @@ def check(name, docs):
         if not any(vm["mountPath"] == "/var/lib/kubelet" and vm.get("mountPropagation") == "Bidirectional"
                    for vm in csi.get("volumeMounts", [])):
             bad.append(f"{name}: amber-csi lacks /var/lib/kubelet with Bidirectional propagation")
+        # components/snapshot-metadata: the advertised address is a Service
+        # of this render whose port leads to the sidecar, caCert is a PEM CA.
+        for sms in by.get("SnapshotMetadataService", []):
+            if sms["metadata"]["name"] != drv:
+                bad.append(f"{name}: SnapshotMetadataService {sms['metadata']['name']} != CSIDriver {drv}")
+            host, _, port = sms["spec"].get("address", "").rpartition(":")
+            svc = [x for x in by.get("Service", []) if host.split(".")[0] == x["metadata"]["name"]]
+            ports = [p for x in svc for p in x["spec"]["ports"] if str(p["port"]) == port]
+            cports = {p.get("name") for c in ctrs.values() for p in c.get("ports", [])}
+            if not ports or ports[0].get("targetPort") not in cports:
+                bad.append(f"{name}: SnapshotMetadataService address {host}:{port} reaches no container port")
+            import base64
+            try:
+                pem = base64.b64decode(sms["spec"].get("caCert", ""), validate=True)
+            except Exception:
+                pem = b""
+            if b"BEGIN CERTIFICATE" not in pem:
+                bad.append(f"{name}: SnapshotMetadataService caCert is not a base64 PEM certificate")
+            if "csi-snapshot-metadata" not in ctrs:
+                bad.append(f"{name}: SnapshotMetadataService without the csi-snapshot-metadata sidecar")
+        # components/group-snapshot: a node-deployed csi-snapshotter never
+        # sees VolumeGroupSnapshotContents (components/group-snapshot/README.md).
+        for vgsc in by.get("VolumeGroupSnapshotClass", []):
+            if vgsc.get("driver") != drv:
+                bad.append(f"{name}: VolumeGroupSnapshotClass driver {vgsc.get('driver')} != CSIDriver {drv}")
+            sa = args(ctrs.get("csi-snapshotter", {}))
+            if "--node-deployment" in sa or sa.get("--feature-gates", "").find("CSIVolumeGroupSnapshot=true") < 0:
+                bad.append(f"{name}: group snapshots need csi-snapshotter without --node-deployment and with "
+                           f"--feature-gates=CSIVolumeGroupSnapshot=true: {sa}")
         for cn, c in ctrs.items():
             img = c.get("image", "")
             if os.environ.get("RAW") and "/" not in img and ":" not in img:

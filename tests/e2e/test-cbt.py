@@ -1,0 +1,389 @@
+#!/usr/bin/python3
+"""The CSI SnapshotMetadata service (changed-block tracking) of amber-csi,
+through a real gRPC client (python3-grpcio) on the plugin's socket.
+
+Against a real amberd on a loop pool: allocated and delta metadata of
+snapshots written at known offsets with direct I/O are exact (every
+written 4 KiB block is reported, nothing else), resumption from a
+starting_offset inside an extent cuts that extent at the offset,
+max_results bounds every message, a delta stays exact when snapshots
+between base and target are deleted, a deleted base is NOT_FOUND, and bad
+handles and offsets get the spec's codes.
+
+Against a fake amberd (a Python gRPC server serving GetSnapshot and a Diff
+of 4,000,000 extents generated on the fly): a client that stops reading
+stalls the fake amberd (backpressure reaches the source) while amber-csi's
+resident memory stays bounded, then the whole stream arrives intact; a
+client that cancels mid-stream cancels amber-csi's amberd stream."""
+import concurrent.futures
+import mmap
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import amber_test as T  # noqa: E402
+
+if os.geteuid() != 0:
+    T.skip("needs root (loop devices)")
+try:
+    import grpc
+except ImportError:
+    T.skip("python3-grpcio is not installed")
+if not os.path.exists("/dev/loop-control"):
+    T.skip("no /dev/loop-control")
+T.genproto()
+import amber_pb2 as apb  # noqa: E402
+import csi_pb2 as pb  # noqa: E402
+
+KiB = 1 << 10
+MiB = 1 << 20
+
+
+def pwrite_direct(dev, off, data):
+    """One O_DIRECT write (aligned buffer), made durable."""
+    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, len(data))
+        buf.write(data)
+        os.pwritev(fd, [buf], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def blocks_of(ranges):
+    """The set of 4 KiB blocks a list of (offset, length) covers."""
+    out = set()
+    for off, n in ranges:
+        out.update(range(off // 4096, (off + n + 4095) // 4096))
+    return out
+
+PLUGIN = os.path.join(T.BUILD, "amber-csi")
+Code = grpc.StatusCode
+D = T.tmpdir("amber-cbt-")
+
+
+def start_plugin(name, amberd_sock):
+    sock = os.path.join(D, name + ".sock")
+    env = dict(os.environ)
+    # Under ASan, freed memory is kept in quarantine; keep it small so the
+    # resident-memory check measures what the plugin holds, not ASan.
+    env["ASAN_OPTIONS"] = (env.get("ASAN_OPTIONS", "") + ":quarantine_size_mb=8").lstrip(":")
+    log = open(os.path.join(D, name + ".log"), "ab")
+    p = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", "cbt-node",
+                 "--amberd", amberd_sock, "--log-level", "debug"], env=env, stderr=log)
+    log.close()
+    T.wait_for_socket(sock, p)
+    ch = grpc.insecure_channel("unix://" + sock)
+    T.cleanup.add("close channel", ch.close)
+    s = T.Stub(ch, "csi.v1.SnapshotMetadata", pb)
+    ident = T.Stub(ch, "csi.v1.Identity", pb)
+    return p, {
+        "alloc": s.server_stream("GetMetadataAllocated", pb.GetMetadataAllocatedRequest,
+                                 pb.GetMetadataAllocatedResponse),
+        "delta": s.server_stream("GetMetadataDelta", pb.GetMetadataDeltaRequest, pb.GetMetadataDeltaResponse),
+        "caps": ident.unary("GetPluginCapabilities", pb.GetPluginCapabilitiesRequest,
+                            pb.GetPluginCapabilitiesResponse),
+    }
+
+
+# --- a real amberd ---------------------------------------------------------------
+
+d = T.Amberd(size="2G")
+_, C = start_plugin("csi", d.sock)
+SIZE = 64 * MiB
+VOL = d.ctl("volume", "create", "cbt-vol", "--size", "64M")["id"]
+OTHER = d.ctl("volume", "create", "cbt-other", "--size", "16M")["id"]
+DEV = d.ctl("volume", "attach", VOL, json_out=False).strip()
+T.cleanup.add("detach", lambda: d.ctl("volume", "detach", VOL, check=False))
+
+
+def snap(name, vol=VOL):
+    return d.ctl("snapshot", "create", vol, "--name", name)["id"]
+
+
+def alloc(sid, start=0, max_results=0):
+    return list(C["alloc"](pb.GetMetadataAllocatedRequest(snapshot_id=sid, starting_offset=start,
+                                                          max_results=max_results), timeout=60))
+
+
+def delta(base, target, start=0, max_results=0):
+    return list(C["delta"](pb.GetMetadataDeltaRequest(base_snapshot_id=base, target_snapshot_id=target,
+                                                      starting_offset=start, max_results=max_results),
+                           timeout=60))
+
+
+def tuples(msgs, cap=SIZE):
+    """The tuples of a stream, checked against the spec's rules."""
+    out = []
+    for m in msgs:
+        T.check_eq(m.block_metadata_type, pb.VARIABLE_LENGTH, "block_metadata_type")
+        T.check_eq(m.volume_capacity_bytes, cap, "volume_capacity_bytes")
+        for b in m.block_metadata:
+            T.check(b.size_bytes > 0, "a tuple of size 0")
+            T.check(not out or out[-1][0] + out[-1][1] <= b.byte_offset,
+                    "tuples overlap or go backwards: %r then %r" % (out[-1:], b))
+            T.check(b.byte_offset + b.size_bytes <= cap, "a tuple beyond the capacity")
+            out.append((b.byte_offset, b.size_bytes))
+    return out
+
+
+# Writes before snapshot A, between A and B, between B and C: (offset, length).
+W1 = [(0, 4 * KiB), (1 * MiB + 8 * KiB, 16 * KiB), (5 * MiB, 64 * KiB), (SIZE - 4 * KiB, 4 * KiB)]
+W2 = [(5 * MiB + 16 * KiB, 4 * KiB), (9 * MiB, 8 * KiB), (33 * MiB + 4 * KiB, 4 * KiB)]
+W3 = [(0, 4 * KiB), (40 * MiB, 128 * KiB)]
+for off, n in W1:
+    pwrite_direct(DEV, off, b"\xa1" * n)
+A = snap("a")
+for off, n in W2:
+    pwrite_direct(DEV, off, b"\xb2" * n)
+B = snap("b")
+for off, n in W3:
+    pwrite_direct(DEV, off, b"\xc3" * n)
+C_ = snap("c")
+S_OTHER = snap("o", OTHER)
+
+
+def test_capability_advertised():
+    types = [c.service.type for c in C["caps"](pb.GetPluginCapabilitiesRequest(), timeout=10).capabilities
+             if c.HasField("service")]
+    T.check(pb.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE in types, "SNAPSHOT_METADATA_SERVICE")
+
+
+def test_allocated_is_exact():
+    got = tuples(alloc(A))
+    T.check_eq(blocks_of(got), blocks_of(W1), "allocated blocks of A")
+    T.check_eq(blocks_of(tuples(alloc(C_))), blocks_of(W1 + W2 + W3), "allocated blocks of C")
+
+
+def test_delta_is_exact():
+    T.check_eq(blocks_of(tuples(delta(A, B))), blocks_of(W2), "delta A..B")
+    T.check_eq(blocks_of(tuples(delta(B, C_))), blocks_of(W3), "delta B..C")
+    T.check_eq(blocks_of(tuples(delta(A, C_))), blocks_of(W2 + W3), "delta A..C")
+    T.check_eq(tuples(delta(B, B)), [], "delta of a snapshot against itself")
+
+
+def test_resume_inside_an_extent():
+    # 5 MiB .. 5 MiB+64 KiB is one extent of A; resume 10000 bytes into it.
+    s = 5 * MiB + 10000
+    got = tuples(alloc(A, start=s))
+    T.check_eq(got[0], (s, 5 * MiB + 64 * KiB - s), "the straddling extent is cut at starting_offset")
+    full = tuples(alloc(A))
+    T.check_eq(got[1:], [t for t in full if t[0] >= 5 * MiB + 64 * KiB], "the rest after it")
+    # Resuming right after a tuple's last byte gives exactly the following ones.
+    for i in range(len(full)):
+        nxt = full[i][0] + full[i][1]
+        T.check_eq(tuples(alloc(A, start=nxt)), full[i + 1:], "resume after tuple %d" % i)
+    # Deltas resume the same way.
+    dfull = tuples(delta(A, C_))
+    mid = dfull[-1][0] + 1000
+    T.check_eq(tuples(delta(A, C_, start=mid)), [(mid, dfull[-1][0] + dfull[-1][1] - mid)], "delta resume")
+
+
+def test_max_results():
+    many = snap("many-pre")
+    offs = [(100 * KiB * i + 12 * MiB, 4 * KiB) for i in range(200)]
+    for off, n in offs:
+        pwrite_direct(DEV, off, b"\xd4" * n)
+    many = snap("many")
+    for mr in (1, 7, 64):
+        msgs = delta(B, many, max_results=mr)
+        T.check(all(len(m.block_metadata) <= mr for m in msgs), "a message over max_results=%d" % mr)
+        T.check(len(msgs) >= len(offs) // mr, "max_results=%d: only %d messages" % (mr, len(msgs)))
+        T.check_eq(blocks_of(tuples(msgs)), blocks_of(W3 + offs), "max_results=%d: the same blocks" % mr)
+    msgs = alloc(many, max_results=0)
+    T.check(all(0 < len(m.block_metadata) <= 4096 for m in msgs), "the plugin's own batch")
+    T.check_eq(blocks_of(tuples(msgs)), blocks_of(W1 + W2 + W3 + offs), "allocated with many extents")
+
+
+def test_delta_across_deleted_snapshots():
+    x = snap("x")
+    pwrite_direct(DEV, 50 * MiB, b"\xe5" * (8 * KiB))
+    y = snap("y")
+    pwrite_direct(DEV, 51 * MiB, b"\xe6" * (4 * KiB))
+    z = snap("z")
+    d.ctl("snapshot", "delete", y, json_out=False)
+    # A snapshot between base and target is gone: the delta is unchanged.
+    T.check_eq(blocks_of(tuples(delta(x, z))), blocks_of([(50 * MiB, 8 * KiB), (51 * MiB, 4 * KiB)]),
+               "delta over a deleted snapshot")
+    # The base itself is gone (its VolumeSnapshot and the snapshot): NOT_FOUND,
+    # the spec's answer; the client falls back to GetMetadataAllocated.
+    d.ctl("snapshot", "delete", x, json_out=False)
+    e = T.expect_status(Code.NOT_FOUND, delta, x, z)
+    T.check("base" in e.details(), "the message names the base: " + e.details())
+    T.check(len(tuples(alloc(z))) > 0, "the target still answers")
+
+
+def test_error_codes():
+    T.expect_status(Code.INVALID_ARGUMENT, alloc, "")
+    T.expect_status(Code.NOT_FOUND, alloc, str(uuid.uuid4()))
+    T.expect_status(Code.NOT_FOUND, alloc, "not-a-handle")
+    T.expect_status(Code.NOT_FOUND, alloc, "a")      # a name is never a handle
+    T.expect_status(Code.INVALID_ARGUMENT, alloc, A, start=-1)
+    T.expect_status(Code.INVALID_ARGUMENT, alloc, A, max_results=-1)
+    T.expect_status(Code.OUT_OF_RANGE, alloc, A, start=SIZE + 1)
+    T.expect_status(Code.OUT_OF_RANGE, delta, A, B, start=SIZE + 4096)
+    T.check_eq(tuples(alloc(A, start=SIZE)), [], "starting_offset at the end: nothing left")
+    T.check_eq(len(alloc(A, start=SIZE)), 1, "one message (the capacity) even when empty")
+    T.expect_status(Code.INVALID_ARGUMENT, delta, "", B)
+    T.expect_status(Code.INVALID_ARGUMENT, delta, A, "")
+    T.expect_status(Code.NOT_FOUND, delta, str(uuid.uuid4()), B)
+    T.expect_status(Code.NOT_FOUND, delta, A, str(uuid.uuid4()))
+    T.expect_status(Code.INVALID_ARGUMENT, delta, A, S_OTHER)   # two volumes
+    T.expect_status(Code.INVALID_ARGUMENT, delta, B, A)         # base newer than target
+
+
+# --- a fake amberd with millions of extents ---------------------------------------
+
+N_EXT = 4_000_000
+PER_MSG = 4096
+FAKE_SIZE = N_EXT * 8192
+FAKE_ID = str(uuid.uuid4())
+
+
+def varint(n):
+    out = bytearray()
+    while n >= 0x80:
+        out.append((n & 0x7f) | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)
+
+
+def diff_message(first):
+    """A DiffResponse of PER_MSG extents (offset k*8 KiB, 4 KiB), encoded
+    by hand: the Python protobuf runtime would take minutes for 4M."""
+    parts = []
+    for k in range(first, min(first + PER_MSG, N_EXT)):
+        e = b"\x08" + varint(k * 8192) + b"\x10\x80\x20"
+        parts.append(b"\x0a" + varint(len(e)) + e)
+    return b"".join(parts)
+
+
+class Fake:
+    def __init__(self):
+        self.sent = 0              # extents handed to gRPC
+        self.lock = threading.Lock()
+        self.done = threading.Event()
+        self.cancelled = threading.Event()
+        self.streams = 0
+
+    def get_snapshot(self, req, ctx):
+        if req.snapshot != FAKE_ID:
+            ctx.abort(Code.NOT_FOUND, "snapshot %s not found" % req.snapshot)
+        return apb.Snapshot(id=FAKE_ID, name="big", volume_id=str(uuid.uuid4()), state="ready",
+                            size_bytes=FAKE_SIZE, created_ns=1)
+
+    def diff(self, req, ctx):
+        self.streams += 1
+        self.sent = 0
+        self.done.clear()
+        ctx.add_callback(lambda: None if self.done.is_set() else self.cancelled.set())
+        for first in range(0, N_EXT, PER_MSG):
+            if not ctx.is_active():
+                self.cancelled.set()
+                return
+            yield diff_message(first)
+            with self.lock:
+                self.sent = min(first + PER_MSG, N_EXT)
+        self.done.set()
+
+
+fake = Fake()
+FSOCK = os.path.join(D, "fake-amberd.sock")
+server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
+server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("amber.v1.Amber", {
+    "GetSnapshot": grpc.unary_unary_rpc_method_handler(
+        fake.get_snapshot, request_deserializer=apb.SnapshotRef.FromString,
+        response_serializer=apb.Snapshot.SerializeToString),
+    "Diff": grpc.unary_stream_rpc_method_handler(
+        fake.diff, request_deserializer=apb.DiffRequest.FromString, response_serializer=lambda b: b),
+})])
+server.add_insecure_port("unix://" + FSOCK)
+server.start()
+T.cleanup.add("stop the fake amberd", lambda: server.stop(0))
+BIG_PROC, BIG = start_plugin("csi-big", FSOCK)
+
+
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError("no VmRSS")
+
+
+def wait_quiet(get, quiet_s=1.5, limit_s=120):
+    """Wait until get() stops changing for quiet_s (the pipeline is full and
+    the producer blocked), or the producer finished; returns the value."""
+    end = time.monotonic() + limit_s
+    last, since = get(), time.monotonic()
+    while time.monotonic() < end and not fake.done.is_set():
+        if fake.done.wait(0.1):
+            break
+        v = get()
+        if v != last:
+            last, since = v, time.monotonic()
+        elif time.monotonic() - since >= quiet_s:
+            break
+    return get()
+
+
+def test_stalled_client_bounded_memory():
+    base = rss_kib(BIG_PROC.pid)
+    it = BIG["alloc"](pb.GetMetadataAllocatedRequest(snapshot_id=FAKE_ID, max_results=4096), timeout=600)
+    first = next(it)
+    T.check_eq(len(first.block_metadata), 4096, "the first message")
+    sent = wait_quiet(lambda: fake.sent)
+    stalled = rss_kib(BIG_PROC.pid)
+    print("stalled client: the fake amberd sent %d of %d extents; amber-csi RSS %d -> %d KiB"
+          % (sent, N_EXT, base, stalled))
+    T.check(not fake.done.is_set() and sent < N_EXT // 2,
+            "backpressure did not reach amberd: %d of %d extents sent while the client read one message"
+            % (sent, N_EXT))
+    # Holding all 4M extents would take hundreds of MiB (an unpacked extent
+    # alone is 48 bytes); a bounded pipe holds a few MiB.
+    T.check(stalled - base < 48 * 1024, "amber-csi grew by %d KiB while the client stalled" % (stalled - base))
+    n = len(first.block_metadata)
+    last_end = first.block_metadata[-1].byte_offset + first.block_metadata[-1].size_bytes
+    peak = stalled
+    for i, m in enumerate(it):
+        n += len(m.block_metadata)
+        T.check(m.block_metadata[0].byte_offset >= last_end, "order")
+        last_end = m.block_metadata[-1].byte_offset + m.block_metadata[-1].size_bytes
+        if i % 64 == 0:
+            peak = max(peak, rss_kib(BIG_PROC.pid))
+    T.check_eq(n, N_EXT, "every extent arrived")
+    T.check(fake.done.is_set(), "the fake amberd finished")
+    print("after reading all %d extents: amber-csi RSS peak %d KiB (growth %d KiB)" % (n, peak, peak - base))
+    T.check(peak - base < 64 * 1024, "amber-csi grew by %d KiB over the stream" % (peak - base))
+
+
+def test_cancel_mid_stream():
+    fake.cancelled.clear()
+    it = BIG["alloc"](pb.GetMetadataAllocatedRequest(snapshot_id=FAKE_ID), timeout=600)
+    for _ in range(10):
+        next(it)
+    it.cancel()
+    T.check(fake.cancelled.wait(60), "amber-csi did not cancel its amberd stream")
+    T.check(not fake.done.is_set(), "the fake amberd ran to the end")
+    # The plugin still serves.
+    T.expect_status(Code.NOT_FOUND, lambda: list(BIG["alloc"](
+        pb.GetMetadataAllocatedRequest(snapshot_id=str(uuid.uuid4())), timeout=30)))
+    T.check(BIG_PROC.poll() is None, "amber-csi exited")
+
+
+sys.exit(T.Tests().run([
+    test_capability_advertised,
+    test_allocated_is_exact,
+    test_delta_is_exact,
+    test_resume_inside_an_extent,
+    test_max_results,
+    test_delta_across_deleted_snapshots,
+    test_error_codes,
+    test_stalled_client_bounded_memory,
+    test_cancel_mid_stream,
+]))
