@@ -20,6 +20,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "amber/crashpoint.h"
 #include "amber/log.h"
 #include "amber/objstore.h"
 #include "amber/util.h"
@@ -30,6 +31,11 @@ struct progress_ctx {
     struct rpc_call *call;
     atomic_bool cancel;
     const char *snapshot_id, *volume_id, *volume_name;
+    /* Counted crash points (tests): "export-chunk:N" after the Nth chunk
+     * stored, "restore-chunk:N" after the Nth chunk written. */
+    const char *crash;
+    bool crash_restore;
+    uint64_t crash_last, crash_n;
 };
 
 static void progress_cb(void *ud, const struct objstore_progress *p)
@@ -48,6 +54,15 @@ static void progress_cb(void *ud, const struct objstore_progress *p)
     m.volume_name = (char *)(x->volume_name ? x->volume_name : "");
     if (rpc_call_send(x->call, &m.base) < 0)
         atomic_store(&x->cancel, true);
+    /* Progress comes once a chunk when a crash point is armed, serialised
+     * by the objstore's progress lock. */
+    if (x->crash) {
+        uint64_t v = x->crash_restore ? p->bytes_read : p->chunks_uploaded;
+        if (v != x->crash_last) {
+            x->crash_last = v;
+            crashpoint_n(x->crash, ++x->crash_n);
+        }
+    }
 }
 
 struct range_acc {
@@ -188,7 +203,8 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     for (size_t i = 0; i < s->n_labels; i++)
         labels[i] = (struct objstore_label){ s->labels[i].key, s->labels[i].value };
     struct progress_ctx px = { .call = c, .snapshot_id = s->id, .volume_id = s->volume_id,
-                               .volume_name = s->volume_name };
+                               .volume_name = s->volume_name,
+                               .crash = crashpoint_armed("export-chunk") ? "export-chunk" : NULL };
     atomic_init(&px.cancel, false);
     struct objstore_export_req req = {
         .fd = fd, .size = s->size_bytes, .ranges = ranges.v, .nranges = ranges.n,
@@ -196,6 +212,7 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
         .volume_name = s->volume_name, .labels = labels, .nlabels = s->n_labels,
         .created_ns = s->created_ns, .parallelism = q->parallelism,
         .progress = progress_cb, .progress_ud = &px, .cancel = &px.cancel,
+        .progress_each_chunk = px.crash != NULL,
     };
     struct objstore_export_result res = {0};
     log_info("archive", "export of %s (%s) to %s: %s, %zu extents", s->name, s->id, q->repo,
@@ -308,7 +325,9 @@ static int h_restore(struct rpc_call *c, const ProtobufCMessage *m)
     }
     _cleanup_free_ char *path = pool_disk_path(d->pool, v->id, NULL);
     int fd = open(path, O_RDWR | O_CLOEXEC);
-    struct progress_ctx px = { .call = c, .volume_id = v->id, .volume_name = v->name };
+    struct progress_ctx px = { .call = c, .volume_id = v->id, .volume_name = v->name,
+                               .crash = crashpoint_armed("restore-chunk") ? "restore-chunk" : NULL,
+                               .crash_restore = true };
     atomic_init(&px.cancel, false);
     struct objstore_restore_result res = {0};
     if (fd < 0) {
@@ -317,6 +336,7 @@ static int h_restore(struct rpc_call *c, const ProtobufCMessage *m)
         struct objstore_restore_req req = {
             .manifest = mi.id, .fd = fd, .resume = resume, .parallelism = q->parallelism,
             .progress = progress_cb, .progress_ud = &px, .cancel = &px.cancel,
+            .progress_each_chunk = px.crash != NULL,
         };
         log_info("archive", "restore of manifest %s into volume %s%s", mi.id, v->name,
                  resume ? " (resuming)" : "");

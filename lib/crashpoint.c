@@ -1,0 +1,35 @@
+/* crashpoint.c: counted AMBER_CRASH_AT test hooks (see amber/crashpoint.h;
+ * the daemon's plain crashpoint(NAME) lives with its operations). A crash
+ * point logs one line and raises SIGKILL: no atexit handlers, no cleanup,
+ * exactly what kill -9 at that instant would leave behind. */
+#include <signal.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "amber/crashpoint.h"
+#include "amber/log.h"
+
+static void die(const char *at)
+{
+    log_warn("crash", "AMBER_CRASH_AT=%s: killing myself", at);
+    raise(SIGKILL);
+}
+
+void crashpoint_n(const char *name, uint64_t n)
+{
+    const char *at = getenv("AMBER_CRASH_AT");
+    size_t len = strlen(name);
+    if (!at || strncmp(at, name, len) != 0 || at[len] != ':')
+        return;
+    char *end;
+    unsigned long long want = strtoull(at + len + 1, &end, 10);
+    if (*end == '\0' && n >= want)
+        die(at);
+}
+
+bool crashpoint_armed(const char *name)
+{
+    const char *at = getenv("AMBER_CRASH_AT");
+    size_t len = strlen(name);
+    return at && strncmp(at, name, len) == 0 && (at[len] == '\0' || at[len] == ':');
+}
