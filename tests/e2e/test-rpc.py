@@ -119,11 +119,11 @@ U = stub(channel("unix"))
 def wait_tag(tag, st=U):
     # The handler ends right after the client gives up; wait for it on the
     # server (bounded), asking the server rather than sleeping blindly.
-    for _ in range(200):
-        r = st["Stats"](pb.StatsRequest(tag=tag), timeout=5)
+    for _ in range(3000):
+        r = st["Stats"](pb.StatsRequest(tag=tag), timeout=30)
         if r.tag_finished:
             return r
-        st["Sleep"](pb.SleepRequest(ms=20), timeout=5)
+        st["Sleep"](pb.SleepRequest(ms=20), timeout=30)
     raise AssertionError("the handler of %s never finished" % tag)
 
 
@@ -154,43 +154,52 @@ def test_message_over_limit_is_resource_exhausted():
     T.check_eq(U["Echo"](pb.EchoRequest(payload=b"after"), timeout=5).payload, b"after")
 
 
+def wait_started(tag, st=U):
+    for _ in range(2000):
+        if st["Stats"](pb.StatsRequest(tag=tag), timeout=30).tag_started:
+            return
+        time.sleep(0.01)
+    raise AssertionError("the call %s never reached its handler" % tag)
+
+
 def test_64_concurrent_calls():
-    # 64 calls of 300 ms each, all with a 5 s deadline: only a server that
-    # runs them concurrently can meet it (serially they take 19 s).
-    futs = [U["Sleep"].future(pb.SleepRequest(ms=300), timeout=5) for _ in range(64)]
-    futs += [U["Echo"].future(pb.EchoRequest(payload=b"%d" % i), timeout=5) for i in range(64)]
+    # 64 calls meet at a barrier: each returns once all 64 are in their
+    # handlers at the same time, which only a server running them
+    # concurrently can do (serially, the first gives up after 60 s).
+    futs = [U["Sleep"].future(pb.SleepRequest(ms=60000, barrier=64), timeout=120) for _ in range(64)]
+    futs += [U["Echo"].future(pb.EchoRequest(payload=b"%d" % i), timeout=120) for i in range(64)]
     res = [f.result() for f in futs]
     T.check(all(not r.cancelled for r in res[:64]), "a sleep saw cancellation")
+    T.check(all(r.barrier_reached for r in res[:64]), "the 64 calls did not run at once")
     T.check_eq([r.payload for r in res[64:]], [b"%d" % i for i in range(64)])
 
 
 def test_deadline_reaches_handler_as_cancellation():
     T.expect_status(grpc.StatusCode.DEADLINE_EXCEEDED, U["Sleep"],
-                    pb.SleepRequest(ms=20000, tag="deadline"), timeout=0.3)
+                    pb.SleepRequest(ms=60000, tag="deadline"), timeout=2)
     r = wait_tag("deadline")
     T.check(r.tag_cancelled, "the handler did not see the deadline as cancellation")
 
 
 def test_client_cancel_reaches_handler():
-    f = U["Sleep"].future(pb.SleepRequest(ms=20000, tag="cancel"), timeout=30)
-    time.sleep(0.2)
+    f = U["Sleep"].future(pb.SleepRequest(ms=60000, tag="cancel"), timeout=120)
+    wait_started("cancel")
     f.cancel()
     r = wait_tag("cancel")
     T.check(r.tag_cancelled, "the handler did not see the client's cancel")
 
 
 def test_cancel_mid_stream():
-    it = U["ServerStream"](pb.StreamRequest(count=1000000, size=1024), timeout=60)
+    it = U["ServerStream"](pb.StreamRequest(count=1000000, size=1024, tag="stream"), timeout=120)
     for i, item in enumerate(it):
         T.check_eq(item.seq, i)
         if i == 50:
             break
     it.cancel()
-    st1 = U["Stats"](pb.StatsRequest(), timeout=5).max_seq_sent
-    U["Sleep"](pb.SleepRequest(ms=300), timeout=5)
-    st2 = U["Stats"](pb.StatsRequest(), timeout=5).max_seq_sent
-    T.check(st2 < 1000000 - 1, "the server streamed everything despite the cancel")
-    T.check_eq(st1, st2, "the server kept streaming after the cancel")
+    r = wait_tag("stream")     # the handler returned: it stopped streaming
+    T.check(r.tag_cancelled, "the stream's handler did not see the cancel")
+    st = U["Stats"](pb.StatsRequest(), timeout=30).max_seq_sent
+    T.check(st < 1000000 - 1, "the server streamed everything despite the cancel")
 
 
 def test_server_stream_slow_reader_bounded():
@@ -333,8 +342,8 @@ def test_graceful_shutdown_finishes_inflight_call():
     p = T.spawn([TESTD, "--unix", os.path.join(D, "g.sock")], stdout=subprocess.PIPE)
     T.read_json_line(p)
     g = stub(grpc.insecure_channel("unix://" + os.path.join(D, "g.sock")))
-    f = g["Sleep"].future(pb.SleepRequest(ms=500), timeout=10)
-    time.sleep(0.2)
+    f = g["Sleep"].future(pb.SleepRequest(ms=500, tag="graceful"), timeout=60)
+    wait_started("graceful", g)
     p.terminate()
     T.check(not f.result().cancelled, "in-flight call was cut by a graceful stop")
     T.check_eq(p.wait(timeout=10), 0)

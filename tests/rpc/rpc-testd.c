@@ -17,8 +17,9 @@ static struct rpc_server *srv;
 
 /* Sleep calls by tag, for the cancellation tests. */
 static pthread_mutex_t tags_lock = PTHREAD_MUTEX_INITIALIZER;
-struct tag { struct tag *next; char *name; bool cancelled, finished; };
+struct tag { struct tag *next; char *name; bool started, cancelled, finished; };
 static struct tag *tags;
+static unsigned barrier_in, barrier_gen;   /* Sleep calls waiting at the barrier */
 static uint32_t max_seq_sent;
 
 static struct tag *tag_get(const char *name)
@@ -52,19 +53,57 @@ static int h_echo(struct rpc_call *call, const ProtobufCMessage *m)
     return rpc_call_send(call, &rep.base);
 }
 
-static int h_sleep(struct rpc_call *call, const ProtobufCMessage *m)
+static void tag_mark(const char *name, int r, bool finished)
 {
-    const Amber__Test__V1__SleepRequest *req = (const void *)m;
-    int r = rpc_call_sleep(call, req->ms);
+    if (!name || !*name)
+        return;
     pthread_mutex_lock(&tags_lock);
-    if (req->tag && *req->tag) {
-        struct tag *t = tag_get(req->tag);
+    struct tag *t = tag_get(name);
+    t->started = true;
+    if (finished) {
         t->cancelled = r == -ECANCELED;
         t->finished = true;
     }
     pthread_mutex_unlock(&tags_lock);
+}
+
+/* Wait (cancellably, at most ms) until `n` callers are here at once: a
+ * reusable barrier (each generation releases the callers that filled it). */
+static int barrier_wait(struct rpc_call *call, uint32_t n, uint32_t ms, bool *reached)
+{
+    pthread_mutex_lock(&tags_lock);
+    if (++barrier_in >= n) {
+        barrier_in = 0;
+        barrier_gen++;
+        *reached = true;
+        pthread_mutex_unlock(&tags_lock);
+        return 0;
+    }
+    unsigned gen = barrier_gen;
+    pthread_mutex_unlock(&tags_lock);
+    int r = 0;
+    for (uint32_t waited = 0;; waited += 5) {
+        pthread_mutex_lock(&tags_lock);
+        *reached = barrier_gen != gen;
+        if (!*reached && (r < 0 || waited >= ms))
+            barrier_in--;
+        pthread_mutex_unlock(&tags_lock);
+        if (*reached || r < 0 || waited >= ms)
+            return *reached ? 0 : r;
+        r = rpc_call_sleep(call, 5);
+    }
+}
+
+static int h_sleep(struct rpc_call *call, const ProtobufCMessage *m)
+{
+    const Amber__Test__V1__SleepRequest *req = (const void *)m;
+    tag_mark(req->tag, 0, false);
+    bool reached = false;
+    int r = req->barrier ? barrier_wait(call, req->barrier, req->ms, &reached) : rpc_call_sleep(call, req->ms);
+    tag_mark(req->tag, r, true);
     Amber__Test__V1__SleepReply rep = AMBER__TEST__V1__SLEEP_REPLY__INIT;
     rep.cancelled = r == -ECANCELED;
+    rep.barrier_reached = reached;
     if (r == -ECANCELED)
         return r;
     return rpc_call_send(call, &rep.base);
@@ -74,16 +113,20 @@ static int h_server_stream(struct rpc_call *call, const ProtobufCMessage *m)
 {
     const Amber__Test__V1__StreamRequest *req = (const void *)m;
     _cleanup_free_ uint8_t *buf = xcalloc(1, req->size ? req->size : 1);
+    tag_mark(req->tag, 0, false);
     for (uint32_t i = 0; i < req->count; i++) {
         Amber__Test__V1__StreamItem it = AMBER__TEST__V1__STREAM_ITEM__INIT;
         it.seq = i;
         it.payload.data = buf;
         it.payload.len = req->size;
         int r = rpc_call_send(call, &it.base);
-        if (r < 0)
+        if (r < 0) {
+            tag_mark(req->tag, r, true);
             return r;
+        }
         __atomic_store_n(&max_seq_sent, i, __ATOMIC_RELAXED);
     }
+    tag_mark(req->tag, 0, true);
     return 0;
 }
 
@@ -138,6 +181,7 @@ static int h_stats(struct rpc_call *call, const ProtobufCMessage *m)
         struct tag *t = tag_get(req->tag);
         rep.tag_cancelled = t->cancelled;
         rep.tag_finished = t->finished;
+        rep.tag_started = t->started;
     }
     pthread_mutex_unlock(&tags_lock);
     rep.rss_bytes = rss_bytes();
