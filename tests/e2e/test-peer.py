@@ -178,10 +178,14 @@ def test_chain_of_ten():
 
 class Proxy:
     """127.0.0.1:0 → target; cuts each of the first connections after
-    cut[i] bytes from the server; throttles when rate is set; counts."""
+    cut[i] bytes from the server; throttles when rate is set; with hold_at,
+    stops forwarding server→client at that many bytes (sets .held) until
+    .release is set, so a test acts at a chosen point of a transfer; counts."""
 
-    def __init__(self, target, cuts=(), rate=0):
+    def __init__(self, target, cuts=(), rate=0, hold_at=None):
         self.target, self.cuts, self.rate = target, list(cuts), rate
+        self.hold_at = hold_at
+        self.held, self.release = threading.Event(), threading.Event()
         self.down = []         # bytes server→client per connection
         self.ls = socket.socket()
         self.ls.bind(("127.0.0.1", 0))
@@ -193,6 +197,7 @@ class Proxy:
 
     def close(self):
         self.stop = True
+        self.release.set()
         self.ls.close()
 
     def accept(self):
@@ -221,6 +226,14 @@ class Proxy:
                         dst.sendall(b)
                         self.down[idx] += len(b)
                         break
+                    if self.hold_at is not None and self.down[idx] + len(b) >= self.hold_at:
+                        first = b[:self.hold_at - self.down[idx]]
+                        dst.sendall(first)
+                        self.down[idx] += len(first)
+                        b = b[len(first):]
+                        self.hold_at = None
+                        self.held.set()
+                        self.release.wait()
                     self.down[idx] += len(b)
                     if self.rate:
                         time.sleep(len(b) / self.rate)
@@ -298,14 +311,15 @@ def wait_until(cond, timeout=60, what="condition"):
 
 def test_receiver_killed_mid_snapshot():
     big_change("data", 16, "kill")
-    p = Proxy(IA["peer_address"], rate=8 * MiB)
+    p = Proxy(IA["peer_address"], hold_at=6 * MiB)
     via(p)
     try:
         pr = subprocess.Popen([os.path.join(T.BUILD, "amberctl"), "--socket", B.sock, "--json",
                                "sync", "pull", "a", "data"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE)
-        wait_until(lambda: p.down and p.down[-1] > 6 * MiB, what="half the transfer")
+        T.check(p.held.wait(120), "the transfer reached 6 MiB")
         B.kill()
+        p.release.set()
         pr.wait(timeout=30)
         T.check(pr.returncode != 0, "the pull failed with its daemon")
         restart_b()
@@ -342,14 +356,15 @@ def test_receiver_crash_at_commit():
 
 def test_sender_snapshot_deleted_mid_transfer():
     s = big_change("data", 16, "doomed")
-    p = Proxy(IA["peer_address"], rate=4 * MiB)
+    p = Proxy(IA["peer_address"], rate=4 * MiB, hold_at=2 * MiB)
     via(p)
     try:
         pr = subprocess.Popen([os.path.join(T.BUILD, "amberctl"), "--socket", B.sock, "--json",
                                "sync", "pull", "a", "data"], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True)
-        wait_until(lambda: p.down and p.down[-1] > 2 * MiB, what="the transfer")
+        T.check(p.held.wait(120), "the transfer reached 2 MiB")
         A.ctl("snapshot", "delete", s["id"])
+        p.release.set()
         _, err = pr.communicate(timeout=60)
         T.check(pr.returncode == 1 and "NOT_FOUND" in err and "deleted" in err, "clean error: " + err)
     finally:
@@ -469,7 +484,7 @@ def test_refused_certificates():
     A.ctl("peer", "add", "old", "--address", "127.0.0.1:1", "--fingerprint", fingerprint(old[1]))
     T.check(not tls_try(old), "expired (pinned) certificate: refused")
     A.ctl("peer", "remove", "old")
-    wait_until(lambda: A.log().count("refused") >= n0 + 3, 10, "refusals in the log")
+    wait_until(lambda: A.log().count("refused") >= n0 + 3, 120, "refusals in the log")
     T.check_eq(state(A), before, "no state changed")
 
 
@@ -508,13 +523,13 @@ def test_garbage_on_peer_port():
 def test_subscription_follows():
     B.ctl("subscribe", "a", "data", "--as", "data", "--every", "1s")
     s = big_change("data", 1, "followed")
-    wait_until(lambda: s["id"] in snaps(B, "data"), 30, "the subscription to pull")
+    wait_until(lambda: s["id"] in snaps(B, "data"), 120, "the subscription to pull")
     subs = B.ctl("subscription", "list")
     T.check_eq(subs[0]["lag"], "", "no lag")
     B.stop()
     restart_b()
     s = big_change("data", 1, "followed-after-restart")
-    wait_until(lambda: s["id"] in snaps(B, "data"), 30, "the subscription after a restart")
+    wait_until(lambda: s["id"] in snaps(B, "data"), 120, "the subscription after a restart")
     B.ctl("subscription", "remove", "a", "data")
     assert_same("data")
 
