@@ -55,6 +55,7 @@ int csi_dispatch(struct rpc_call *c, const ProtobufCMessage *m)
 struct csi_op {
     struct csi_op *next;
     char *key;
+    unsigned refused;           /* calls refused while this one held the key */
 };
 
 int csi_op_begin(struct csi *p, const char *key)
@@ -62,6 +63,7 @@ int csi_op_begin(struct csi *p, const char *key)
     pthread_mutex_lock(&p->ops_lock);
     for (struct csi_op *o = p->ops; o; o = o->next)
         if (strcmp(o->key, key) == 0) {
+            o->refused++;
             pthread_mutex_unlock(&p->ops_lock);
             return -EBUSY;
         }
@@ -95,9 +97,18 @@ int csi_op_lock(struct rpc_call *c, const char *fmt, const char *arg, char **ret
     _cleanup_free_ char *key = xasprintf(fmt, arg);
     if (csi_op_begin(p, key) < 0)
         return csi_error(c, RPC_ABORTED, "an operation on %s is already in progress", arg);
-    /* Tests widen the window in which a second call must be refused. */
-    if (p->lock_delay_ms)
-        rpc_call_sleep(c, p->lock_delay_ms);
+    /* Tests: hold the key until a second call on it was refused (at most
+     * lock_delay_ms), so the race the test wants happens on any machine. */
+    for (uint64_t waited = 0; p->lock_delay_ms && waited < p->lock_delay_ms; waited += 5) {
+        pthread_mutex_lock(&p->ops_lock);
+        unsigned refused = 0;
+        for (struct csi_op *o = p->ops; o; o = o->next)
+            if (strcmp(o->key, key) == 0)
+                refused = o->refused;
+        pthread_mutex_unlock(&p->ops_lock);
+        if (refused || rpc_call_sleep(c, 5) < 0)
+            break;
+    }
     *ret_key = TAKE_PTR(key);
     return 0;
 }

@@ -36,7 +36,8 @@ static const char usage[] =
 "  --version            the version\n"
 "\n"
 "Environment (tests only): AMBER_CSI_LOCK_DELAY_MS=N holds each operation's\n"
-"lock N ms, to exercise ABORTED for concurrent calls on one volume.\n";
+"lock until a second call on it was refused (at most N ms), to exercise\n"
+"ABORTED for concurrent calls on one volume.\n";
 
 static struct rpc_server *g_srv;
 

@@ -143,9 +143,10 @@ def stubs(ch):
 
 
 C = start_plugin("csi")
-# A second plugin on the same amberd whose operation locks are held 1.5 s:
-# two calls on one volume within that window must not both proceed.
-SLOW = start_plugin("csi-slow", {"AMBER_CSI_LOCK_DELAY_MS": "1500"})
+# A second plugin on the same amberd whose operations hold their keys until
+# a second call on the same volume was refused: two calls on one volume
+# must not both proceed, on a machine of any speed.
+SLOW = start_plugin("csi-slow", {"AMBER_CSI_LOCK_DELAY_MS": "60000"})
 
 
 def call(name, req, stub=None, timeout=60):
@@ -599,9 +600,10 @@ def test_out_of_range_and_resource_exhausted():
 
 def test_aborted_for_concurrent_calls():
     ex = concurrent.futures.ThreadPoolExecutor(4)
-    # Two creates of one name, both within the slow plugin's lock window.
+    # Two creates of one name: the slow plugin's first holds the key until
+    # the second was refused.
     q = create_req("pvc-race", 16 * MiB)
-    futs = [ex.submit(SLOW["CreateVolume"], q, timeout=30) for _ in range(2)]
+    futs = [ex.submit(SLOW["CreateVolume"], q, timeout=120) for _ in range(2)]
     ok, aborted = [], []
     for f in futs:
         try:
@@ -614,7 +616,7 @@ def test_aborted_for_concurrent_calls():
     # Two stages of one volume at once.
     sp = stage_path("race")
     sq = pb.NodeStageVolumeRequest(volume_id=vid, staging_target_path=sp, volume_capability=cap("ext4"))
-    futs = [ex.submit(SLOW["NodeStageVolume"], sq, timeout=30) for _ in range(2)]
+    futs = [ex.submit(SLOW["NodeStageVolume"], sq, timeout=120) for _ in range(2)]
     codes = []
     for f in futs:
         try:
@@ -623,8 +625,9 @@ def test_aborted_for_concurrent_calls():
         except grpc.RpcError as e:
             codes.append(e.code())
     T.check_eq(sorted(codes, key=str), sorted([Code.OK, Code.ABORTED], key=str))
-    # Afterwards the call goes through (retries succeed).
-    SLOW["NodeStageVolume"](sq, timeout=30)
+    # Afterwards the call goes through (retries succeed; a lone call on the
+    # slow plugin would wait out its hold).
+    call("NodeStageVolume", sq)
     unstage(vid, sp)
     call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
     ex.shutdown()
