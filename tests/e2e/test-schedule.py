@@ -37,7 +37,23 @@ def scheduled(vol):
     return [s for s in d.ctl("snapshot", "list", "--volume", vol) if "schedule" in s["labels"]]
 
 
-def wait_for(what, fn, timeout=15.0):
+def runs_after(vol, n, t_ns=None):
+    """Wait until the schedule of vol has run (and pruned: both happen
+    before last_run_ns moves) n times after t_ns: observed through
+    `schedule list`, not a sleep. Returns the last run's time."""
+    t_ns = t_ns or time.time_ns()
+    seen = set()
+
+    def done():
+        s = [x for x in d.ctl("schedule", "list") if x["volume"] == vol]
+        if s and s[0]["last_run_ns"] > t_ns:
+            seen.add(s[0]["last_run_ns"])
+        return len(seen) >= n
+    wait_for("%d runs of %s" % (n, vol), done, timeout=60 + 10 * n)
+    return max(seen)
+
+
+def wait_for(what, fn, timeout=60.0):
     """Wait (bounded) until fn() is truthy; the schedules run on a 1 s beat,
     so a state is checked after each beat rather than on a busy loop."""
     end = time.monotonic() + timeout
@@ -67,15 +83,17 @@ def test_keep_n():
     # yet pruned is at most one more).
     have = scheduled("k")
     T.check(3 <= len(have) <= 4, "kept %d" % len(have))
-    have = wait_for("pruned to 3", lambda: (lambda h: h if len(h) == 3 else None)(scheduled("k")), timeout=3)
+    have = wait_for("pruned to 3", lambda: (lambda h: h if len(h) == 3 else None)(scheduled("k")))
     T.check(all(x["labels"]["schedule"] == "1s" for x in have), "labelled schedule=1s")
     gaps = [(b["created_ns"] - a["created_ns"]) / S for a, b in zip(have, have[1:])]
-    T.check(all(0.5 < g < 2.5 for g in gaps), "about one a second: %s" % gaps)
+    # Not a burst (a slow machine may stretch a gap, never shrink it).
+    T.check(all(g > 0.5 for g in gaps), "about one a second: %s" % gaps)
     d.ctl("schedule", "remove", "k")
-    time.sleep(1.2)        # a run already under way when remove returned may still land
-    n = len(scheduled("k"))
-    time.sleep(1.5)
-    T.check_eq(len(scheduled("k")), n, "no snapshots after remove")
+    # A run already under way when remove returned may still land: at most
+    # one more snapshot, however long we look (2.5 periods here).
+    n = len({x["id"] for x in d.ctl("snapshot", "list", "--volume", "k")})
+    time.sleep(2.5)        # an observation window, not a synchronisation
+    T.check(len(scheduled("k")) <= min(n + 1, 4), "no snapshots after remove")
 
 
 def test_bucket_policies():
@@ -94,7 +112,7 @@ def test_bucket_policies():
             for x in scheduled(v):
                 taken.setdefault(v, set()).add(x["id"])
         return all(len(taken.get(v, ())) >= 4 for v in ("b0", "b1", "b2", "mix"))
-    wait_for("4 runs of each", enough, timeout=20)
+    wait_for("4 runs of each", enough, timeout=120)
     def bucket(ns, unit):
         days = ns // S // 86400
         return (days + 3) // 7 if unit == "week" else ns // S // unit
@@ -102,11 +120,12 @@ def test_bucket_policies():
     for v, unit in (("b0", 3600), ("b1", 86400), ("b2", "week")):
         # One per bucket once the latest run's pruning is done.
         have = wait_for(v + " pruned to one per bucket", lambda: (lambda h: h if len(
-            {bucket(x["created_ns"], unit) for x in h}) == len(h) else None)(scheduled(v)), timeout=3)
+            {bucket(x["created_ns"], unit) for x in h}) == len(h) else None)(scheduled(v)))
         T.check(1 <= len(have) <= 2, "%s: %d kept" % (v, len(have)))
         newest = max(x["created_ns"] for x in have)
-        T.check(newest >= time.time_ns() - 3 * S, "%s keeps the newest" % v)
-    wait_for("mix pruned to 2 (keep 2 + daily 1 = the 2 newest)", lambda: len(scheduled("mix")) == 2, timeout=3)
+        last = [x for x in d.ctl("schedule", "list") if x["volume"] == v][0]["last_run_ns"]
+        T.check(newest >= last - 2 * S, "%s keeps the newest" % v)
+    wait_for("mix pruned to 2 (keep 2 + daily 1 = the 2 newest)", lambda: len(scheduled("mix")) == 2)
     for v in ("b0", "b1", "b2", "mix"):
         d.ctl("schedule", "remove", v)
 
@@ -138,22 +157,22 @@ def test_protected_snapshots_survive():
         protected.add(base["id"])
     else:
         print("  (no amberctl export: the export-base part is skipped)")
-    time.sleep(3.2)        # three more runs, each followed by pruning
+    runs_after("p", 3)     # three more runs, each followed by pruning
     # A run's snapshot exists a moment before its pruning: wait for the pass.
     have = wait_for("pruned to 1 unprotected", lambda: (lambda h: h if len(h - protected) == 1 else None)(
-        {x["id"] for x in scheduled("p")}), timeout=5)
+        {x["id"] for x in scheduled("p")}))
     T.check(protected <= have, "protected snapshots survive: missing %s" % (protected - have))
     T.check_eq(len(have - protected), 1, "keep 1 among the unprotected")
     d.ctl("schedule", "release", held["id"])
     have = wait_for("the released snapshot pruned", lambda: (lambda h: h if held["id"] not in h else None)(
-        {x["id"] for x in scheduled("p")}), timeout=5)
+        {x["id"] for x in scheduled("p")}))
     T.check(run["id"] in have, "a run's snapshot stays")
     # The timeline: bytes changed since the previous snapshot (the schedule
     # stopped, so the list holds still).
     d.ctl("schedule", "remove", "p")
     h = wait_for("history to match the list", lambda: (lambda h: h if [x["id"] for x in h] == [
         x["id"] for x in d.ctl("snapshot", "list", "--volume", "p")] else None)(d.ctl("volume", "history", "p")),
-        timeout=5)
+        )
     T.check_eq(h[0]["changed_bytes"], MiB, "the oldest holds the 1 MiB written")
     T.check(all(x["changed_bytes"] == 0 for x in h[1:]), "nothing changed since")
     T.check(all(x["labels"].get("schedule") == "1s" for x in h), "labels in the timeline")
@@ -167,8 +186,8 @@ def test_storageclass_parameters():
     s = [x for x in d.ctl("schedule", "list") if x["volume_id"] == v.id]
     T.check_eq((len(s), s[0]["every_ms"], s[0]["keep"]), (1, 1000, 2), "schedule from parameters")
     wait_for("2 runs", lambda: len(scheduled("sc")) >= 2)
-    time.sleep(2.2)        # two more runs: pruned to 2 after each
-    wait_for("snapshotKeep: pruned to 2", lambda: len(scheduled("sc")) == 2, timeout=5)
+    runs_after("sc", 2)    # two more runs: pruned to 2 after each
+    wait_for("snapshotKeep: pruned to 2", lambda: len(scheduled("sc")) == 2)
     T.expect_status(__import__("grpc").StatusCode.INVALID_ARGUMENT, create_volume,
                     apb.CreateVolumeRequest(name="bad", size_bytes=64 * MiB,
                                             params='{"snapshotEvery":"often"}'), timeout=30)
@@ -186,7 +205,9 @@ def test_restart_keeps_schedule_without_burst():
     up = time.time_ns()
     wait_for("runs after restart", lambda: len([x for x in scheduled("r") if x["created_ns"] > down]) >= 3)
     after = [x for x in scheduled("r") if x["created_ns"] > down]
-    T.check(after[0]["created_ns"] - up < 2 * S, "one catch-up right after start")
+    # The catch-up comes first, without waiting out a period (before the
+    # next one is due: a slow machine delays both alike).
+    T.check(after[0]["created_ns"] < after[1]["created_ns"] - S // 2, "one catch-up right after start")
     gaps = [(b["created_ns"] - a["created_ns"]) / S for a, b in zip(after, after[1:])]
     T.check(all(g > 0.5 for g in gaps), "no burst: gaps %s" % gaps)
     T.check(len(after) <= 2 + (time.time_ns() - up) // S, "at most one catch-up: %d" % len(after))
