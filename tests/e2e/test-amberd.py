@@ -180,25 +180,37 @@ def test_snapshots_under_verifying_fio():
     d.ctl("volume", "create", "v", "--size", "128M")
     dev = d.ctl("volume", "attach", "v")["device"]
     stop = threading.Event()
-    taken = []
+    fio_pass = [0]          # the fio pass running now (0: none)
+    taken = []              # snapshots made wholly within one fio pass
     errors = []
 
     def snapper():
         i = 0
         while not stop.is_set():
+            before = fio_pass[0]
             try:
-                taken.append(d.ctl("snapshot", "create", "v", "--name", "f%d" % i)["id"])
+                sid = d.ctl("snapshot", "create", "v", "--name", "f%d" % i)["id"]
             except Exception as e:  # noqa: BLE001
                 errors.append(e)
                 return
+            if before and fio_pass[0] == before:
+                taken.append(sid)
             i += 1
     t = threading.Thread(target=snapper)
     t.start()
+    # fio passes (each writing and verifying) until 3 snapshots landed while
+    # one ran: a fast machine runs more passes, never fewer snapshots.
     try:
-        p = subprocess.run(["fio", "--name=w", "--filename=" + dev, "--rw=randwrite", "--bs=4k",
-                            "--size=64M", "--direct=1", "--ioengine=io_uring", "--iodepth=16",
-                            "--verify=crc32c", "--do_verify=1", "--verify_fatal=1", "--verify_state_save=0",
-                            "--output-format=terse"], capture_output=True, text=True, timeout=300)
+        for n in range(1, 31):
+            fio_pass[0] = n
+            p = subprocess.run(["fio", "--name=w", "--filename=" + dev, "--rw=randwrite", "--bs=4k",
+                                "--size=64M", "--direct=1", "--ioengine=io_uring", "--iodepth=16",
+                                "--verify=crc32c", "--do_verify=1", "--verify_fatal=1",
+                                "--verify_state_save=0", "--randseed=%d" % n,
+                                "--output-format=terse"], capture_output=True, text=True, timeout=300)
+            fio_pass[0] = 0
+            if p.returncode != 0 or len(taken) >= 3 or errors:
+                break
     finally:
         stop.set()
         t.join()

@@ -282,14 +282,20 @@ static void t_detach(const char *vol, const char *snap, const char *dev)
     t_forget_dev(dev);
 }
 
-static int t_sleep_fn(void *ud)
-{
-    struct timespec ts = { 0, (long)(uintptr_t)ud * 1000000L };
-    nanosleep(&ts, NULL);
-    return 0;
-}
-
 static int t_noop_fn(void *ud) { (void)ud; return 7; }
+
+/* Writes a file on the frozen filesystem: blocks until it is thawed, so it
+ * returns only after the watchdog fired (no race with a sleep). */
+static int t_write_frozen_fn(void *ud)
+{
+    int fd = open(ud, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -errno;
+    int r = write(fd, "x", 1) == 1 ? 0 : -errno;
+    close(fd);
+    unlink(ud);
+    return r;
+}
 
 /* The scenario every backend must pass. NSNAPS: how many snapshots of one
  * volume to make and delete. */
@@ -514,7 +520,10 @@ static void t_scenario(const char *fs, unsigned nsnaps)
     /* Freeze always thaws: on return, and at the deadline. The pool's own
      * filesystem stands in for a pod's. */
     CHECK_EQ(pool_freeze_run(pool_image_device(t_img), 5000, t_noop_fn, NULL), 7);
-    CHECK_EQ(pool_freeze_run(pool_image_device(t_img), 100, t_sleep_fn, (void *)(uintptr_t)400),
+    /* The work waits for the thaw (a write to the frozen filesystem), so
+     * the deadline wins on any machine. */
+    _cleanup_free_ char *frozen_file = xasprintf("%s/frozen-write", mnt);
+    CHECK_EQ(pool_freeze_run(pool_image_device(t_img), 100, t_write_frozen_fn, frozen_file),
              -ETIMEDOUT);
     REQUIRE_OK(pool_snap_create(t_pool, "v1", "after-freeze", NULL)); /* not frozen */
     CHECK_EQ(pool_thaw_device(pool_image_device(t_img)), 0);

