@@ -130,7 +130,7 @@ static int send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
 static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, struct cat_label **ret)
 {
     if (n > CAT_LABELS_MAX)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d labels", CAT_LABELS_MAX);
+        return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d labels", CAT_LABELS_MAX);
     struct cat_label *l = xcalloc(n, sizeof *l);
     for (size_t i = 0; i < n; i++) {
         if (cat_label_validate(in[i]->key, in[i]->value) < 0) {
@@ -436,7 +436,7 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
             return r;
         if (q->n_labels > CAT_FILTER_LABELS_MAX) {
             free(labels);
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d label filters", CAT_FILTER_LABELS_MAX);
+            return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d label filters", CAT_FILTER_LABELS_MAX);
         }
         struct cat_snapshot_filter f = {
             .volume_id = v ? v->id : (*q->volume ? q->volume : NULL),

@@ -13,6 +13,7 @@
 #include "amber/rpc.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 
 #define DEFAULT_SOCKET "/run/amber/amberd.sock"
@@ -65,7 +66,10 @@ static const char usage[] =
 "  -h, --help            this text\n"
 "  --version             the version\n"
 "\n"
-"Environment: AMBER_CRASH_AT=POINT kills the daemon at a named step (tests).\n";
+LIMITS_USAGE
+"\n"
+"Environment: AMBER_CRASH_AT=POINT kills the daemon at a named step (tests);\n"
+"POINT:N at the Nth step of a counted one (export-chunk, restore-chunk).\n";
 
 static struct rpc_server *g_srv;
 static pid_t g_child;
@@ -143,6 +147,7 @@ int main(int argc, char **argv)
         { "tls-key", required_argument, NULL, O_TLS_KEY },
         { "tls-ca", required_argument, NULL, O_TLS_CA },
         { "peers-file", required_argument, NULL, O_PEERS_FILE },
+        LIMIT_OPTIONS,
         {}
     };
     int o;
@@ -211,7 +216,14 @@ int main(int argc, char **argv)
         case O_LOGJSON: log_set_json(true); break;
         case 'h': fputs(usage, stdout); return 0;
         case O_VERSION: printf("amberd %s\n", AMBER_VERSION); return 0;
-        default: fputs(usage, stderr); return 2;
+        default:
+            if (o >= LIMIT_OPT_BASE) {
+                if (limits_option(o, optarg) < 0)
+                    return 2;
+                break;
+            }
+            fputs(usage, stderr);
+            return 2;
         }
     }
     if (optind < argc) {

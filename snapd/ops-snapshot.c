@@ -8,6 +8,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/limits.h"
 
 static void gen_name(char *buf, size_t len, uint64_t ns, unsigned n)
 {
@@ -120,7 +121,7 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
                 goto out;
             }
         if (a[i].n_labels > CAT_LABELS_MAX) {
-            r = op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "at most %d labels", CAT_LABELS_MAX);
+            r = op_fail(e, RPC_RESOURCE_EXHAUSTED, -E2BIG, "at most %d labels", CAT_LABELS_MAX);
             goto out;
         }
         if (a[i].name && *a[i].name) {
@@ -154,6 +155,8 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
                 cat_snapshot_free(old);
             }
         }
+        if ((r = limit_snapshots(d, j->vol->id, j->vol->name, e)) < 0)
+            goto out;
     }
     if (existing == n) {
         r = 0;

@@ -6,6 +6,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/limits.h"
 
 /* Largest volume we accept: 64 TiB (a loop device and a btrfs file take
  * more, but nothing sane asks for it on one node). */
@@ -104,6 +105,8 @@ int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_vol
     if (r != -ENOENT)
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
 
+    if ((r = limit_namespace_volumes(d, a->pvc_namespace, e)) < 0)
+        return r;
     char id[37];
     uuid_new(id);
     struct cat_volume v = {

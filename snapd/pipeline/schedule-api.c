@@ -225,7 +225,7 @@ static int h_label_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     }
     if (n > CAT_LABELS_MAX) {
         free(l);
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d labels", CAT_LABELS_MAX);
+        return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d labels", CAT_LABELS_MAX);
     }
     r = cat_snapshot_set_labels(d->cat, s->id, l, n);
     free(l);

@@ -15,6 +15,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 
 struct pod_sock {
@@ -31,8 +32,6 @@ struct scoped_state {
      * bytes per pod published on this node since start). */
     struct scope *scopes;
 };
-
-#define MAX_POD_SOCKETS 4096
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
@@ -126,9 +125,10 @@ static int h_open(struct rpc_call *c, const ProtobufCMessage *m)
         out.socket_path = path;
         return rpc_call_send(c, &out.base);
     }
-    if (count(st) >= MAX_POD_SOCKETS) {
+    if (count(st) >= amberd_limits.pod_sockets) {
         pthread_mutex_unlock(&st->lock);
-        return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d pod sockets a node", MAX_POD_SOCKETS);
+        return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %llu pod sockets a node (amberd --max-pod-sockets)",
+                         (unsigned long long)amberd_limits.pod_sockets);
     }
     _cleanup_free_ char *sock = xasprintf("%s/" SCOPED_SOCKET_NAME, q->target_path);
     struct cat_pod_socket row = {

@@ -319,7 +319,7 @@ static int create(struct rpc_call *c, Amber__V1__CreateSnapshotRequest **qs, siz
         if ((r = scope_volume(c, q->volume, &vols[i])) < 0)
             break;
         if (q->n_labels > CAT_LABELS_MAX) {
-            r = rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d labels", CAT_LABELS_MAX);
+            r = rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d labels", CAT_LABELS_MAX);
             break;
         }
         labels[i] = xcalloc(q->n_labels ? q->n_labels : 1, sizeof *labels[i]);
@@ -428,7 +428,7 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         }
     } else {
         if (q->n_labels > CAT_FILTER_LABELS_MAX)
-            return rpc_error(c, RPC_INVALID_ARGUMENT, "at most %d label filters", CAT_FILTER_LABELS_MAX);
+            return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d label filters", CAT_FILTER_LABELS_MAX);
         struct cat_label *labels = xcalloc(q->n_labels ? q->n_labels : 1, sizeof *labels);
         for (size_t i = 0; i < q->n_labels; i++) {
             if (cat_label_validate(q->labels[i]->key, q->labels[i]->value) < 0) {
