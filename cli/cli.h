@@ -80,6 +80,7 @@ char *fmt_size(uint64_t n);            /* "1.5 GiB", malloc'd */
 
 /* Command groups. */
 int cmd_info(struct cli *c, int argc, char **argv);
+int cmd_check(struct cli *c, int argc, char **argv);     /* cmd-check.c */
 int cmd_volume(struct cli *c, int argc, char **argv);
 int cmd_snapshot(struct cli *c, int argc, char **argv);
 int cmd_export(struct cli *c, int argc, char **argv);

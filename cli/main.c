@@ -177,6 +177,7 @@ int cmd_info(struct cli *c, int argc, char **argv)
 
 static const struct cmd commands[] = {
     { "info", cmd_info, "the daemon and its pool" },
+    { "check", cmd_check, "the daemon's self-check: catalog vs pool" },
     { "volume", cmd_volume_peer, "volumes (publish/unpublish: cmd-peer.c)" },
     { "snapshot", cmd_snapshot, "snapshots" },
     { "schedule", cmd_schedule, "snapshot schedules and retention" },

@@ -582,6 +582,7 @@ static const struct {
     { api_schedule_methods, &api_schedule_methods_n },       /* schedule-api.c */
     { api_scoped_admin_methods, &api_scoped_admin_methods_n }, /* scoped-admin.c */
     { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
+    { api_check_methods, &api_check_methods_n },             /* selfcheck.c */
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)

@@ -166,5 +166,8 @@ extern const size_t peer_admin_methods_n;
 /* archive.c: export to and restore from object-store repositories. */
 extern const struct rpc_method api_archive_methods[];
 extern const size_t api_archive_methods_n;
+/* selfcheck.c: amber.v1.Check (catalog vs pool, for amberctl check). */
+extern const struct rpc_method api_check_methods[];
+extern const size_t api_check_methods_n;
 
 #endif
