@@ -3,6 +3,7 @@
 #   make check      build and run every test (tests/run)
 #   make SANITIZE=address,undefined check    the same under ASan+UBSan
 #   make fuzz       run the libFuzzer targets for FUZZ_SECONDS each
+#   make soak       the chaos soak for SOAK_SECONDS (default 1800; SEED=N replays)
 #   make demo       a tour of the features on a loop-mounted pool
 #   make bench      the fio/control-path benchmark (bench/run)
 #
@@ -132,12 +133,17 @@ fuzz: fuzz-build
 demo: all
 	scripts/demo
 
+# The chaos soak (tests/lib/soak.py): SOAK_SECONDS (default 1800), SEED.
+SOAK_SECONDS ?= 1800
+soak: all
+	B=$(B) SOAK_SECONDS=$(SOAK_SECONDS) /usr/bin/python3 tests/e2e/test-soak.py
+
 bench: all
 	bench/run
 
 clean:
 	rm -rf build
 
-.PHONY: all check fuzz fuzz-build demo bench clean run test
+.PHONY: all check fuzz fuzz-build demo bench clean run test soak
 .DEFAULT_GOAL := all
 -include $(shell find $(B)/obj -name '*.d' 2>/dev/null)

@@ -465,6 +465,9 @@ static void fz_rebuild(void)
                     dq.volume = l.items[i].id;
                     dq.snapshot = sl.items[j].id;
                     fz_call("DetachVolume", &dq.base, &amber__v1__empty__descriptor, NULL);
+                    Amber__V1__SnapshotRef sr = AMBER__V1__SNAPSHOT_REF__INIT;
+                    sr.snapshot = sl.items[j].id;
+                    fz_call("DeleteSnapshot", &sr.base, &amber__v1__empty__descriptor, NULL);
                 }
             cat_snapshot_list_free(&sl);
             Amber__V1__AttachVolumeRequest dq = AMBER__V1__ATTACH_VOLUME_REQUEST__INIT;
