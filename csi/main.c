@@ -35,6 +35,10 @@ static const char usage[] =
 "  -h, --help           this text\n"
 "  --version            the version\n"
 "\n"
+"Limits (past one: RESOURCE_EXHAUSTED): requests of 4 MiB, 1024 calls queued\n"
+"or running, 100 streams a connection, 256 connections; amberd's own bounds\n"
+"(labels, snapshots per volume, volumes per namespace) apply to what it asks.\n"
+"\n"
 "Environment (tests only): AMBER_CSI_LOCK_DELAY_MS=N holds each operation's\n"
 "lock until a second call on it was refused (at most N ms), to exercise\n"
 "ABORTED for concurrent calls on one volume.\n";

@@ -273,6 +273,7 @@ static void *worker_main(void *arg)
         s->jobs_head = c->job_next;
         if (!s->jobs_head)
             s->jobs_tail = NULL;
+        s->njobs--;
         s->nrunning++;
         pthread_mutex_unlock(&s->lock);
         run_call(c);
@@ -292,6 +293,13 @@ void dispatch_locked(struct rpc_call *c)
     if (c->dispatched)
         return;
     c->dispatched = true;
+    if (s->njobs + s->nrunning >= s->cfg.max_calls) {
+        char m[96];
+        snprintf(m, sizeof m, "too many calls in flight (the server's limit is %u)", s->cfg.max_calls);
+        call_finish_locked(c, RPC_RESOURCE_EXHAUSTED, m);
+        return;
+    }
+    s->njobs++;
     c->refs++;
     c->job_next = NULL;
     if (s->jobs_tail)

@@ -37,6 +37,7 @@ struct rpc_listener {
     struct rpc_listener_config cfg;
     struct rpc_method *methods;     /* copy */
     struct rpc_listener *next;
+    uint32_t nconns, nrefusing;     /* its connections; those over cfg.max_conns */
     bool closing;                   /* asked to close (by another thread) */
     bool closed;                    /* the loop is done with it */
 };
@@ -50,6 +51,7 @@ struct conn {
     uint64_t handshake_deadline;    /* 0 once the client spoke HTTP/2 */
     bool epollout;
     bool dead;
+    bool over_limit;                /* past its listener's max_conns: refuses calls */
     struct rpc_call *calls;         /* open streams */
     struct conn *next, *prev;
 };
@@ -116,6 +118,7 @@ struct rpc_server {
     struct rpc_call *jobs_head, *jobs_tail;
     pthread_cond_t jobs_cond;
     uint32_t nworkers, nidle, nrunning;
+    uint32_t njobs;                 /* calls queued for a worker */
     bool stop_requested;
     uint32_t grace_ms;
     bool stopping;

@@ -30,6 +30,14 @@ void accept_conns(struct rpc_listener *l)
             close(fd);
             continue;
         }
+        /* Past the listener's bound, a few connections more are served
+         * only to refuse their calls with RESOURCE_EXHAUSTED (a clear
+         * error, not a reset); beyond those, closed. */
+        bool over = l->cfg.max_conns && l->nconns >= l->cfg.max_conns;
+        if (over && l->nrefusing >= 4) {
+            close(fd);
+            continue;
+        }
         if (!l->is_unix) {
             int one = 1;
             setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
@@ -58,6 +66,11 @@ void accept_conns(struct rpc_listener *l)
             s->conns->prev = cn;
         s->conns = cn;
         s->nconns++;
+        cn->over_limit = over;
+        if (over)
+            l->nrefusing++;
+        else
+            l->nconns++;
         pthread_mutex_unlock(&s->lock);
         struct epoll_event ev = { .events = EPOLLIN, .data.ptr = &cn->src };
         epoll_ctl(s->epfd, EPOLL_CTL_ADD, fd, &ev);

@@ -146,6 +146,12 @@ static int ng_frame_recv(nghttp2_session *ng, const nghttp2_frame *f, void *ud)
             call_finish_locked(c, RPC_UNIMPLEMENTED, c->path ? c->path : "no :path");
         else if (s->stopping)
             call_finish_locked(c, RPC_UNAVAILABLE, "server is shutting down");
+        else if (cn->over_limit) {
+            char m[96];
+            snprintf(m, sizeof m, "too many connections to this socket (its limit is %u)",
+                     cn->lst->cfg.max_conns);
+            call_finish_locked(c, RPC_RESOURCE_EXHAUSTED, m);
+        }
         else if (c->m->kind == RPC_CLIENT_STREAM || c->m->kind == RPC_BIDI_STREAM)
             dispatch_locked(c);
     }
@@ -394,6 +400,10 @@ void conn_close(struct conn *cn)
     if (cn->next)
         cn->next->prev = cn->prev;
     s->nconns--;
+    if (cn->over_limit)
+        cn->lst->nrefusing--;
+    else
+        cn->lst->nconns--;
     pthread_mutex_unlock(&s->lock);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, cn->x.fd, NULL);
     nghttp2_session_del(cn->ng);
@@ -634,6 +644,8 @@ int rpc_server_new(const struct rpc_server_config *cfg, struct rpc_server **ret)
         s->cfg.max_conns = 256;
     if (!s->cfg.max_workers)
         s->cfg.max_workers = 64;
+    if (!s->cfg.max_calls)
+        s->cfg.max_calls = 1024;
     if (!s->cfg.handshake_ms)
         s->cfg.handshake_ms = 10000;
     signal(SIGPIPE, SIG_IGN);   /* TLS writes use write(2) */

@@ -11,14 +11,16 @@ struct amberd_limits amberd_limits = {
     .snapshots_per_volume = 4096,
     .volumes_per_namespace = 1024,
     .pod_sockets = 4096,
+    .calls = 1024,
+    .pod_socket_conns = 16,
 };
 
 int limits_option(int opt, const char *arg)
 {
     static const char *const names[] = { "max-snapshots-per-volume", "max-volumes-per-namespace",
-                                         "max-pod-sockets" };
+                                         "max-pod-sockets", "max-calls", "max-pod-socket-conns" };
     uint64_t *fields[] = { &amberd_limits.snapshots_per_volume, &amberd_limits.volumes_per_namespace,
-                           &amberd_limits.pod_sockets };
+                           &amberd_limits.pod_sockets, &amberd_limits.calls, &amberd_limits.pod_socket_conns };
     int i = opt - LIMIT_OPT_BASE;
     if (i < 0 || i >= (int)ARRAY_SIZE(names))
         return -1;

@@ -16,6 +16,8 @@ struct amberd_limits {
     uint64_t snapshots_per_volume;    /* --max-snapshots-per-volume, 4096 */
     uint64_t volumes_per_namespace;   /* --max-volumes-per-namespace, 1024 */
     uint64_t pod_sockets;             /* --max-pod-sockets, 4096 */
+    uint64_t calls;                   /* --max-calls: in flight, all sockets, 1024 */
+    uint64_t pod_socket_conns;        /* --max-pod-socket-conns, 16 */
 };
 extern struct amberd_limits amberd_limits;
 
@@ -25,9 +27,13 @@ extern struct amberd_limits amberd_limits;
 "  --max-volumes-per-namespace N  volumes of one Kubernetes namespace\n" \
 "                        (default 1024)\n" \
 "  --max-pod-sockets N   namespace-scoped pod API sockets (default 4096)\n" \
+"  --max-pod-socket-conns N  connections to one pod socket at once (default\n" \
+"                        16; the calls of one more get RESOURCE_EXHAUSTED)\n" \
+"  --max-calls N         calls queued or running at once, every socket\n" \
+"                        (default 1024)\n" \
 "  Fixed: 64 labels a snapshot, keys 1-128 bytes, values <= 1024 bytes, 16\n" \
 "  label filters a list, 64 volumes a group snapshot, 100 streams a\n" \
-"  connection, 256 connections\n"
+"  connection (HTTP/2 SETTINGS), 256 connections, --max-message\n"
 
 /* getopt_long entries (val LIMIT_OPT_BASE + i) and their parser: 0, or -1
  * after printing what is wrong. */
@@ -35,7 +41,9 @@ extern struct amberd_limits amberd_limits;
 #define LIMIT_OPTIONS \
     { "max-snapshots-per-volume", 1, NULL, LIMIT_OPT_BASE + 0 }, \
     { "max-volumes-per-namespace", 1, NULL, LIMIT_OPT_BASE + 1 }, \
-    { "max-pod-sockets", 1, NULL, LIMIT_OPT_BASE + 2 }
+    { "max-pod-sockets", 1, NULL, LIMIT_OPT_BASE + 2 }, \
+    { "max-calls", 1, NULL, LIMIT_OPT_BASE + 3 }, \
+    { "max-pod-socket-conns", 1, NULL, LIMIT_OPT_BASE + 4 }
 int limits_option(int opt, const char *arg);
 
 /* 0, or RESOURCE_EXHAUSTED in e when the volume has its most snapshots. */

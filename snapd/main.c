@@ -282,7 +282,8 @@ int main(int argc, char **argv)
     if (r < 0)
         log_warn("recover", "some interrupted operations could not be recovered; see above");
 
-    struct rpc_server_config sc = { .max_message = max_message, .userdata = &d };
+    struct rpc_server_config sc = { .max_message = max_message, .max_calls = (uint32_t)amberd_limits.calls,
+                                    .userdata = &d };
     r = rpc_server_new(&sc, &d.srv);
     if (r < 0) {
         log_error_errno(r, "rpc", "cannot create the server");

@@ -100,6 +100,8 @@ struct rpc_server_config {
     uint32_t max_streams;       /* 100 concurrent streams a connection */
     uint32_t max_conns;         /* 256 connections in all */
     uint32_t max_workers;       /* 64 handler threads; beyond, calls queue */
+    uint32_t max_calls;         /* 1024 calls queued or running; beyond →
+                                 * RESOURCE_EXHAUSTED */
     uint32_t handshake_ms;      /* 10000: preface/TLS must finish by then */
     void *userdata;             /* rpc_call_server_data() */
 };
@@ -147,6 +149,9 @@ struct rpc_listener_config {
     mode_t mode;                /* unix socket file mode, default 0600 */
     gid_t gid;                  /* unix socket group if mode gives group access; 0 keeps */
     struct rpc_tls *tls;        /* tcp: NULL = plaintext */
+    uint32_t max_conns;         /* this listener's connections at once (0: only
+                                 * the server's bound); the calls of one past
+                                 * it get RESOURCE_EXHAUSTED */
 };
 
 /* Listen on a unix socket at `path` (a stale socket file is replaced; a

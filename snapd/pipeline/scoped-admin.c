@@ -83,7 +83,7 @@ static int listen_locked(struct amberd *d, const char *target, const char *ns, s
     p->scope = sc;
     struct rpc_listener_config lc = {
         .methods = api_scoped_methods, .n_methods = api_scoped_methods_n, .userdata = sc,
-        .mode = 0666,
+        .mode = 0666, .max_conns = (uint32_t)amberd_limits.pod_socket_conns,
     };
     int r = rpc_server_listen_unix(d->srv, p->socket_path, &lc, &p->l);
     if (r < 0) {

@@ -4,8 +4,11 @@ bound (amberd --help "Limits") is refused past it with RESOURCE_EXHAUSTED
 (INVALID_ARGUMENT for a malformed request), changes nothing, and the
 daemon keeps serving. Bounds: labels per snapshot, label key and value
 sizes, label filters, snapshots per volume, volumes per namespace, pod
-sockets per node, request size on the node socket and on amber-csi's."""
+sockets per node, connections per pod socket, request size on the node
+socket and on amber-csi's; and in the RPC runtime (through rpc-testd):
+calls in flight, connections per socket, streams per connection."""
 import os
+import socket
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
@@ -26,7 +29,7 @@ RE = grpc.StatusCode.RESOURCE_EXHAUSTED
 IA = grpc.StatusCode.INVALID_ARGUMENT
 
 d = T.Amberd("btrfs", size="1G", extra=["--max-snapshots-per-volume", "3",
-                                        "--max-volumes-per-namespace", "2",
+                                        "--max-volumes-per-namespace", "2", "--max-pod-socket-conns", "2",
                                         "--max-pod-sockets", "1", "--max-message", "64K"])
 S = T.Stub(d.channel(), "amber.v1.Amber", apb)
 create_volume = S.unary("CreateVolume", apb.CreateVolumeRequest, apb.Volume)
@@ -120,6 +123,57 @@ def test_pod_sockets_per_node():
     close_scoped(apb.CloseScopedSocketRequest(target_path=t2), timeout=30)
 
 
+def h2_conn(path):
+    """A raw HTTP/2 connection that the server has accepted (its SETTINGS
+    arrived): it holds one of the socket's connections."""
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(path)
+    s.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+    T.check(len(s.recv(9)) > 0, "the server accepted the connection")
+    T.cleanup.add("close raw connection", s.close)
+    return s
+
+
+def fresh_channel(path):
+    ch = grpc.insecure_channel("unix://" + path, options=[("grpc.use_local_subchannel_pool", 1)])
+    T.cleanup.add("close channel", ch.close)
+    return ch
+
+
+def until(what, fn, n=3000):
+    """Call fn until it returns truthy (observed state, bounded)."""
+    for _ in range(n):
+        v = fn()
+        if v:
+            return v
+        T.time.sleep(0.01)
+    raise AssertionError("never: " + what)
+
+
+def test_connections_per_pod_socket():
+    t = T.tmpdir("pod-conns-")
+    sock = open_scoped(apb.OpenScopedSocketRequest(target_path=t, namespace="a"), timeout=30).socket_path
+    raws = [h2_conn(sock) for _ in range(2)]
+    info = T.Stub(fresh_channel(sock), "amber.v1.Amber", apb).unary("GetInfo", apb.GetInfoRequest,
+                                                                     apb.GetInfoResponse)
+    e = T.expect_status(RE, info, apb.GetInfoRequest(), timeout=30)
+    T.check("too many connections" in e.details(), e.details())
+    for r in raws:
+        r.close()
+
+    def served():
+        try:
+            T.Stub(fresh_channel(sock), "amber.v1.Amber", apb).unary(
+                "GetInfo", apb.GetInfoRequest, apb.GetInfoResponse)(apb.GetInfoRequest(), timeout=30)
+            return True
+        except grpc.RpcError as e:
+            T.check_eq(e.code(), RE, e.details())
+            return False
+    until("a freed connection is served again", served)
+    close_scoped(apb.CloseScopedSocketRequest(target_path=t), timeout=30)
+
+
 def test_request_size_node_socket():
     before = snaps()
     big = [apb.Label(key="k%d" % i, value="v" * 1024) for i in range(64)]     # 66 KB > 64K
@@ -154,6 +208,106 @@ def test_request_size_csi():
     Id.unary("Probe", cpb.ProbeRequest, cpb.ProbeResponse)(cpb.ProbeRequest(), timeout=30)
 
 
+# --- the RPC runtime's bounds, through rpc-testd --------------------------------
+
+def testd(*args):
+    import subprocess
+    sock = os.path.join(T.tmpdir("testd-"), "t.sock")
+    p = T.spawn([os.path.join(T.BUILD, "tests", "rpc-testd"), "--unix", sock] + list(args),
+                stdout=subprocess.PIPE)
+    T.read_json_line(p)
+    import rpctest_pb2 as tpb
+    st = T.Stub(fresh_channel(sock), "amber.test.v1.Test", tpb)
+    return sock, tpb, st
+
+
+def test_calls_in_flight():
+    sock, tpb, st = testd("--max-calls", "5")
+    sleep = st.unary("Sleep", tpb.SleepRequest, tpb.SleepReply)
+    echo = st.unary("Echo", tpb.EchoRequest, tpb.EchoReply)
+    stats = st.unary("Stats", tpb.StatsRequest, tpb.StatsReply)
+    # Five calls that wait at a barrier of six stay in flight; the first
+    # four are seen in their handlers (Stats is the fifth call then).
+    futs = [sleep.future(tpb.SleepRequest(ms=120000, barrier=6, tag="c%d" % i), timeout=180) for i in range(4)]
+    for i in range(4):
+        until("call %d in its handler" % i, lambda: stats(tpb.StatsRequest(tag="c%d" % i), timeout=30).tag_started)
+    futs.append(sleep.future(tpb.SleepRequest(ms=120000, barrier=6, tag="c4"), timeout=180))
+
+    def refused():
+        try:
+            echo(tpb.EchoRequest(payload=b"x"), timeout=30)
+            return None
+        except grpc.RpcError as e:
+            return [e]      # (an RpcError may be falsy)
+    e = until("the sixth call refused", refused)[0]
+    T.check_eq(e.code(), RE, e.details())
+    T.check("too many calls" in e.details(), e.details())
+    for f in futs:
+        f.cancel()
+    until("calls served again once the five are gone", lambda: refused() is None)
+
+
+def test_connections_per_socket():
+    sock, tpb, st = testd("--max-conns", "3")
+    raws = [h2_conn(sock) for _ in range(3)]
+    echo = T.Stub(fresh_channel(sock), "amber.test.v1.Test", tpb).unary("Echo", tpb.EchoRequest,
+                                                                          tpb.EchoReply)
+    e = T.expect_status(RE, echo, tpb.EchoRequest(payload=b"x"), timeout=30)
+    T.check("too many connections" in e.details(), e.details())
+    # Past the bound and its few refusing connections, a connection is closed.
+    extra = []
+    for _ in range(8):
+        s2 = socket.socket(socket.AF_UNIX)
+        s2.settimeout(60)
+        s2.connect(sock)
+        T.cleanup.add("close raw connection", s2.close)
+        extra.append(s2)
+    closed = 0
+    for s2 in extra:
+        try:
+            s2.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+            closed += s2.recv(9) == b""
+        except OSError:
+            closed += 1
+    T.check(closed >= 4, "connections beyond the refusing ones are closed: %d of 8" % closed)
+    for r in raws + extra:
+        r.close()
+
+
+def test_streams_per_connection():
+    import h2.config
+    import h2.connection
+    import h2.events
+    import h2.errors
+    sock, tpb, st = testd("--max-streams", "2")
+    s = socket.socket(socket.AF_UNIX)
+    s.settimeout(60)
+    s.connect(sock)
+    T.cleanup.add("close raw connection", s.close)
+    c = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
+    c.initiate_connection()
+    body = tpb.SleepRequest(ms=60000).SerializeToString()
+    ids = []
+    for _ in range(3):      # sent before the server's SETTINGS is read: past its bound
+        sid = c.get_next_available_stream_id()
+        c.send_headers(sid, [(":method", "POST"), (":scheme", "http"), (":path", "/amber.test.v1.Test/Sleep"),
+                             (":authority", "localhost"), ("content-type", "application/grpc"), ("te", "trailers")])
+        c.send_data(sid, b"\x00" + len(body).to_bytes(4, "big") + body, end_stream=True)
+        ids.append(sid)
+    s.sendall(c.data_to_send())
+    reset = None
+    while reset is None:
+        data = s.recv(65536)
+        T.check(data, "the server closed the connection")
+        for ev in c.receive_data(data):
+            if isinstance(ev, h2.events.StreamReset):
+                reset = ev
+        s.sendall(c.data_to_send())
+    T.check_eq((reset.stream_id, reset.error_code), (ids[2], h2.errors.ErrorCodes.REFUSED_STREAM),
+               "the third stream is refused")
+    s.close()
+
+
 def test_daemon_stops_clean():
     rc = d.stop()
     log = d.log()
@@ -167,7 +321,11 @@ sys.exit(T.Tests().run([
     test_snapshots_per_volume,
     test_volumes_per_namespace,
     test_pod_sockets_per_node,
+    test_connections_per_pod_socket,
     test_request_size_node_socket,
     test_request_size_csi,
+    test_calls_in_flight,
+    test_connections_per_socket,
+    test_streams_per_connection,
     test_daemon_stops_clean,
 ]))

@@ -220,6 +220,7 @@ int main(int argc, char **argv)
     const char *unix_path = NULL, *tcp = NULL, *tls_addr = NULL;
     struct rpc_tls_config tc = { .verify_pin = pin_ok };
     struct rpc_server_config cfg = {0};
+    uint32_t max_conns = 0;   /* of the unix listener */
     static const struct option opts[] = {
         { "unix", required_argument, NULL, 'u' },
         { "tcp", required_argument, NULL, 't' },
@@ -230,6 +231,8 @@ int main(int argc, char **argv)
         { "pin", required_argument, NULL, 'p' },
         { "max-message", required_argument, NULL, 'm' },
         { "max-streams", required_argument, NULL, 'S' },
+        { "max-calls", required_argument, NULL, 'C' },
+        { "max-conns", required_argument, NULL, 'N' },
         { "debug", no_argument, NULL, 'd' },
         {}
     };
@@ -246,6 +249,8 @@ int main(int argc, char **argv)
         case 'p': pins = xrealloc(pins, (npins + 1) * sizeof *pins); pins[npins++] = optarg; break;
         case 'm': if (parse_size(optarg, &v) < 0) return 2; cfg.max_message = v; break;
         case 'S': if (parse_u64(optarg, &v) < 0) return 2; cfg.max_streams = (uint32_t)v; break;
+        case 'C': if (parse_u64(optarg, &v) < 0) return 2; cfg.max_calls = (uint32_t)v; break;
+        case 'N': if (parse_u64(optarg, &v) < 0) return 2; max_conns = (uint32_t)v; break;
         case 'd': log_set_level(LOG_LVL_DEBUG); break;
         default: return 2;
         }
@@ -255,7 +260,9 @@ int main(int argc, char **argv)
     struct rpc_listener_config lc = { .methods = methods, .n_methods = ARRAY_SIZE(methods) };
     int r;
     int tcp_port = 0, tls_port = 0;
-    if (unix_path && (r = rpc_server_listen_unix(srv, unix_path, &lc, NULL)) < 0)
+    struct rpc_listener_config ulc = lc;
+    ulc.max_conns = max_conns;
+    if (unix_path && (r = rpc_server_listen_unix(srv, unix_path, &ulc, NULL)) < 0)
         return log_error_errno(r, "testd", "listen %s", unix_path), 1;
     struct rpc_listener *l;
     if (tcp) {
