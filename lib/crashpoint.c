@@ -2,7 +2,9 @@
  * the daemon's plain crashpoint(NAME) lives with its operations). A crash
  * point logs one line and raises SIGKILL: no atexit handlers, no cleanup,
  * exactly what kill -9 at that instant would leave behind. */
+#include <errno.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -32,4 +34,18 @@ bool crashpoint_armed(const char *name)
     const char *at = getenv("AMBER_CRASH_AT");
     size_t len = strlen(name);
     return at && strncmp(at, name, len) == 0 && (at[len] == '\0' || at[len] == ':');
+}
+
+int faultpoint(const char *name)
+{
+    static atomic_ullong calls;    /* one named point a process (tests arm one) */
+    const char *at = getenv("AMBER_FAULT_AT");
+    size_t len = strlen(name);
+    if (!at || strncmp(at, name, len) != 0 || at[len] != ':')
+        return 0;
+    char *end;
+    unsigned long long want = strtoull(at + len + 1, &end, 10);
+    if (*end || atomic_fetch_add(&calls, 1) + 1 < want)
+        return 0;
+    return -EIO;
 }

@@ -23,6 +23,7 @@
 #include <stdatomic.h>
 #include <string.h>
 
+#include "amber/crashpoint.h"
 #include "internal.h"
 
 #define PROGRESS_INTERVAL_NS 100000000ull
@@ -126,6 +127,8 @@ static bool should_stop(struct export_ctx *c)
 
 static int read_full(int fd, void *p, size_t len, uint64_t off)
 {
+    if (faultpoint("export-read") < 0)    /* tests: a disk read error */
+        return -EIO;
     size_t got = 0;
     while (got < len) {
         ssize_t n = pread(fd, (uint8_t *)p + got, len - got, (off_t)(off + got));

@@ -69,7 +69,8 @@ static const char usage[] =
 LIMITS_USAGE
 "\n"
 "Environment: AMBER_CRASH_AT=POINT kills the daemon at a named step (tests);\n"
-"POINT:N at the Nth step of a counted one (export-chunk, restore-chunk).\n";
+"POINT:N at the Nth step of a counted one (export-chunk, restore-chunk);\n"
+"AMBER_FAULT_AT=export-read:N fails the Nth and later image reads with EIO.\n";
 
 static struct rpc_server *g_srv;
 static pid_t g_child;

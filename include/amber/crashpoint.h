@@ -18,3 +18,8 @@ void crashpoint_n(const char *name, uint64_t n);
 /* Does AMBER_CRASH_AT name this point (with or without a count)? Lets a
  * caller turn on the per-step bookkeeping a counted point needs. */
 bool crashpoint_armed(const char *name);
+
+/* Fault points (tests): AMBER_FAULT_AT=NAME:N makes the Nth and every later
+ * faultpoint(NAME) in this process return -EIO, as a failing disk would;
+ * otherwise 0. A restart without it is the repaired disk. */
+int faultpoint(const char *name);
