@@ -148,7 +148,7 @@ S_OTHER = snap("o", OTHER)
 
 
 def test_capability_advertised():
-    types = [c.service.type for c in C["caps"](pb.GetPluginCapabilitiesRequest(), timeout=10).capabilities
+    types = [c.service.type for c in C["caps"](pb.GetPluginCapabilitiesRequest(), timeout=60).capabilities
              if c.HasField("service")]
     T.check(pb.PluginCapability.Service.SNAPSHOT_METADATA_SERVICE in types, "SNAPSHOT_METADATA_SERVICE")
 

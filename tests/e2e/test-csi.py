@@ -97,7 +97,7 @@ A = {
 
 
 def detach_all():
-    for v in A["ListVolumes"](apb.ListVolumesRequest(), timeout=10).volumes:
+    for v in A["ListVolumes"](apb.ListVolumesRequest(), timeout=60).volumes:
         if v.device:
             A["DetachVolume"](apb.AttachVolumeRequest(volume=v.id), timeout=30)
 
@@ -233,7 +233,7 @@ def node_expand(req, vid, want, fs, block, path, before):
     if fs == "ext4" and not block and not EXT4_ONLINE_RESIZE:
         e = T.expect_status(Code.INTERNAL, call, "NodeExpandVolume", req)
         T.check("resize2fs" in e.details(), e.details())
-        dev = A["GetVolume"](apb.VolumeRef(volume=vid), timeout=10).device
+        dev = A["GetVolume"](apb.VolumeRef(volume=vid), timeout=60).device
         T.check_eq(dev_size(dev), want, "the device did not grow")
         return
     T.check_eq(call("NodeExpandVolume", req).capacity_bytes, want)
@@ -293,7 +293,7 @@ def lifecycle(fs, block=False):
     T.check_eq(v.capacity_bytes, size)
     T.check_eq([dict(t.segments) for t in v.accessible_topology], [{TOPO_KEY: NODE}])
     T.check_eq(call("CreateVolume", q).volume.volume_id, v.volume_id, "CreateVolume twice")
-    av = A["GetVolume"](apb.VolumeRef(volume=v.volume_id), timeout=10)
+    av = A["GetVolume"](apb.VolumeRef(volume=v.volume_id), timeout=60)
     T.check_eq((av.pvc_namespace, av.pvc_name), ("ns-" + tag, "data-" + tag))
     T.check_eq(av.fs_type, "" if block else fs)
 
@@ -331,7 +331,7 @@ def lifecycle(fs, block=False):
     T.check_eq(s.size_bytes, size)
     T.check(s.creation_time.seconds > 1600000000, "creation_time")
     T.check_eq(call("CreateSnapshot", sq).snapshot.snapshot_id, s.snapshot_id, "CreateSnapshot twice")
-    asn = A["GetSnapshot"](apb.SnapshotRef(snapshot=s.snapshot_id), timeout=10)
+    asn = A["GetSnapshot"](apb.SnapshotRef(snapshot=s.snapshot_id), timeout=60)
     T.check_eq((asn.k8s_namespace, asn.k8s_name), ("ns-" + tag, "snap-" + tag))
     T.check_eq({lb.key: lb.value for lb in asn.labels}, {"step": "train"})
     T.check_eq(call("GetSnapshot", pb.GetSnapshotRequest(snapshot_id=s.snapshot_id)).snapshot.snapshot_id,
@@ -386,7 +386,7 @@ def lifecycle(fs, block=False):
     node_expand(pb.NodeExpandVolumeRequest(volume_id=cv.volume_id, volume_path=ctp,
                                            capacity_range=pb.CapacityRange(required_bytes=new2)),
                 cv.volume_id, new2, fs, block, ctp, before)
-    T.check_eq(A["GetVolume"](apb.VolumeRef(volume=cv.volume_id), timeout=10).size_bytes, new2)
+    T.check_eq(A["GetVolume"](apb.VolumeRef(volume=cv.volume_id), timeout=60).size_bytes, new2)
 
     # Stats.
     st = call("NodeGetVolumeStats", pb.NodeGetVolumeStatsRequest(volume_id=v.volume_id, volume_path=tp))
@@ -411,7 +411,7 @@ def lifecycle(fs, block=False):
         unstage(vid, s_)
         unstage(vid, s_)
         T.check(not is_mounted(s_), "staging still mounted")
-        T.check_eq(A["GetVolume"](apb.VolumeRef(volume=vid), timeout=10).device, "", "still attached")
+        T.check_eq(A["GetVolume"](apb.VolumeRef(volume=vid), timeout=60).device, "", "still attached")
     for vid in (cv.volume_id, v.volume_id):
         call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
         call("DeleteVolume", pb.DeleteVolumeRequest(volume_id=vid))
@@ -689,7 +689,7 @@ def test_list_snapshots():
 
 
 def test_capacity_validate_and_condition():
-    info = A["GetInfo"](apb.GetInfoRequest(), timeout=10)
+    info = A["GetInfo"](apb.GetInfoRequest(), timeout=60)
     r = call("GetCapacity", pb.GetCapacityRequest(volume_capabilities=[cap("ext4")]))
     T.check(0 < r.available_capacity <= info.pool_total_bytes, "capacity %d" % r.available_capacity)
     r = call("GetCapacity", pb.GetCapacityRequest(accessible_topology=pb.Topology(segments={TOPO_KEY: "other"})))
@@ -719,12 +719,12 @@ def test_amberd_unreachable_and_controller_expand_option():
     # Probe says "not ready" (not an error) while amberd does not answer,
     # and volume calls are UNAVAILABLE.
     lone = start_plugin("csi-lone", amberd_sock=os.path.join(D, "no-amberd.sock"))
-    T.check(not lone["Probe"](pb.ProbeRequest(), timeout=10).ready.value, "ready without amberd")
-    T.expect_status(Code.UNAVAILABLE, lone["CreateVolume"], create_req("pvc-lone"), timeout=10)
+    T.check(not lone["Probe"](pb.ProbeRequest(), timeout=60).ready.value, "ready without amberd")
+    T.expect_status(Code.UNAVAILABLE, lone["CreateVolume"], create_req("pvc-lone"), timeout=60)
     # --controller-expand advertises the controller EXPAND_VOLUME capability.
     cx = start_plugin("csi-cexp", extra=["--controller-expand"])
     caps = {c.rpc.type for c in cx["ControllerGetCapabilities"](pb.ControllerGetCapabilitiesRequest(),
-                                                                timeout=10).capabilities}
+                                                                timeout=60).capabilities}
     T.check(pb.ControllerServiceCapability.RPC.EXPAND_VOLUME in caps, "EXPAND_VOLUME not advertised")
 
 
@@ -733,7 +733,7 @@ def test_long_names_map_deterministically():
     q = create_req(name, 8 * MiB, block=True)
     v = call("CreateVolume", q).volume
     T.check_eq(call("CreateVolume", q).volume.volume_id, v.volume_id, "long name twice")
-    av = A["GetVolume"](apb.VolumeRef(volume=v.volume_id), timeout=10)
+    av = A["GetVolume"](apb.VolumeRef(volume=v.volume_id), timeout=60)
     T.check(len(av.name) <= 63 and av.name.startswith("xxxx"), "mapped name %r" % av.name)
     # A name that looks like an id is never taken for one.
     uuid_name = "0b7e4bd2-9d1c-4c5e-8a63-5a3bd1f0c0aa"

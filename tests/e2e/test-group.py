@@ -186,11 +186,11 @@ def one_instant(vals):
 
 
 def test_capabilities():
-    caps = G["GroupControllerGetCapabilities"](pb.GroupControllerGetCapabilitiesRequest(), timeout=10)
+    caps = G["GroupControllerGetCapabilities"](pb.GroupControllerGetCapabilitiesRequest(), timeout=60)
     T.check_eq([c.rpc.type for c in caps.capabilities],
                [pb.GroupControllerServiceCapability.RPC.CREATE_DELETE_GET_VOLUME_GROUP_SNAPSHOT], "capabilities")
     types = [c.service.type for c in G["GetPluginCapabilities"](pb.GetPluginCapabilitiesRequest(),
-                                                                timeout=10).capabilities if c.HasField("service")]
+                                                                timeout=60).capabilities if c.HasField("service")]
     T.check(pb.PluginCapability.Service.GROUP_CONTROLLER_SERVICE in types, "GROUP_CONTROLLER_SERVICE")
 
 

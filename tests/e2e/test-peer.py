@@ -459,7 +459,7 @@ def tls_try(cert=None):
     ctx.set_alpn_protocols(["h2"])
     if cert:
         ctx.load_cert_chain(cert[1], cert[0])
-    s = socket.create_connection(("127.0.0.1", port(IA["peer_address"])), timeout=10)
+    s = socket.create_connection(("127.0.0.1", port(IA["peer_address"])), timeout=60)
     try:
         t = ctx.wrap_socket(s)
         t.sendall(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
@@ -507,7 +507,7 @@ def test_garbage_on_peer_port():
     def junk():
         for _ in range(20):
             try:
-                s = socket.create_connection(("127.0.0.1", port(IA["peer_address"])), timeout=5)
+                s = socket.create_connection(("127.0.0.1", port(IA["peer_address"])), timeout=60)
                 s.sendall(os.urandom(4096))
                 s.close()
             except OSError:

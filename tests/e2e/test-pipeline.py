@@ -84,7 +84,7 @@ node = {
 def detach_all():
     if d.proc is None or d.proc.poll() is not None:
         return     # release_tree detaches what is left
-    for v in node["ListVolumes"](apb.ListVolumesRequest(), timeout=10).volumes:
+    for v in node["ListVolumes"](apb.ListVolumesRequest(), timeout=60).volumes:
         if v.device:
             node["DetachVolume"](apb.AttachVolumeRequest(volume=v.id), timeout=30)
 
@@ -306,7 +306,7 @@ def test_pool_level_calls_refused():
     # Another service entirely (peers, sync): not served.
     fn = ca._ch.unary_unary("/amber.peer.v1.Peer/Hello", request_serializer=lambda x: b"",
                             response_deserializer=lambda b: b)
-    T.expect_status(Code.UNIMPLEMENTED, fn, None, timeout=10)
+    T.expect_status(Code.UNIMPLEMENTED, fn, None, timeout=60)
     # Nothing was deleted.
     T.check_eq(len(ca.volumes()), 2, "volumes intact")
     T.check_eq(cb.get_snapshot(B_SNAP.id).id, B_SNAP.id, "team-b's snapshot intact")
@@ -332,8 +332,8 @@ def test_socket_gone_after_unpublish():
     unpublish_api(vid, target)
     T.check(not os.path.exists(sock), "socket removed")
     T.check(not os.path.exists(target), "target removed")
-    expect(amber.Unavailable, amber.Client(sock, timeout=5).info)
-    T.check(all(s.target_path != target for s in node["ListScopedSockets"](apb.Empty(), timeout=10).sockets),
+    expect(amber.Unavailable, amber.Client(sock, timeout=60).info)
+    T.check(all(s.target_path != target for s in node["ListScopedSockets"](apb.Empty(), timeout=60).sockets),
             "forgotten by amberd")
     unpublish_api(vid, target)     # idempotent
 

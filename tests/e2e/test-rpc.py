@@ -132,9 +132,9 @@ def test_every_status_code_round_trips():
         if code == grpc.StatusCode.OK:
             continue
         msg = "status %s: naïve ünïcode 100%% sure" % code.name
-        e = T.expect_status(code, U["Echo"], pb.EchoRequest(status=code.value[0], message=msg), timeout=5)
+        e = T.expect_status(code, U["Echo"], pb.EchoRequest(status=code.value[0], message=msg), timeout=60)
         T.check_eq(e.details(), msg, "message of " + code.name)
-    r = U["Echo"](pb.EchoRequest(payload=b"hello"), timeout=5)
+    r = U["Echo"](pb.EchoRequest(payload=b"hello"), timeout=60)
     T.check_eq(r.payload, b"hello")
 
 
@@ -151,7 +151,7 @@ def test_message_over_limit_is_resource_exhausted():
     e = T.expect_status(grpc.StatusCode.RESOURCE_EXHAUSTED, U["Echo"],
                         pb.EchoRequest(payload=b"x" * (5 << 20)), timeout=30)
     T.check("limit" in e.details(), e.details())
-    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"after"), timeout=5).payload, b"after")
+    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"after"), timeout=60).payload, b"after")
 
 
 def wait_started(tag, st=U):
@@ -207,8 +207,8 @@ def test_server_stream_slow_reader_bounded():
     it = U["ServerStream"](pb.StreamRequest(count=n, size=size), timeout=120)
     first = next(it)
     T.check_eq(first.seq, 0)
-    U["Sleep"](pb.SleepRequest(ms=1000), timeout=5)   # the reader stalls
-    st = U["Stats"](pb.StatsRequest(), timeout=5)
+    U["Sleep"](pb.SleepRequest(ms=1000), timeout=60)   # the reader stalls
+    st = U["Stats"](pb.StatsRequest(), timeout=60)
     # Flow control: the server can be ahead by the windows plus its queue,
     # a few MiB, never the whole 160 MiB.
     T.check(st.max_seq_sent < 2000, "server ran ahead: sent %d of %d" % (st.max_seq_sent, n))
@@ -232,19 +232,19 @@ def test_client_and_bidi_streams():
 
 def test_tcp():
     t = stub(channel("tcp"))
-    T.check_eq(t["Echo"](pb.EchoRequest(payload=b"tcp"), timeout=5).payload, b"tcp")
+    T.check_eq(t["Echo"](pb.EchoRequest(payload=b"tcp"), timeout=60).payload, b"tcp")
 
 
 def test_unix_peer_credentials():
-    T.check_eq(U["Stats"](pb.StatsRequest(), timeout=5).peer_uid, os.getuid())
+    T.check_eq(U["Stats"](pb.StatsRequest(), timeout=60).peer_uid, os.getuid())
 
 
 def test_mtls_pinned_client_is_served_with_identity():
     t = stub(channel("tls", (cli_key, cli_crt)))
-    T.check_eq(t["Echo"](pb.EchoRequest(payload=b"tls"), timeout=10).payload, b"tls")
+    T.check_eq(t["Echo"](pb.EchoRequest(payload=b"tls"), timeout=60).payload, b"tls")
     big = os.urandom(3 << 20)
     T.check(t["Echo"](pb.EchoRequest(payload=big), timeout=30).payload == big, "3 MiB over TLS")
-    T.check_eq(t["Stats"](pb.StatsRequest(), timeout=5).peer_fingerprint, fingerprint(cli_crt))
+    T.check_eq(t["Stats"](pb.StatsRequest(), timeout=60).peer_fingerprint, fingerprint(cli_crt))
     s = t["ClientStream"](iter([pb.StreamItem(seq=i, payload=b"z" * 100) for i in range(500)]), timeout=30)
     T.check_eq(s.messages, 500)
 
@@ -254,13 +254,13 @@ def test_mtls_refuses_bad_clients():
                        ("expired", (old_key, old_crt))):
         t = stub(channel("tls", cert))
         try:
-            t["Echo"](pb.EchoRequest(payload=b"x"), timeout=5)
+            t["Echo"](pb.EchoRequest(payload=b"x"), timeout=60)
         except grpc.RpcError as e:
             T.check(e.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAUTHENTICATED),
                     "%s: %s" % (name, e.code()))
             continue
         raise AssertionError("a client with %s was served" % name)
-    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"still"), timeout=5).payload, b"still")
+    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"still"), timeout=60).payload, b"still")
 
 
 def raw(data, read=True):
@@ -290,7 +290,7 @@ def test_garbage_and_truncated_preface():
     raw(os.urandom(100000))
     # Half a preface, then the client goes away.
     raw(b"PRI * HTTP/2.0\r\n", read=False)
-    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"alive"), timeout=5).payload, b"alive")
+    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"alive"), timeout=60).payload, b"alive")
 
 
 def h2_call(path, body, content_type="application/grpc"):
@@ -330,12 +330,12 @@ def test_frame_claiming_4gib():
 
 def test_unknown_method_and_wrong_content_type():
     T.expect_status(grpc.StatusCode.UNIMPLEMENTED,
-                    channel("unix").unary_unary("/amber.test.v1.Test/Nope"), b"", timeout=5)
+                    channel("unix").unary_unary("/amber.test.v1.Test/Nope"), b"", timeout=60)
     h = h2_call("/amber.test.v1.Test/Echo", b"\x00\x00\x00\x00\x00", content_type="text/plain")
     T.check_eq(h.get(":status"), "415", "wrong content-type: %r" % h)
     h = h2_call("/amber.test.v1.Test/Echo", b"\x00\x00\x00\x00\x03abc")
     T.check_eq(h.get("grpc-status"), "3", "undecodable message: %r" % h)
-    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"ok"), timeout=5).payload, b"ok")
+    T.check_eq(U["Echo"](pb.EchoRequest(payload=b"ok"), timeout=60).payload, b"ok")
 
 
 def test_graceful_shutdown_finishes_inflight_call():
@@ -346,7 +346,7 @@ def test_graceful_shutdown_finishes_inflight_call():
     wait_started("graceful", g)
     p.terminate()
     T.check(not f.result().cancelled, "in-flight call was cut by a graceful stop")
-    T.check_eq(p.wait(timeout=10), 0)
+    T.check_eq(p.wait(timeout=60), 0)
     T.check(not os.path.exists(os.path.join(D, "g.sock")), "socket left behind")
 
 

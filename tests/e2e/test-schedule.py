@@ -142,7 +142,7 @@ def test_protected_snapshots_survive():
     d.ctl("schedule", "hold", held["id"])
     run = wait_for("another", lambda: [x for x in scheduled("p") if x["id"] != held["id"]])[-1]
     label_snapshot(apb.LabelSnapshotRequest(snapshot=run["id"], set=[apb.Label(key="run", value="r-7")]),
-                   timeout=10)
+                   timeout=60)
     protected = {held["id"], run["id"]}
     has_export = subprocess.run([os.path.join(T.BUILD, "amberctl"), "export", "--help"],
                                 capture_output=True).returncode == 0
