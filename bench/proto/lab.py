@@ -138,6 +138,9 @@ class Pool:
             sh("mkfs.btrfs", "-q", "-f", self.dev)
         else:
             sh("mkfs.xfs", "-q", "-f", "-m", "reflink=1", self.dev)
+        if os.environ.get("WBT") is not None:  # writeback throttling of OUR pool loop device (usec, 0 = off)
+            with open("/sys/block/%s/queue/wbt_lat_usec" % os.path.basename(self.dev), "w") as f:
+                f.write(os.environ["WBT"])
         opts = os.environ.get("MOUNTOPTS")
         sh("mount", *(["-o", opts] if opts else []), self.dev, self.mnt)
 
