@@ -97,7 +97,8 @@ static char *gen_string(struct rd *r, struct arena *a)
     case 3:
         return arena_add(a, xstrdup(""));
     case 4: {     /* bytes of the input, NUL-terminated (may be any bytes) */
-        size_t len = MIN((size_t)rd_u8(r), r->n);
+        size_t want = rd_u8(r);     /* once: MIN evaluates its arguments twice */
+        size_t len = MIN(want, r->n);
         char *s = arena_add(a, xmalloc(len + 1));
         memcpy(s, r->p, len);
         s[len] = 0;
@@ -155,7 +156,8 @@ static void gen_value(const ProtobufCFieldDescriptor *f, void *at, struct rd *r,
     case PROTOBUF_C_TYPE_STRING: *(char **)at = gen_string(r, a); break;
     case PROTOBUF_C_TYPE_BYTES: {
         ProtobufCBinaryData *b = at;
-        b->len = MIN((size_t)rd_u8(r), r->n);
+        size_t want = rd_u8(r);
+        b->len = MIN(want, r->n);
         b->data = arena_add(a, xmalloc(b->len + 1));
         memcpy(b->data, r->p, b->len);
         r->p += b->len;
