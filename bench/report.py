@@ -193,9 +193,10 @@ def timemachine_table(tm):
     out = ["## Time machine: snapshots under an application's load", ""]
     out.append("Two %s volumes, each under 4k random 70/30 I/O at %d IOPS (iodepth %d, fio rate-limited); "
                "one gets a snapshot every %g s (%s) until %d, the other none; %.0f s. Targets from issue 13 "
-               "are printed beside the values, never asserted.%s" % (
+               "are printed beside the values, never asserted. Snapshots of the volume at the end: %s.%s" % (
                    _size(tm["size_bytes"]), tm["rate_iops"], tm["iodepth"], tm["interval_s"], tm["how"],
-                   tm["snapshots"], tm["seconds"], (" **%s**" % tm["error"]) if tm.get("error") else ""))
+                   tm["snapshots"], tm["seconds"], _f(tm.get("kept"), "%d"),
+                   (" **%s**" % tm["error"]) if tm.get("error") else ""))
     out.append("")
     ratio = a["write_p99_ms"] / o["write_p99_ms"] if o["write_p99_ms"] else None
     out.append("| application figure | snapshotted | other volume | ratio | target |")

@@ -143,6 +143,8 @@ def case(b, M):
           "size_bytes": size, "seconds": round(t_end - t_start, 1), "how": how, "error": err,
           "app": app, "other": other, "buckets": buckets,
           "series": [[n, round((t1 - t0) * 1e3, 2), round(s * 1e3, 2)] for (n, t0, t1, _), s in zip(taken, stalls)]}
+    kept = b.ctl("snapshot", "list", "--volume", vol)
+    tm["kept"] = len(kept) if isinstance(kept, list) else None
     if err:
         b.res.data["errors"].append("time machine: " + err)
     b.res.data["timemachine"] = tm
