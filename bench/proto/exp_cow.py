@@ -2,7 +2,7 @@
 """exp_cow.py: is a write after a DELETED snapshot still copy-on-write? 4k randwrite (qd32, 6 s) on a
 never-snapshotted image vs the same image after snapshot+delete(+cleaner done), after a kept snapshot,
 and after defrag; extent counts before/after (ref / image / ref, interleaved)."""
-import lab, os, time, subprocess
+import lab, os, subprocess
 p = lab.Pool()
 try:
     v = p.subvol("vol"); r = p.subvol("ref"); sd = os.path.join(p.mnt, "snaps"); os.mkdir(sd)

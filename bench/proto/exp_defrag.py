@@ -3,7 +3,7 @@
 writer, then DEFRAG_RANGE steps of 8/32/128 MiB with the writer running (time/MiB, extents before/after,
 writer stall), then (writer stopped) 4k randwrite IOPS and 1M seq read of the image vs a never-snapshotted
 identical image, interleaved: fragmented, right after a snapshot, after defrag of the whole image."""
-import lab, os, sys, time, json
+import lab, os, time, json
 FRAG_S = float(os.environ.get("FRAG_S", "40")); MEAS = int(os.environ.get("MEAS_S", "6"))
 p = lab.Pool()
 out = {}

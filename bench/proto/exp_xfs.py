@@ -3,7 +3,7 @@
 under the 4k writer (WRATE, WMIX as exp_snap.py); COWEXT is the image's cowextsize hint ("0" = default).
 Reports FICLONE time, writer stall and extent count per bucket, then 1M seq read and 4k randwrite of the
 image vs a never-cloned one."""
-import lab, os, sys, time, json
+import lab, os, sys, time
 cow = sys.argv[1]; N = int(sys.argv[2]) if len(sys.argv) > 2 else 300
 ivl = float(sys.argv[3]) if len(sys.argv) > 3 else 0.3
 cap = float(os.environ.get("CAP", "75")); rate = int(os.environ.get("WRATE", "1500")); mix = os.environ.get("WMIX", "70")
