@@ -67,12 +67,13 @@ def _app_stats(M, wr, rd, t0, t1):
     w = [lat for d, lat in wr if t0 <= d <= t1]
     r = [lat for d, lat in rd if t0 <= d <= t1]
     slow = sorted({int(d - t0) for d, lat in wr if t0 <= d <= t1 and lat > SLOW_S})
+    # (all of them: the shared-seconds count needs the whole list)
     return {"writes": len(w), "reads": len(r), "write_iops": len(w) / max(t1 - t0, 1e-9),
             "read_iops": len(r) / max(t1 - t0, 1e-9),
             "write_p50_ms": (M.pctl(w, 50) or 0) * 1e3, "write_p99_ms": (M.pctl(w, 99) or 0) * 1e3,
             "write_max_ms": max(w) * 1e3 if w else None,
             "read_p99_ms": (M.pctl(r, 99) or 0) * 1e3, "read_max_ms": max(r) * 1e3 if r else None,
-            "seconds_with_slow_write": len(slow), "slow_write_seconds": slow[:50]}
+            "seconds_with_slow_write": len(slow), "slow_write_seconds": slow}
 
 
 def case(b, M):
@@ -93,7 +94,12 @@ def case(b, M):
     cl = _client(M, cfg.work)
     how = "gRPC CreateSnapshot on a kept connection, python3-grpcio" if cl else \
         "amberctl snapshot create (process start included)"
-    time.sleep(1.0)
+    # A quiet window first: the same load on both volumes, no snapshot
+    # anywhere. The other volume shares the pool filesystem, so a snapshot's
+    # transaction commit can stall its writes too; this window is the
+    # independent reference.
+    tq0 = time.time()
+    time.sleep(cfg.tm_quiet)
     t_start = time.time()
     taken = []   # (n, t0, t1, name)
     deadline = time.monotonic() + cfg.tm_max_seconds
@@ -124,6 +130,9 @@ def case(b, M):
         cl[0].close()
     app = _app_stats(M, awr, ard, t_start, t_end)
     other = _app_stats(M, bwr, brd, t_start, t_end)
+    quiet = _app_stats(M, awr, ard, tq0 + 0.5, t_start)
+    a_slow, o_slow = set(app["slow_write_seconds"]), set(other["slow_write_seconds"])
+    app["slow_seconds_shared_with_other"] = len(a_slow & o_slow)
     stalls = [M.max_overlap([d for d, _ in awr], [lat for _, lat in awr], t0, t1) for _, t0, t1, _ in taken]
     daemon = b.daemon_took_ms(vol, prefix="tm")
     nb = 10 if len(taken) >= 10 else max(1, len(taken))
@@ -141,7 +150,7 @@ def case(b, M):
         buckets.append(row)
     tm = {"snapshots": len(taken), "interval_s": cfg.tm_interval, "rate_iops": rate, "iodepth": cfg.tm_depth,
           "size_bytes": size, "seconds": round(t_end - t_start, 1), "how": how, "error": err,
-          "app": app, "other": other, "buckets": buckets,
+          "app": app, "other": other, "quiet": quiet, "quiet_s": cfg.tm_quiet, "buckets": buckets,
           "series": [[n, round((t1 - t0) * 1e3, 2), round(s * 1e3, 2)] for (n, t0, t1, _), s in zip(taken, stalls)]}
     kept = b.ctl("snapshot", "list", "--volume", vol)
     tm["kept"] = len(kept) if isinstance(kept, list) else None

@@ -14,6 +14,11 @@ try:
     v = p.subvol("vol"); sd = os.path.join(p.mnt, "snaps"); os.mkdir(sd)
     img = p.image(os.path.join(v, "disk"), 1 << 30)
     dev = p.attach(img)
+    wr = None
+    if os.environ.get("REF"):  # a second volume (own subvolume, never snapshotted) under the same load
+        rimg = p.image(os.path.join(p.subvol("ref"), "disk"), 1 << 30)
+        wr = lab.Writer(p.attach(rimg), p.dir, name="r", rate=rate, rw="randrw" if mix else "randwrite",
+                        mix=int(mix) if mix else None)
     w = lab.Writer(dev, p.dir, rate=rate, rw="randrw" if mix else "randwrite", mix=int(mix) if mix else None)
     dfg = None
     if os.environ.get("DEFRAG"):  # "STEP_MIB MIN_EXT PAUSE_MS"
@@ -58,6 +63,15 @@ try:
     time.sleep(1)
     w.stop()
     lat = w.lat()
+    if wr:
+        wr.stop(); rl = wr.lat()
+        rst = [lab.worst_in(rl, r["t0"], r["t1"]) for r in res]
+        rw_ = [l for e, l, dd in rl if dd == 1]
+        print("REF volume (not snapshotted): write p99 %.1f ms max %.0f ms, %d s with a write > 50 ms; stall during the "
+              "other volume's snapshots p50 %.1f max %.0f ms; slow seconds shared with the snapshotted volume: %d" % (
+              lab.pct(rw_, 99) * 1e3, max(rw_) * 1e3, len({int(e) for e, l, dd in rl if dd == 1 and l > 0.05}),
+              lab.pct(rst, 50) * 1e3, max(rst) * 1e3,
+              len({int(e) for e, l, dd in rl if dd == 1 and l > 0.05} & {int(e) for e, l, dd in lat if dd == 1 and l > 0.05})))
     quiet = lab.worst_in(lat, tq0, tq1)
     for r in res:
         r["stall"] = lab.worst_in(lat, r["t0"], r["t1"])
