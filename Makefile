@@ -74,7 +74,7 @@ LIBS := $(B)/libsnapd.a $(B)/libobjstore.a $(B)/libamber.a
 
 $(B)/amberd: $(call obj,snapd/main.c) $(LIBS)
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
-$(B)/amberctl: $(call obj,$(CLI_SRC)) $(B)/libobjstore.a $(B)/libamber.a
+$(B)/amberctl: $(call obj,$(CLI_SRC) snapd/cluster/cluster-ca.c) $(B)/libobjstore.a $(B)/libamber.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)
 $(B)/amber-csi: $(call obj,$(CSI_SRC)) $(B)/libamber.a
 	$(CC) $(ALL_CFLAGS) -o $@ $^ $(LDLIBS)

@@ -8,6 +8,7 @@
 #include "amber.pb-c.h"
 #include "snapd/daemon.h"
 #include "snapd/pipeline/pipeline.h"
+#include "snapd/cluster/cluster.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
@@ -583,6 +584,7 @@ static const struct {
     { api_scoped_admin_methods, &api_scoped_admin_methods_n }, /* scoped-admin.c */
     { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
     { api_check_methods, &api_check_methods_n },             /* selfcheck.c */
+    { cluster_api_methods, &cluster_api_methods_n },         /* cluster/cluster-api.c */
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)
@@ -597,4 +599,9 @@ struct rpc_method *api_node_all_methods(size_t *ret_n)
             all[k++] = node_tables[i].m[j];
     *ret_n = n;
     return all;
+}
+
+int api_send_volume(struct rpc_call *c, const struct cat_volume *v)
+{
+    return send_volume(c, v);
 }

@@ -44,6 +44,7 @@ struct amberd {
     struct peer_state *peer;      /* peer.c: identity, peer listener, sync */
     struct sched_state *sched;    /* schedule.c: the time machine */
     struct scoped_state *scoped;  /* scoped.c: per-pod API sockets */
+    struct cluster_state *cluster; /* cluster/: cluster mode (NULL when off) */
 };
 
 /* --- ops.c: shared by the operations and the API layers ---------------- */
@@ -169,5 +170,8 @@ extern const size_t api_archive_methods_n;
 /* selfcheck.c: amber.v1.Check (catalog vs pool, for amberctl check). */
 extern const struct rpc_method api_check_methods[];
 extern const size_t api_check_methods_n;
+
+/* api.c: answer a call with a volume (as GetVolume does). */
+int api_send_volume(struct rpc_call *c, const struct cat_volume *v);
 
 #endif

@@ -15,6 +15,7 @@
 #include "snapd/daemon.h"
 #include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
+#include "snapd/cluster/cluster.h"
 
 #define DEFAULT_SOCKET "/run/amber/amberd.sock"
 
@@ -56,6 +57,17 @@ static const char usage[] =
 "  --tls-ca FILE         also trust peers whose certificates this CA signed\n"
 "  --peers-file FILE     peers to trust, a line each: NAME ADDRESS FINGERPRINT\n"
 "                        [allow-push]\n"
+"\n"
+"Cluster (nodes of one Kubernetes cluster, trusted by a cluster CA):\n"
+"  --cluster-ca FILE     the cluster CA certificate: any peer it signed is a\n"
+"                        cluster member (no pin); turns cluster mode on\n"
+"  --cluster-ca-key FILE issue this node's certificate (CN = --node-id) from\n"
+"                        the CA at start (else --tls-cert/--tls-key it signed)\n"
+"  --cluster-registry SPEC  where nodes' peer ports are: template:PATTERN\n"
+"                        ({node} replaced, e.g. template:{node}:7443) or\n"
+"                        dir:PATH (a shared directory, a file a node)\n"
+"  --archives-file FILE  archive repositories, a line each: NAME URL\n"
+"                        PASSWORD_FILE [gc-grace=SECONDS]\n"
 "\n"
 "Running:\n"
 "  --run CMD             captive mode: start, run CMD (with sh -c, AMBER_SOCKET\n"
@@ -121,8 +133,10 @@ int main(int argc, char **argv)
     enum log_level lvl;
     enum { O_POOL = 256, O_IMAGE, O_SIZE, O_FS, O_BACKEND, O_XFSMAX, O_RESERVE, O_SOCKET, O_MODE,
            O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
-           O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS };
+           O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS,
+           O_CLUSTER_CA, O_CLUSTER_CA_KEY, O_CLUSTER_REGISTRY, O_ARCHIVES_FILE };
     struct peer_opts peer_opts = {0};
+    struct cluster_opts cluster_opts = {0};
     static const struct option opts[] = {
         { "pool", required_argument, NULL, O_POOL },
         { "pool-image", required_argument, NULL, O_IMAGE },
@@ -149,6 +163,10 @@ int main(int argc, char **argv)
         { "tls-ca", required_argument, NULL, O_TLS_CA },
         { "peers-file", required_argument, NULL, O_PEERS_FILE },
         LIMIT_OPTIONS,
+        { "cluster-ca", required_argument, NULL, O_CLUSTER_CA },
+        { "cluster-ca-key", required_argument, NULL, O_CLUSTER_CA_KEY },
+        { "cluster-registry", required_argument, NULL, O_CLUSTER_REGISTRY },
+        { "archives-file", required_argument, NULL, O_ARCHIVES_FILE },
         {}
     };
     int o;
@@ -160,6 +178,10 @@ int main(int argc, char **argv)
         case O_TLS_KEY: peer_opts.tls_key = optarg; break;
         case O_TLS_CA: peer_opts.tls_ca = optarg; break;
         case O_PEERS_FILE: peer_opts.peers_file = optarg; break;
+        case O_CLUSTER_CA: cluster_opts.ca_cert = optarg; break;
+        case O_CLUSTER_CA_KEY: cluster_opts.ca_key = optarg; break;
+        case O_CLUSTER_REGISTRY: cluster_opts.registry = optarg; break;
+        case O_ARCHIVES_FILE: cluster_opts.archives_file = optarg; break;
         case O_METRICS: metrics_listen = optarg; break;
         case O_IMAGE: image = optarg; break;
         case O_SIZE:
@@ -313,7 +335,11 @@ int main(int argc, char **argv)
     sigaction(SIGINT, &sa, NULL);
     log_info("amberd", "serving pool %s (%s) on %s, version %s", pool_dir,
              pool_backend_name(d.pool), socket_path, AMBER_VERSION);
+    if ((r = cluster_start(&d, &cluster_opts, &peer_opts)) < 0)
+        goto out;
     if ((r = peer_start(&d, &peer_opts)) < 0)
+        goto out;
+    if ((r = cluster_run(&d)) < 0)
         goto out;
     if (run && (r = start_child(run, socket_path)) < 0) {
         log_error_errno(r, "amberd", "cannot run %s", run);
@@ -343,6 +369,7 @@ out:
     rpc_server_free(d.srv);
     scoped_stop(&d);
     metrics_stop();
+    cluster_stop(&d);
     peer_stop(&d);
     cat_close(d.cat);
     pool_close(d.pool);

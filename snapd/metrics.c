@@ -16,6 +16,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/cluster/cluster.h"
 
 struct metrics {
     struct amberd *d;
@@ -56,6 +57,7 @@ static void render(struct amberd *d, struct buf *b)
                   "amber_info{version=\"%s\",backend=\"%s\",node=\"%s\"} 1\n",
                AMBER_VERSION, pool_backend_name(d->pool), d->node_id ? d->node_id : "");
     cat_volume_list_free(&vl);
+    cluster_metrics(d, b);
 }
 
 static void serve_one(struct metrics *m, int fd)

@@ -8,6 +8,7 @@
 
 #include "amber/util.h"
 #include "snapd/sync/sync.h"
+#include "snapd/cluster/cluster.h"
 
 int chan_send(struct sync_chan *ch, const ProtobufCMessage *m)
 {
@@ -50,6 +51,14 @@ int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret)
             }
             cat_peer_free(p);
         }
+    }
+    /* A cluster member (the cluster CA signed it): a peer by its node name. */
+    _cleanup_free_ char *node = NULL;
+    if (cluster_member(d, rp, &node) == 1) {
+        struct cat_peer *p = xcalloc(1, sizeof *p);
+        p->name = TAKE_PTR(node);
+        *ret = p;
+        return 0;
     }
     return -EPERM;
 }

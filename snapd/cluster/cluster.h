@@ -1,0 +1,184 @@
+/* cluster.h: the cluster subsystem (snapd-internal): what a node's amberd
+ * does as one of the nodes of a Kubernetes cluster.
+ *
+ * It owns:
+ *  - the cluster identity: a node certificate signed by the cluster CA
+ *    (cluster-ca.c; made at start from the CA in the Secret, or given), and
+ *    the rule that any peer whose certificate the cluster CA signed is a
+ *    cluster member, trusted without a pin (peers of other clusters stay
+ *    pinned, peer.c);
+ *  - the registry: where a node's peer port is, by node name (registry.c,
+ *    a small vtable: a shared directory, an address template);
+ *  - jobs: new local volumes from a snapshot another node holds, pulled with
+ *    the sync engine or restored from an archive when that node is gone
+ *    (jobs.c);
+ *  - archives: snapshots kept in named object-store repositories, exported
+ *    in the background, removed with the snapshot (archiver.c);
+ *  - amber.v1.Cluster on the node socket (cluster-api.c).
+ *
+ * It may call: the catalog (cat_*), the sync engine (sync_pull, peer.h),
+ * daemon operations (vol_create, snap_find, …) and, for exports and
+ * restores, the daemon's own Archive service over its node socket, so the
+ * pool's layout (resident or stored snapshots) stays the daemon's business.
+ * It never reads or writes pool files itself. */
+#ifndef AMBER_SNAPD_CLUSTER_H
+#define AMBER_SNAPD_CLUSTER_H
+
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "amber/rpc.h"
+#include "snapd/daemon.h"
+
+/* The label that names a snapshot's archive (amber.archive=NAME). */
+#define CLUSTER_ARCHIVE_LABEL "amber.archive"
+
+struct cluster_opts {
+    const char *ca_cert;        /* --cluster-ca: the cluster CA's certificate */
+    const char *ca_key;         /* --cluster-ca-key: sign our node certificate at start */
+    const char *registry;       /* --cluster-registry: dir:PATH | template:PATTERN */
+    const char *archives_file;  /* --archives-file: NAME URL PASSWORD_FILE [gc-grace=S] */
+};
+
+/* --- cluster-ca.c (also linked into amberctl) ---------------------------- */
+
+/* Make a CA: a P-256 key (0600) and a self-signed CA certificate (CN=cn,
+ * basicConstraints CA:TRUE) valid for `days`. Refuses to overwrite: -EEXIST. */
+int cluster_ca_make(const char *cert_file, const char *key_file, const char *cn, int days);
+/* Issue a node certificate CN=cn (and a DNS SAN cn) signed by the CA, with
+ * a fresh key; the certificate file holds the leaf then the CA (a chain).
+ * Overwrites. ret_err gets OpenSSL's reason (caller frees). */
+int cluster_ca_issue(const char *ca_cert, const char *ca_key, const char *cn, int days,
+                     const char *cert_file, const char *key_file, char **ret_err);
+/* 1 if cert_file's leaf was signed by ca_cert and is valid now, 0 if not. */
+int cluster_ca_signed(const char *ca_cert, const char *cert_file);
+
+/* --- registry.c ------------------------------------------------------------ */
+
+struct cluster_registry;
+/* "dir:PATH": a directory every node can read and write (a file a node,
+ * NAME holding HOST:PORT); "template:PATTERN": PATTERN with {node}
+ * replaced (e.g. "{node}.amber-peers.amber-system.svc:7443"). */
+int registry_open(const char *spec, struct cluster_registry **ret);
+void registry_free(struct cluster_registry *r);
+/* The peer address of node, -ENOENT if unknown. Caller frees. */
+int registry_lookup(struct cluster_registry *r, const char *node, char **ret_addr);
+/* Publish ours (no-op for templates). */
+int registry_publish(struct cluster_registry *r, const char *node, const char *addr);
+const char *registry_spec(const struct cluster_registry *r);
+
+/* --- archives (archiver.c) ------------------------------------------------- */
+
+struct cluster_archive {
+    char *name, *url, *password;
+    uint64_t gc_grace_s;
+};
+
+/* --- state ------------------------------------------------------------------- */
+
+struct cluster_job;
+struct cluster_state {
+    char *ca_file;                      /* the cluster CA (also the peer --tls-ca) */
+    char *cert_file, *key_file;         /* our node certificate, when we made it */
+    struct cluster_registry *registry;
+    struct cluster_archive *archives;
+    size_t n_archives;
+
+    pthread_mutex_t lock;               /* jobs and the archiver's queue */
+    pthread_cond_t cond;                /* a job changed / the archiver has work */
+    struct cluster_job *jobs;
+    bool stopping;
+    pthread_t archiver;
+    bool archiver_running;
+    unsigned archiver_kicks;
+    uint64_t archived_total, archive_failures;
+    uint64_t pulled_bytes, restored_bytes;  /* metrics */
+};
+
+/* --- cluster.c: start, stop, trust ------------------------------------------- */
+
+/* Before peer_start: load the CA and archives, issue our node certificate
+ * when the CA key is given, and point the peer options at the identity and
+ * the CA. 0 also when cluster mode is off (no --cluster-ca). */
+int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_opts *po);
+/* After peer_start: publish our peer address and start the archiver. */
+int cluster_run(struct amberd *d);
+void cluster_stop(struct amberd *d);
+
+/* Whether a TLS caller is a cluster member: cluster mode is on, its
+ * certificate is not pinned to a catalog peer (so the handshake accepted it
+ * because the cluster CA signed it) and its CN is a valid node name. On 1,
+ * *ret_name (caller frees) is that node name. */
+int cluster_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name);
+/* The volume a cluster member names by one of its snapshots' ids (a node
+ * that has a snapshot handle does not know the volume). */
+int cluster_volume_of_snapshot(struct amberd *d, const char *snap_id, struct cat_volume **ret);
+/* Make sure node is a catalog peer (no pin: trusted by the cluster CA) at
+ * the registry's address. */
+int cluster_peer_ensure(struct amberd *d, const char *node, struct op_err *e);
+
+/* --- jobs.c -------------------------------------------------------------------- */
+
+struct cluster_create_args {
+    const char *name;
+    uint64_t size;
+    const char *source_node, *source_snapshot, *source_volume;
+    const char *pvc_namespace, *pvc_name, *fs_type, *params;
+    uint32_t wait_ms;
+};
+/* Start (or find) the job making volume `name`; wait up to wait_ms for it.
+ * 0 with *ret when the volume is ready; -EINPROGRESS with e set
+ * (ABORTED "operation pending: …") while it runs; another error when it
+ * failed (the job is then forgotten, so the next call starts over). */
+int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
+                          struct cat_volume **ret, struct op_err *e);
+/* A snapshot of the job (a copy; caller frees with cluster_job_info_free). */
+struct cluster_job_info {
+    char *name, *state, *source_node, *source_snapshot, *archive, *error;
+    int error_code;
+    uint64_t bytes_done, bytes_total, bytes_resumed, bytes_on_wire;
+    uint64_t started_ns, finished_ns;
+    uint32_t attempts, snapshots_moved;
+};
+void cluster_job_info_free(struct cluster_job_info *j);
+int cluster_job_get(struct amberd *d, const char *name, struct cluster_job_info *ret);
+/* All jobs; caller frees each and the array. */
+int cluster_job_list(struct amberd *d, struct cluster_job_info **ret, size_t *n);
+void cluster_jobs_free(struct amberd *d);
+
+/* --- archiver.c ------------------------------------------------------------------ */
+
+const struct cluster_archive *cluster_archive_get(struct amberd *d, const char *name);
+int cluster_archives_load(struct cluster_state *cs, const char *path);
+void cluster_archives_free(struct cluster_state *cs);
+int archiver_start(struct amberd *d);
+void archiver_stop(struct amberd *d);
+void archiver_kick(struct amberd *d);
+/* The archive holding snapshot id's manifest: 0 with *ret_archive (borrowed)
+ * and ret_manifest, -ENOENT when none of ours does. */
+int archive_locate(struct amberd *d, const char *snap_id, const struct cluster_archive **ret_archive,
+                   char ret_manifest[65]);
+/* Delete the manifests of snap_id from every archive, then gc each touched
+ * repository (only chunks no remaining manifest references go). */
+int archive_forget(struct amberd *d, const char *snap_id, unsigned *ret_manifests,
+                   uint64_t *ret_chunks, struct op_err *e);
+/* Run a streaming Archive call (Export/Restore) on our own node socket;
+ * each progress message goes to cb. Returns the gRPC code, e set. */
+struct archive_progress_view {
+    uint64_t bytes_total, bytes_read, bytes_uploaded;
+    bool done;
+    const char *manifest;
+};
+typedef void (*archive_progress_cb)(const struct archive_progress_view *p, void *ud);
+int archive_self_call(struct amberd *d, const char *method, const ProtobufCMessage *req,
+                      archive_progress_cb cb, void *ud, char **ret_manifest, struct op_err *e);
+
+/* --- cluster-api.c --------------------------------------------------------------- */
+
+extern const struct rpc_method cluster_api_methods[];
+extern const size_t cluster_api_methods_n;
+/* Prometheus lines for metrics.c. */
+void cluster_metrics(struct amberd *d, struct buf *b);
+
+#endif

@@ -1,0 +1,526 @@
+/* jobs.c: a new local volume from a snapshot that another node holds.
+ *
+ * amber-csi's CreateVolume with a content source on node A, answered on
+ * node B, becomes a job here, keyed by the new volume's name:
+ *   1. the snapshot is here already (an earlier pull or restore kept its
+ *      id): go to 3;
+ *   2. pull: A is made a catalog peer at the registry's address (no pin: the
+ *      cluster CA vouches), and the sync engine pulls A's volume chain up to
+ *      that snapshot into a hidden replica "c-<snapshot id>" (named once; a
+ *      later pull of the same chain finds the replica by (A, source volume),
+ *      so it moves only the snapshots, and inside them only the extents,
+ *      that B lacks). When A cannot be reached (UNAVAILABLE, DEADLINE, not
+ *      in the registry), restore instead: the archive holding the
+ *      snapshot's manifest is restored straight into the new volume (the
+ *      daemon's own Archive/Restore, over its node socket);
+ *   3. clone: the new volume is a writable snapshot of the (replica's)
+ *      snapshot, instant.
+ * The job runs on its own thread; CreateVolumeFrom waits for it up to the
+ * caller's wait_ms, then answers ABORTED "operation pending" (the CSI
+ * provisioner retries with backoff; the retried call finds the job). A call
+ * that starts a job always answers pending, so the answer is deterministic.
+ * A failed job is reported once and forgotten: the next call starts over
+ * (and the sync engine resumes from the last acknowledged offset; an
+ * interrupted restore resumes too). Nothing of a job needs to survive a
+ * restart: the provisioner's retry is the job's persistence.
+ *
+ * Crash point for tests: cluster-pull:half (the receiver dies once half of
+ * a snapshot's stream has arrived). */
+#include <string.h>
+#include <time.h>
+
+#include "amber/log.h"
+#include "amber/util.h"
+#include "archive.pb-c.h"
+#include "snapd/cluster/cluster.h"
+#include "snapd/sync/peer.h"
+
+struct cluster_job {
+    struct cluster_job *next;
+    char *name, *source_node, *source_snapshot, *pvc_namespace, *pvc_name, *fs_type, *params;
+    uint64_t size;
+    const char *state;          /* static */
+    char *archive;
+    char *error;
+    int error_code;
+    bool finished, failed;
+    uint64_t bytes_done, bytes_total, bytes_resumed, bytes_on_wire;
+    uint64_t started_ns, finished_ns;
+    uint32_t attempts, snapshots_moved;
+};
+
+static void job_free(struct cluster_job *j)
+{
+    if (!j)
+        return;
+    free(j->name);
+    free(j->source_node);
+    free(j->source_snapshot);
+    free(j->pvc_namespace);
+    free(j->pvc_name);
+    free(j->fs_type);
+    free(j->params);
+    free(j->archive);
+    free(j->error);
+    free(j);
+}
+
+static char *dupz(const char *s) { return s && *s ? xstrdup(s) : NULL; }
+static char *nz(const char *s) { return (char *)(s ? s : ""); }
+
+static struct cluster_job *job_find(struct cluster_state *cs, const char *name)
+{
+    for (struct cluster_job *j = cs->jobs; j; j = j->next)
+        if (strcmp(j->name, name) == 0)
+            return j;
+    return NULL;
+}
+
+static void job_unlink(struct cluster_state *cs, struct cluster_job *j)
+{
+    for (struct cluster_job **pp = &cs->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            return;
+        }
+}
+
+/* Under cs->lock. */
+static void job_set(struct cluster_state *cs, struct cluster_job *j, const char *state)
+{
+    j->state = state;
+    pthread_cond_broadcast(&cs->cond);
+}
+
+/* --- the pull -------------------------------------------------------------- */
+
+struct pull_ctx {
+    struct amberd *d;
+    struct cluster_job *j;
+};
+
+static int pull_progress(const struct sync_stats *st, void *ud)
+{
+    struct pull_ctx *x = ud;
+    struct cluster_state *cs = x->d->cluster;
+    pthread_mutex_lock(&cs->lock);
+    x->j->bytes_done = st->stream_done;
+    x->j->bytes_total = st->stream_total;
+    x->j->bytes_resumed = st->resumed_bytes;
+    bool stop = cs->stopping;
+    pthread_mutex_unlock(&cs->lock);
+    if (st->stream_total > 0 && st->stream_done * 2 >= st->stream_total)
+        crashpoint("cluster-pull:half");
+    return stop ? -ECANCELED : 0;
+}
+
+/* 0 when the snapshot is here now; an error in e otherwise. *ret_unreachable
+ * says whether the holder could not be reached (then an archive may help). */
+static int pull(struct amberd *d, struct cluster_job *j, bool *ret_unreachable, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    *ret_unreachable = false;
+    int r = cluster_peer_ensure(d, j->source_node, e);
+    if (r < 0) {
+        *ret_unreachable = e->code == RPC_UNAVAILABLE;
+        return r;
+    }
+    char as_name[64];
+    snprintf(as_name, sizeof as_name, "c-%s", j->source_snapshot);
+    struct pull_ctx x = { d, j };
+    struct sync_result res = {0};
+    uint64_t t0 = now_mono_ns();
+    r = sync_pull(d, j->source_node, j->source_snapshot, as_name, j->source_snapshot, pull_progress,
+                  &x, &res, e);
+    pthread_mutex_lock(&cs->lock);
+    j->bytes_on_wire += res.bytes_on_wire;
+    j->snapshots_moved += res.st.snapshots;
+    j->bytes_resumed = res.st.resumed_bytes;
+    cs->pulled_bytes += res.st.bytes_changed;
+    pthread_mutex_unlock(&cs->lock);
+    if (r == 0)
+        log_info("cluster", "pulled snapshot %s from node %s into replica %s: snapshots=%u "
+                 "bytes_changed=%llu resumed=%llu bytes_on_wire=%llu seconds=%.3f",
+                 j->source_snapshot, j->source_node, nz(res.volume), res.st.snapshots,
+                 (unsigned long long)res.st.bytes_changed, (unsigned long long)res.st.resumed_bytes,
+                 (unsigned long long)res.bytes_on_wire, (now_mono_ns() - t0) / 1e9);
+    else
+        *ret_unreachable = e->code == RPC_UNAVAILABLE || e->code == RPC_DEADLINE_EXCEEDED;
+    sync_result_clear(&res);
+    return r;
+}
+
+/* --- the restore ------------------------------------------------------------- */
+
+struct restore_ctx {
+    struct amberd *d;
+    struct cluster_job *j;
+};
+
+static void restore_progress(const struct archive_progress_view *p, void *ud)
+{
+    struct restore_ctx *x = ud;
+    struct cluster_state *cs = x->d->cluster;
+    pthread_mutex_lock(&cs->lock);
+    x->j->bytes_done = p->bytes_read;
+    x->j->bytes_total = p->bytes_total;
+    if (p->done)
+        cs->restored_bytes += p->bytes_uploaded;
+    pthread_mutex_unlock(&cs->lock);
+}
+
+static int restore(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    const struct cluster_archive *a = NULL;
+    char manifest[65];
+    int r = archive_locate(d, j->source_snapshot, &a, manifest);
+    if (r < 0)
+        return op_fail(e, RPC_UNAVAILABLE, -EHOSTUNREACH, "node %s cannot be reached and no archive "
+                       "of this node holds snapshot %s", j->source_node, j->source_snapshot);
+    pthread_mutex_lock(&cs->lock);
+    free(j->archive);
+    j->archive = xstrdup(a->name);
+    j->bytes_done = j->bytes_total = 0;
+    job_set(cs, j, "restoring");
+    pthread_mutex_unlock(&cs->lock);
+    log_info("cluster", "node %s is unreachable: restoring snapshot %s from archive %s (manifest %.12s) "
+             "into %s", j->source_node, j->source_snapshot, a->name, manifest, j->name);
+    Amber__V1__RestoreRequest q = AMBER__V1__RESTORE_REQUEST__INIT;
+    q.manifest = manifest;
+    q.repo = a->url;
+    q.password = a->password;
+    q.volume = j->name;
+    struct restore_ctx x = { d, j };
+    r = archive_self_call(d, "/amber.v1.Archive/Restore", &q.base, restore_progress, &x, NULL, e);
+    return r == RPC_OK ? 0 : -EIO;
+}
+
+/* The restored volume carries what the request said (source, PVC, fs,
+ * params, size), as a clone would. */
+static int finish_restored(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r = cat_volume_find(d->cat, j->name, &v);
+    if (r < 0)
+        return op_fail(e, RPC_INTERNAL, r, "the restored volume %s is gone", j->name);
+    if (j->size > v->size_bytes) {
+        struct cat_volume *nv = NULL;
+        if ((r = vol_resize(d, v->id, j->size, &nv, e)) < 0)
+            return r;
+        cat_volume_free(nv);
+    }
+    _cleanup_(cat_volume_freep) struct cat_volume *cur = NULL;
+    if ((r = cat_volume_get(d->cat, v->id, &cur)) < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    struct cat_volume u = *cur;
+    u.source_snapshot_id = j->source_snapshot;
+    u.pvc_namespace = j->pvc_namespace;
+    u.pvc_name = j->pvc_name;
+    u.fs_type = j->fs_type;
+    u.params = j->params;
+    if ((r = cat_volume_update(d->cat, &u)) < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    return 0;
+}
+
+/* --- the job ---------------------------------------------------------------------- */
+
+static int make_clone(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    struct vol_create_args a = {
+        .name = j->name, .size = j->size, .source_snapshot = j->source_snapshot,
+        .pvc_namespace = j->pvc_namespace, .pvc_name = j->pvc_name, .fs_type = j->fs_type,
+        .params = j->params,
+    };
+    struct cat_volume *v = NULL;
+    int r = vol_create(d, &a, &v, e);
+    cat_volume_free(v);
+    return r;
+}
+
+static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    /* A restore that was interrupted, or finished but not yet labelled. */
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    if (cat_volume_find(d->cat, j->name, &v) == 0 && !v->source_snapshot_id) {
+        int r = restore(d, j, e);
+        return r < 0 ? r : finish_restored(d, j, e);
+    }
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
+    if (cat_snapshot_get(d->cat, j->source_snapshot, &s) < 0 || s->state != CAT_SNAP_READY) {
+        bool unreachable = false;
+        int r = pull(d, j, &unreachable, e);
+        if (r < 0 && !unreachable)
+            return r;
+        if (r < 0) {
+            log_warn("cluster", "pull of snapshot %s from node %s failed: %s", j->source_snapshot,
+                     j->source_node, e->msg ? e->msg : strerror(-r));
+            op_err_clear(e);
+            r = restore(d, j, e);
+            return r < 0 ? r : finish_restored(d, j, e);
+        }
+    }
+    pthread_mutex_lock(&cs->lock);
+    job_set(cs, j, "cloning");
+    pthread_mutex_unlock(&cs->lock);
+    return make_clone(d, j, e);
+}
+
+struct job_start {
+    struct amberd *d;
+    struct cluster_job *j;
+};
+
+static void *job_main(void *arg)
+{
+    struct job_start *js = arg;
+    struct amberd *d = js->d;
+    struct cluster_job *j = js->j;
+    free(js);
+    struct cluster_state *cs = d->cluster;
+    struct op_err e = {0};
+    uint64_t t0 = now_mono_ns();
+    int r = run(d, j, &e);
+    pthread_mutex_lock(&cs->lock);
+    j->finished = true;
+    j->finished_ns = now_real_ns();
+    if (r < 0) {
+        j->failed = true;
+        j->error_code = e.code ? e.code : rpc_code_from_errno(r);
+        j->error = xstrdup(e.msg ? e.msg : strerror(-r));
+        job_set(cs, j, "failed");
+    } else {
+        job_set(cs, j, "done");
+    }
+    pthread_mutex_unlock(&cs->lock);
+    if (r < 0)
+        log_warn("cluster", "volume %s from snapshot %s of node %s failed: %s", j->name,
+                 j->source_snapshot, j->source_node, e.msg ? e.msg : strerror(-r));
+    else
+        log_info("cluster", "volume %s from snapshot %s of node %s is ready seconds=%.3f", j->name,
+                 j->source_snapshot, j->source_node, (now_mono_ns() - t0) / 1e9);
+    op_err_clear(&e);
+    return NULL;
+}
+
+/* Wait on cs->cond until the job finishes or `ms` pass (monotonic). */
+static void wait_job(struct cluster_state *cs, struct cluster_job *j, uint32_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t ns = (uint64_t)ts.tv_nsec + (uint64_t)ms * 1000000ull;
+    ts.tv_sec += (time_t)(ns / 1000000000ull);
+    ts.tv_nsec = (long)(ns % 1000000000ull);
+    while (!j->finished && !cs->stopping)
+        if (pthread_cond_timedwait(&cs->cond, &cs->lock, &ts) != 0)
+            break;
+}
+
+static int pending(struct cluster_job *j, struct op_err *e)
+{
+    char a[32], b[32];
+    if (j->bytes_total)
+        return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s "
+                       "of node %s%s%s): %s of %s, %.0f%%", j->name, j->state, j->source_snapshot,
+                       j->source_node, j->archive ? ", archive " : "", j->archive ? j->archive : "",
+                       format_size(j->bytes_done, a, sizeof a), format_size(j->bytes_total, b, sizeof b),
+                       100.0 * (double)j->bytes_done / (double)j->bytes_total);
+    return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s of "
+                   "node %s)", j->name, j->state, j->source_snapshot, j->source_node);
+}
+
+int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
+                          struct cat_volume **ret, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    if (!cs)
+        return op_fail(e, RPC_FAILED_PRECONDITION, -ENOTCONN, "this node is not in cluster mode "
+                       "(--cluster-ca)");
+    if (!a->name || name_validate(a->name) < 0)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "invalid volume name");
+    if (a->source_volume && *a->source_volume)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a clone of a volume on another node is not "
+                       "supported: take a VolumeSnapshot of it and make the volume from that");
+    if (!a->source_snapshot || !uuid_is_valid(a->source_snapshot))
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_snapshot: a snapshot id");
+    if (!a->source_node || name_validate(a->source_node) < 0)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_node: a node name");
+
+    /* Done already (by a job, or an earlier daemon): the volume. */
+    struct cat_volume *v = NULL;
+    pthread_mutex_lock(&cs->lock);
+    struct cluster_job *j = job_find(cs, a->name);
+    bool running = j && !j->finished;
+    pthread_mutex_unlock(&cs->lock);
+    if (!running && cat_volume_find(d->cat, a->name, &v) == 0) {
+        if (v->state == CAT_VOL_READY && v->source_snapshot_id) {
+            pthread_mutex_lock(&cs->lock);
+            if ((j = job_find(cs, a->name)) && j->finished) {
+                job_unlink(cs, j);
+                job_free(j);
+            }
+            pthread_mutex_unlock(&cs->lock);
+            *ret = v;
+            return 0;
+        }
+        cat_volume_free(v);
+        v = NULL;
+    }
+
+    pthread_mutex_lock(&cs->lock);
+    j = job_find(cs, a->name);
+    if (j && j->finished) {
+        /* Report a failure once, then forget it: the next call retries. */
+        int r = 0;
+        if (j->failed)
+            r = op_fail(e, j->error_code, rpc_errno_from_code(j->error_code) ?: -EIO, "%s", j->error);
+        job_unlink(cs, j);
+        job_free(j);
+        pthread_mutex_unlock(&cs->lock);
+        if (r < 0)
+            return r;
+        if (cat_volume_find(d->cat, a->name, &v) == 0) {
+            *ret = v;
+            return 0;
+        }
+        return op_fail(e, RPC_ABORTED, -EAGAIN, "volume %s: the job finished but the volume is "
+                       "gone; retry", a->name);
+    }
+    if (j) {
+        if (strcmp(j->source_snapshot, a->source_snapshot) != 0) {
+            pthread_mutex_unlock(&cs->lock);
+            return op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "volume %s is being made from another "
+                           "snapshot (%s)", a->name, j->source_snapshot);
+        }
+        wait_job(cs, j, a->wait_ms);
+        if (!j->finished) {
+            int r = pending(j, e);
+            pthread_mutex_unlock(&cs->lock);
+            return r;
+        }
+        pthread_mutex_unlock(&cs->lock);
+        return cluster_create_volume(d, a, ret, e);    /* it just finished */
+    }
+    if (cs->stopping) {
+        pthread_mutex_unlock(&cs->lock);
+        return op_fail(e, RPC_UNAVAILABLE, -ESHUTDOWN, "amberd is stopping");
+    }
+    j = xcalloc(1, sizeof *j);
+    j->name = xstrdup(a->name);
+    j->source_node = xstrdup(a->source_node);
+    j->source_snapshot = xstrdup(a->source_snapshot);
+    j->pvc_namespace = dupz(a->pvc_namespace);
+    j->pvc_name = dupz(a->pvc_name);
+    j->fs_type = dupz(a->fs_type);
+    j->params = dupz(a->params);
+    j->size = a->size;
+    j->state = "pulling";
+    j->started_ns = now_real_ns();
+    j->attempts = 1;
+    j->next = cs->jobs;
+    cs->jobs = j;
+    struct job_start *js = xcalloc(1, sizeof *js);
+    js->d = d;
+    js->j = j;
+    pthread_t t;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    int r = pthread_create(&t, &at, job_main, js);
+    pthread_attr_destroy(&at);
+    if (r != 0) {
+        job_unlink(cs, j);
+        job_free(j);
+        free(js);
+        pthread_mutex_unlock(&cs->lock);
+        return op_fail(e, RPC_RESOURCE_EXHAUSTED, -r, "cannot start the job: %s", strerror(r));
+    }
+    log_info("cluster", "volume %s: copying snapshot %s from node %s in the background", a->name,
+             a->source_snapshot, a->source_node);
+    r = pending(j, e);
+    pthread_mutex_unlock(&cs->lock);
+    return r;
+}
+
+/* --- views ---------------------------------------------------------------------- */
+
+void cluster_job_info_free(struct cluster_job_info *j)
+{
+    free(j->name);
+    free(j->state);
+    free(j->source_node);
+    free(j->source_snapshot);
+    free(j->archive);
+    free(j->error);
+    *j = (struct cluster_job_info){0};
+}
+
+static void info_of(const struct cluster_job *j, struct cluster_job_info *o)
+{
+    *o = (struct cluster_job_info){
+        .name = xstrdup(j->name), .state = xstrdup(j->state),
+        .source_node = xstrdup(j->source_node), .source_snapshot = xstrdup(j->source_snapshot),
+        .archive = xstrdup(nz(j->archive)), .error = xstrdup(nz(j->error)),
+        .error_code = j->error_code, .bytes_done = j->bytes_done, .bytes_total = j->bytes_total,
+        .bytes_resumed = j->bytes_resumed, .bytes_on_wire = j->bytes_on_wire,
+        .started_ns = j->started_ns, .finished_ns = j->finished_ns, .attempts = j->attempts,
+        .snapshots_moved = j->snapshots_moved,
+    };
+}
+
+int cluster_job_get(struct amberd *d, const char *name, struct cluster_job_info *ret)
+{
+    struct cluster_state *cs = d->cluster;
+    if (!cs)
+        return -ENOENT;
+    pthread_mutex_lock(&cs->lock);
+    struct cluster_job *j = job_find(cs, name);
+    if (j)
+        info_of(j, ret);
+    pthread_mutex_unlock(&cs->lock);
+    return j ? 0 : -ENOENT;
+}
+
+int cluster_job_list(struct amberd *d, struct cluster_job_info **ret, size_t *n)
+{
+    struct cluster_state *cs = d->cluster;
+    *ret = NULL;
+    *n = 0;
+    if (!cs)
+        return 0;
+    pthread_mutex_lock(&cs->lock);
+    size_t k = 0;
+    for (struct cluster_job *j = cs->jobs; j; j = j->next)
+        k++;
+    struct cluster_job_info *v = xcalloc(k ? k : 1, sizeof *v);
+    k = 0;
+    for (struct cluster_job *j = cs->jobs; j; j = j->next)
+        info_of(j, &v[k++]);
+    pthread_mutex_unlock(&cs->lock);
+    *ret = v;
+    *n = k;
+    return 0;
+}
+
+void cluster_jobs_free(struct amberd *d)
+{
+    struct cluster_state *cs = d->cluster;
+    /* Running jobs see `stopping` at their next progress step; wait. */
+    pthread_mutex_lock(&cs->lock);
+    for (;;) {
+        bool busy = false;
+        for (struct cluster_job *j = cs->jobs; j; j = j->next)
+            busy |= !j->finished;
+        if (!busy)
+            break;
+        pthread_cond_wait(&cs->cond, &cs->lock);
+    }
+    while (cs->jobs) {
+        struct cluster_job *j = cs->jobs;
+        cs->jobs = j->next;
+        job_free(j);
+    }
+    pthread_mutex_unlock(&cs->lock);
+}
