@@ -161,9 +161,12 @@ int amberd_get_volume(struct rpc_call *c, const char *id, Amber__V1__Volume **re
                       struct rpc_status *st)
 {
     /* Only amberd ids are CSI volume ids: amberd would also resolve names,
-     * and a name must never stand in for an id. */
-    if (!uuid_is_valid(id))
+     * and a name must never stand in for an id. A handle of another node
+     * is not here. */
+    _cleanup_free_ char *lid = csi_local_id(CSI(c), id);
+    if (!lid || !uuid_is_valid(lid))
         return RPC_NOT_FOUND;
+    id = lid;
     Amber__V1__VolumeRef ref = AMBER__V1__VOLUME_REF__INIT;
     ref.volume = (char *)id;
     Amber__V1__Volume *v = NULL;

@@ -43,13 +43,17 @@ struct csi_vol_out {
     Csi__V1__Topology *ptopo[1];
     Csi__V1__Volume__VolumeContextEntry ctx[2];
     Csi__V1__Volume__VolumeContextEntry *pctx[2];
+    char vid[CSI_HANDLE_MAX], sid[CSI_HANDLE_MAX], svid[CSI_HANDLE_MAX];
 };
 
 static void volume_out(struct csi *p, const Amber__V1__Volume *v, struct csi_vol_out *o)
 {
     Csi__V1__Volume m = CSI__V1__VOLUME__INIT;
     m.capacity_bytes = (int64_t)v->size_bytes;
-    m.volume_id = v->id;
+    csi_handle_fmt(p, v->id, o->vid);
+    csi_handle_fmt(p, v->source_snapshot, o->sid);
+    csi_handle_fmt(p, v->source_volume, o->svid);
+    m.volume_id = o->vid;
     if (*v->source_snapshot || *v->source_volume) {
         Csi__V1__VolumeContentSource s = CSI__V1__VOLUME_CONTENT_SOURCE__INIT;
         o->src = s;
@@ -57,14 +61,14 @@ static void volume_out(struct csi *p, const Amber__V1__Volume *v, struct csi_vol
             Csi__V1__VolumeContentSource__SnapshotSource ss =
                 CSI__V1__VOLUME_CONTENT_SOURCE__SNAPSHOT_SOURCE__INIT;
             o->snap = ss;
-            o->snap.snapshot_id = v->source_snapshot;
+            o->snap.snapshot_id = o->sid;
             o->src.type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_SNAPSHOT;
             o->src.snapshot = &o->snap;
         } else {
             Csi__V1__VolumeContentSource__VolumeSource vs =
                 CSI__V1__VOLUME_CONTENT_SOURCE__VOLUME_SOURCE__INIT;
             o->vol = vs;
-            o->vol.volume_id = v->source_volume;
+            o->vol.volume_id = o->svid;
             o->src.type_case = CSI__V1__VOLUME_CONTENT_SOURCE__TYPE_VOLUME;
             o->src.volume = &o->vol;
         }
@@ -138,6 +142,8 @@ struct create_req {
     const char *src_snapshot, *src_volume;
     uint64_t src_size;
     const char *fs_type;        /* "" for block-only requests */
+    char *remote_node;          /* the snapshot is on this other node */
+    char *src_id;               /* the source's amberd id (owned) */
 };
 
 /* Whether an existing volume satisfies the request (else ALREADY_EXISTS). */
@@ -184,8 +190,19 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
         const char *id = cs->snapshot ? cs->snapshot->snapshot_id : "";
         if (!*id)
             return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: snapshot_id is required");
-        if (!uuid_is_valid(id))
+        char *node = NULL;
+        if (csi_handle_split(id, &node, &q->src_id) < 0 || !uuid_is_valid(q->src_id)) {
+            free(node);
             return csi_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);
+        }
+        if (node && strcmp(node, CSI(c)->node_id) != 0) {
+            /* Held by another node: copied by amberd's cluster service. */
+            q->remote_node = node;
+            q->src_snapshot = q->src_id;
+            return 0;
+        }
+        free(node);
+        id = q->src_id;
         Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
         ref.snapshot = (char *)id;
         _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
@@ -213,12 +230,63 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
         }
         if (code != RPC_OK)
             return amberd_fail(c, code, &st, "source volume");
-        q->src_volume = id;
+        q->src_id = xstrdup(v->id);
+        q->src_volume = q->src_id;
         q->src_size = v->size_bytes;
     } else {
         return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: a snapshot or a volume");
     }
     return 0;
+}
+
+/* CreateVolume from a snapshot another node holds: amberd's cluster
+ * service copies it in the background (pull from that node, or restore from
+ * an archive when it is gone). While it copies, the answer is ABORTED
+ * "operation pending": csi-provisioner treats ABORTED as a non-final error
+ * and retries with exponential backoff, and the retried call finds the same
+ * job (keyed by the volume name), so a large volume never makes the
+ * provisioner time out and start over. */
+static int create_remote(struct rpc_call *c, const Csi__V1__CreateVolumeRequest *q,
+                         const struct create_req *cr, const char *name, uint64_t size)
+{
+    struct csi *p = CSI(c);
+    _cleanup_free_ char *params = params_json((void *const *)q->parameters, q->n_parameters);
+    Amber__V1__ClusterCreateVolumeRequest aq = AMBER__V1__CLUSTER_CREATE_VOLUME_REQUEST__INIT;
+    aq.name = (char *)name;
+    aq.size_bytes = size;
+    aq.source_node = cr->remote_node;
+    aq.source_snapshot = (char *)cr->src_snapshot;
+    const char *ns = csi_map_get((void *const *)q->parameters, q->n_parameters, PVC_NS_KEY);
+    const char *pvc = csi_map_get((void *const *)q->parameters, q->n_parameters, PVC_NAME_KEY);
+    aq.pvc_namespace = (char *)(ns ? ns : "");
+    aq.pvc_name = (char *)(pvc ? pvc : "");
+    aq.fs_type = (char *)cr->fs_type;
+    aq.params = params;
+    aq.wait_ms = p->create_wait_ms;
+    struct rpc_status st = {0};
+    _cleanup_pb_ Amber__V1__Volume *v = NULL;
+    uint64_t deadline = rpc_call_deadline(c), timeout = (uint64_t)p->create_wait_ms + 30000;
+    if (deadline) {
+        uint64_t now = now_mono_ns();
+        timeout = deadline > now ? (deadline - now) / 1000000 + 1 : 1;
+    }
+    int code = rpc_client_call(p->amberd, "/amber.v1.Cluster/CreateVolumeFrom", &aq.base,
+                               &amber__v1__volume__descriptor, timeout, (ProtobufCMessage **)&v, &st);
+    if (code == RPC_ABORTED) {
+        log_info("controller", "CreateVolume %s: %s", q->name, st.message ? st.message : "pending");
+        return amberd_fail(c, code, &st, "from another node's snapshot");
+    }
+    if (code != RPC_OK) {
+        log_warn("controller", "CreateVolume %s from snapshot %s of node %s failed: %s: %s", q->name,
+                 cr->src_snapshot, cr->remote_node, rpc_code_name(code), st.message ? st.message : "");
+        return amberd_fail(c, code, &st, "from another node's snapshot");
+    }
+    _cleanup_free_ char *why = NULL;
+    if (!compatible(v, cr, &why))
+        return csi_error(c, RPC_ALREADY_EXISTS, "volume %s exists and is incompatible: %s", q->name, why);
+    log_info("controller", "created volume %s id=%s size=%llu from snapshot %s of node %s", q->name,
+             v->id, (unsigned long long)v->size_bytes, cr->src_snapshot, cr->remote_node);
+    return send_volume(c, v);
 }
 
 static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
@@ -267,8 +335,12 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
                              "(%s), which the requisite topology does not include",
                              p->node_id, p->topology_key);
     }
-    if (q->volume_content_source && (r = content_source(c, q->volume_content_source, &cr)) < 0)
+    if (q->volume_content_source && (r = content_source(c, q->volume_content_source, &cr)) < 0) {
+        free(cr.remote_node);
+        free(cr.src_id);
         return r;
+    }
+    _cleanup_free_ char *remote_node = cr.remote_node, *src_id = cr.src_id;
 
     /* The size: required, else the source's, else the default within the
      * limit; never below the source or what mkfs.xfs accepts; 4 KiB units. */
@@ -294,6 +366,8 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
         return r;
     _cleanup_free_ char *name = csi_map_name(q->name);
     struct rpc_status st = {0};
+    if (remote_node)
+        return create_remote(c, q, &cr, name, cr.required ? size : 0);
 
     Amber__V1__VolumeRef ref = AMBER__V1__VOLUME_REF__INIT;
     ref.volume = name;

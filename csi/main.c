@@ -30,6 +30,11 @@ static const char usage[] =
 "  --controller-expand  advertise the controller EXPAND_VOLUME capability (only\n"
 "                       where csi-resizer reaches the node holding the volume,\n"
 "                       e.g. one node; by default volumes grow in NodeExpandVolume)\n"
+"  --node-handles       volume and snapshot ids name their node (NODE/UUID), so\n"
+"                       any node can make a volume from another node's snapshot\n"
+"  --create-wait-ms N   CreateVolume from another node's snapshot: wait up to N ms\n"
+"                       for the copy before answering ABORTED (pending; default\n"
+"                       10000)\n"
 "  --log-level LEVEL    debug, info (default), warn, error\n"
 "  --log-json           log JSON records instead of key=value\n"
 "  -h, --help           this text\n"
@@ -70,7 +75,9 @@ int main(int argc, char **argv)
     bool controller_expand = false;
     enum log_level lvl;
     enum { O_ENDPOINT = 256, O_NODE, O_AMBERD, O_DRIVER, O_MAXVOL, O_CEXP, O_LOGLVL, O_LOGJSON,
-           O_VERSION };
+           O_VERSION, O_NODE_HANDLES, O_CREATE_WAIT };
+    bool node_handles = false;
+    uint64_t create_wait = 10000;
     static const struct option opts[] = {
         { "endpoint", required_argument, NULL, O_ENDPOINT },
         { "node-id", required_argument, NULL, O_NODE },
@@ -78,6 +85,8 @@ int main(int argc, char **argv)
         { "driver-name", required_argument, NULL, O_DRIVER },
         { "max-volumes", required_argument, NULL, O_MAXVOL },
         { "controller-expand", no_argument, NULL, O_CEXP },
+        { "node-handles", no_argument, NULL, O_NODE_HANDLES },
+        { "create-wait-ms", required_argument, NULL, O_CREATE_WAIT },
         { "log-level", required_argument, NULL, O_LOGLVL },
         { "log-json", no_argument, NULL, O_LOGJSON },
         { "help", no_argument, NULL, 'h' },
@@ -98,6 +107,13 @@ int main(int argc, char **argv)
             }
             break;
         case O_CEXP: controller_expand = true; break;
+        case O_NODE_HANDLES: node_handles = true; break;
+        case O_CREATE_WAIT:
+            if (parse_u64(optarg, &create_wait) < 0 || create_wait > 600000) {
+                fprintf(stderr, "amber-csi: --create-wait-ms: 0 to 600000\n");
+                return 2;
+            }
+            break;
         case O_LOGLVL:
             if (log_level_parse(optarg, &lvl) < 0) {
                 fprintf(stderr, "amber-csi: --log-level: debug, info, warn or error\n");
@@ -134,6 +150,7 @@ int main(int argc, char **argv)
     struct csi p = {
         .driver_name = driver, .node_id = node_id, .max_volumes = (int64_t)max_volumes,
         .controller_expand = controller_expand,
+        .node_handles = node_handles, .create_wait_ms = (uint32_t)create_wait,
     };
     pthread_mutex_init(&p.ops_lock, NULL);
     p.topology_key = xasprintf("topology.%s/node", driver);

@@ -26,9 +26,10 @@
 struct csi_snap_out {
     Csi__V1__Snapshot m;
     Google__Protobuf__Timestamp ts;
+    char sid[CSI_HANDLE_MAX], vid[CSI_HANDLE_MAX];
 };
 
-static void snapshot_out(const Amber__V1__Snapshot *s, struct csi_snap_out *o)
+static void snapshot_out(struct csi *p, const Amber__V1__Snapshot *s, struct csi_snap_out *o)
 {
     Csi__V1__Snapshot m = CSI__V1__SNAPSHOT__INIT;
     Google__Protobuf__Timestamp ts = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
@@ -36,8 +37,10 @@ static void snapshot_out(const Amber__V1__Snapshot *s, struct csi_snap_out *o)
     o->ts.seconds = s->created_ns / 1000000000;
     o->ts.nanos = (int32_t)(s->created_ns % 1000000000);
     m.size_bytes = (int64_t)s->size_bytes;
-    m.snapshot_id = s->id;
-    m.source_volume_id = s->volume_id;
+    csi_handle_fmt(p, s->id, o->sid);
+    csi_handle_fmt(p, s->volume_id, o->vid);
+    m.snapshot_id = o->sid;
+    m.source_volume_id = o->vid;
     m.creation_time = &o->ts;
     m.ready_to_use = strcmp(s->state, "ready") == 0;
     o->m = m;
@@ -48,8 +51,10 @@ static void snapshot_out(const Amber__V1__Snapshot *s, struct csi_snap_out *o)
 static int get_snapshot(struct rpc_call *c, const char *id, Amber__V1__Snapshot **ret,
                         struct rpc_status *st)
 {
-    if (!uuid_is_valid(id))
+    _cleanup_free_ char *lid = csi_local_id(CSI(c), id);
+    if (!lid || !uuid_is_valid(lid))
         return RPC_NOT_FOUND;
+    id = lid;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = (char *)id;
     Amber__V1__Snapshot *s = NULL;
@@ -76,6 +81,7 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 
     /* Parameters first: a bad one is INVALID_ARGUMENT before any work. */
     Amber__V1__CreateSnapshotRequest aq = AMBER__V1__CREATE_SNAPSHOT_REQUEST__INIT;
+    const char *archive = NULL;
     size_t n_labels = 0;
     _cleanup_free_ Amber__V1__Label *labels =
         xcalloc(q->n_parameters ? q->n_parameters : 1, sizeof *labels);
@@ -88,6 +94,10 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
                 aq.freeze = true;
             else if (strcmp(v, "false") != 0)
                 return csi_error(c, RPC_INVALID_ARGUMENT, "parameter freeze: \"true\" or \"false\"");
+        } else if (strcmp(k, "archive") == 0) {
+            if (!*v)
+                return csi_error(c, RPC_INVALID_ARGUMENT, "parameter archive: an archive name");
+            archive = v;
         } else if (strncmp(k, LABEL_PREFIX, strlen(LABEL_PREFIX)) == 0) {
             Amber__V1__Label l = AMBER__V1__LABEL__INIT;
             l.key = (char *)k + strlen(LABEL_PREFIX);
@@ -143,11 +153,13 @@ int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
                        (ProtobufCMessage **)&s, &st);
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "creating the snapshot");
+    if (archive && (r = csi_archive_snapshot(c, s->id, archive)) < 0)
+        return r;
     if (!old)
         log_info("controller", "created snapshot %s id=%s of volume %s%s", q->name, s->id, v->id,
                  aq.freeze ? " (frozen)" : "");
     struct csi_snap_out so;
-    snapshot_out(s, &so);
+    snapshot_out(CSI(c), s, &so);
     Csi__V1__CreateSnapshotResponse resp = CSI__V1__CREATE_SNAPSHOT_RESPONSE__INIT;
     resp.snapshot = &so.m;
     return rpc_call_send(c, &resp.base);
@@ -168,11 +180,18 @@ int csi_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
     int code = get_snapshot(c, q->snapshot_id, &s, &st);
     if (code == RPC_NOT_FOUND) {
+        /* Not here (or held by a node that is gone): its archive copy. */
         rpc_status_clear(&st);
+        _cleanup_free_ char *node = NULL, *id = NULL;
+        if (csi_handle_split(q->snapshot_id, &node, &id) == 0 && uuid_is_valid(id) &&
+            (r = csi_forget_snapshot(c, id)) < 0)
+            return r;
         return rpc_call_send(c, &out.base);
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the snapshot");
+    if ((r = csi_forget_snapshot(c, s->id)) < 0)
+        return r;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = s->id;
     _cleanup_pb_ Amber__V1__Empty *e = NULL;
@@ -192,7 +211,7 @@ static int send_list(struct rpc_call *c, Amber__V1__Snapshot **snaps, size_t n, 
     Csi__V1__ListSnapshotsResponse__Entry *en = xcalloc(n ? n : 1, sizeof *en);
     Csi__V1__ListSnapshotsResponse__Entry **pen = xcalloc(n ? n : 1, sizeof *pen);
     for (size_t i = 0; i < n; i++) {
-        snapshot_out(snaps[i], &so[i]);
+        snapshot_out(CSI(c), snaps[i], &so[i]);
         Csi__V1__ListSnapshotsResponse__Entry e = CSI__V1__LIST_SNAPSHOTS_RESPONSE__ENTRY__INIT;
         en[i] = e;
         en[i].snapshot = &so[i].m;
@@ -225,14 +244,18 @@ int csi_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         }
         if (code != RPC_OK)
             return amberd_fail(c, code, &st, "looking up the snapshot");
-        if (*q->source_volume_id && strcmp(q->source_volume_id, s->volume_id) != 0)
+        _cleanup_free_ char *sv = *q->source_volume_id ? csi_local_id(CSI(c), q->source_volume_id)
+                                                       : NULL;
+        if (*q->source_volume_id && (!sv || strcmp(sv, s->volume_id) != 0))
             return send_list(c, NULL, 0, NULL);
         return send_list(c, &s, 1, NULL);
     }
-    if (*q->source_volume_id && !uuid_is_valid(q->source_volume_id))
+    _cleanup_free_ char *src = *q->source_volume_id ? csi_local_id(CSI(c), q->source_volume_id)
+                                                    : xstrdup("");
+    if (*q->source_volume_id && (!src || !uuid_is_valid(src)))
         return send_list(c, NULL, 0, NULL);
     Amber__V1__ListSnapshotsRequest aq = AMBER__V1__LIST_SNAPSHOTS_REQUEST__INIT;
-    aq.volume = q->source_volume_id;
+    aq.volume = src;
     aq.starting_token = q->starting_token;
     aq.max_entries = (uint32_t)q->max_entries;
     _cleanup_pb_ Amber__V1__ListSnapshotsResponse *l = NULL;
@@ -266,7 +289,7 @@ int csi_get_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the snapshot");
     struct csi_snap_out so;
-    snapshot_out(s, &so);
+    snapshot_out(CSI(c), s, &so);
     Csi__V1__GetSnapshotResponse r = CSI__V1__GET_SNAPSHOT_RESPONSE__INIT;
     r.snapshot = &so.m;
     return rpc_call_send(c, &r.base);
