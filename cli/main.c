@@ -8,6 +8,7 @@
 #include "amber.pb-c.h"
 #include "cli/cli.h"
 #include "cli/peer.h"
+#include "cli/cluster.h"
 #include "cli/pipeline.h"
 
 static const char usage[] =
@@ -22,6 +23,7 @@ static const char usage[] =
 "  peer add|list|remove ...   trusted peers (other clusters' amberds)\n"
 "  sync pull PEER VOLUME | sync push VOL --to PEER   replicate snapshots\n"
 "  subscribe PEER VOLUME [--every DUR] | subscription list|remove ...\n"
+"  cluster init-ca|issue|jobs|job|resolve ...  (and snapshot archive SNAP --to A)\n"
 "  snapshot create|list|show|delete|diff|mount|umount|k8s-manifest ...\n"
 "  schedule set|list|remove|hold|release ...   the time machine\n"
 "  run list|show ...          pipeline runs (snapshots labelled run=RUN)\n"
@@ -178,8 +180,8 @@ int cmd_info(struct cli *c, int argc, char **argv)
 static const struct cmd commands[] = {
     { "info", cmd_info, "the daemon and its pool" },
     { "check", cmd_check, "the daemon's self-check: catalog vs pool" },
-    { "volume", cmd_volume_peer, "volumes (publish/unpublish: cmd-peer.c)" },
-    { "snapshot", cmd_snapshot, "snapshots" },
+    { "volume", cmd_volume_cluster, "volumes (publish/unpublish: cmd-peer.c)" },
+    { "snapshot", cmd_snapshot_cluster, "snapshots (archive: cmd-cluster.c)" },
     { "schedule", cmd_schedule, "snapshot schedules and retention" },
     { "run", cmd_run, "pipeline runs" },
     { "export", cmd_export, "export a snapshot to a repository" },
@@ -189,6 +191,7 @@ static const struct cmd commands[] = {
     { "sync", cmd_sync, "pull or push a volume's snapshots" },
     { "subscribe", cmd_subscribe, "follow a peer's volume" },
     { "subscription", cmd_subscription, "subscriptions" },
+    { "cluster", cmd_cluster, "the cluster: CA, node certificates, copy jobs" },
 };
 
 int main(int argc, char **argv)
