@@ -29,6 +29,7 @@ static const char cluster_help[] =
 struct copts {
     const char *out, *ca, *cn;
     uint64_t days;
+    bool wait;
 };
 
 static int on_copt(int o, const char *arg, void *data)
@@ -38,6 +39,7 @@ static int on_copt(int o, const char *arg, void *data)
     case 'o': x->out = arg; return 0;
     case 'c': x->ca = arg; return 0;
     case 'n': x->cn = arg; return 0;
+    case 'w': x->wait = true; return 0;
     case 'd':
         if (parse_u64(arg, &x->days) < 0 || x->days == 0 || x->days > 36500)
             return cli_usage("--days: 1 to 36500"), -1;
@@ -278,10 +280,11 @@ static void status_print(struct cli *c, const Amber__V1__SnapshotArchiveStatus *
 
 static int s_archive(struct cli *c, int argc, char **argv, bool set)
 {
-    static const struct option o[] = { { "to", required_argument, NULL, 'o' } };
+    static const struct option o[] = { { "to", required_argument, NULL, 'o' },
+                                       { "wait", no_argument, NULL, 'w' } };
     struct copts x = {0};
-    int i = cli_getopt(c, argc, argv, o, 1, on_copt, &x,
-                       "Usage: amberctl snapshot archive SNAP --to ARCHIVE\n"
+    int i = cli_getopt(c, argc, argv, o, 2, on_copt, &x,
+                       "Usage: amberctl snapshot archive SNAP --to ARCHIVE [--wait]\n"
                        "       amberctl snapshot archive-status SNAP\n");
     if (i < 0)
         return i == -1 ? 0 : 2;
@@ -293,6 +296,7 @@ static int s_archive(struct cli *c, int argc, char **argv, bool set)
         Amber__V1__ArchiveSnapshotRequest q = AMBER__V1__ARCHIVE_SNAPSHOT_REQUEST__INIT;
         q.snapshot = argv[i];
         q.archive = (char *)x.out;
+        q.wait = x.wait;
         ret = cli_call(c, "/amber.v1.Cluster/ArchiveSnapshot", &q.base,
                        &amber__v1__snapshot_archive_status__descriptor, (ProtobufCMessage **)&r);
     } else {

@@ -283,6 +283,7 @@ static void archive_pass(struct amberd *d)
             cs->archived_total++;
         else
             cs->archive_failures++;
+        pthread_cond_broadcast(&cs->cond);
         pthread_mutex_unlock(&cs->lock);
         if (code != RPC_OK) {
             log_warn("cluster", "archiving snapshot %s to %s failed (retried later): %s", s->id, a->name,

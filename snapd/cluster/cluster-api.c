@@ -177,6 +177,34 @@ static int h_archive_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
         log_info("cluster", "snapshot %s (%s) is kept in archive %s", s->id, s->name, q->archive);
     }
     archiver_kick(d);
+    const struct cluster_archive *a = cluster_archive_get(d, q->archive);
+    struct cluster_state *cs = d->cluster;
+    while (q->wait) {
+        struct cat_export *x = NULL;
+        bool done = cat_export_find(d->cat, s->id, a->url, &x) == 0 && x->state == CAT_EXPORT_DONE;
+        cat_export_free(x);
+        if (done)
+            break;
+        /* Wait for the archiver's next export (it broadcasts after each). */
+        pthread_mutex_lock(&cs->lock);
+        uint64_t seen = cs->archived_total + cs->archive_failures, fails = cs->archive_failures;
+        while (!cs->stopping && cs->archived_total + cs->archive_failures == seen)
+            pthread_cond_wait(&cs->cond, &cs->lock);
+        bool failed = cs->archive_failures != fails, stop = cs->stopping;
+        pthread_mutex_unlock(&cs->lock);
+        if (stop)
+            return rpc_error(c, RPC_UNAVAILABLE, "amberd is stopping");
+        if (failed && rpc_call_cancelled(c))
+            return rpc_error(c, RPC_CANCELLED, "cancelled");
+        if (failed) {
+            struct cat_export *y = NULL;
+            bool bad = cat_export_find(d->cat, s->id, a->url, &y) == 0 && y->state == CAT_EXPORT_FAILED;
+            cat_export_free(y);
+            if (bad)
+                return rpc_error(c, RPC_UNAVAILABLE, "archiving snapshot %s to %s failed (retried "
+                                 "in the background; see amberd's log)", s->id, q->archive);
+        }
+    }
     return send_status(c, s);
 }
 

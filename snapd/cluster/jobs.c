@@ -356,12 +356,8 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
     pthread_mutex_unlock(&cs->lock);
     if (!running && cat_volume_find(d->cat, a->name, &v) == 0) {
         if (v->state == CAT_VOL_READY && v->source_snapshot_id) {
-            pthread_mutex_lock(&cs->lock);
-            if ((j = job_find(cs, a->name)) && j->finished) {
-                job_unlink(cs, j);
-                job_free(j);
-            }
-            pthread_mutex_unlock(&cs->lock);
+            /* A finished job stays listed (amberctl cluster jobs) until
+             * the name is made again. */
             *ret = v;
             return 0;
         }
@@ -376,17 +372,15 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         int r = 0;
         if (j->failed)
             r = op_fail(e, j->error_code, rpc_errno_from_code(j->error_code) ?: -EIO, "%s", j->error);
+        bool failed = j->failed;
         job_unlink(cs, j);
         job_free(j);
-        pthread_mutex_unlock(&cs->lock);
-        if (r < 0)
+        j = NULL;
+        if (failed) {
+            pthread_mutex_unlock(&cs->lock);
             return r;
-        if (cat_volume_find(d->cat, a->name, &v) == 0) {
-            *ret = v;
-            return 0;
         }
-        return op_fail(e, RPC_ABORTED, -EAGAIN, "volume %s: the job finished but the volume is "
-                       "gone; retry", a->name);
+        /* Done, but the volume is gone since (deleted): make it again. */
     }
     if (j) {
         if (strcmp(j->source_snapshot, a->source_snapshot) != 0) {
