@@ -43,7 +43,7 @@ static int h_create_from(struct rpc_call *c, const ProtobufCMessage *m)
     if (dl) {
         uint64_t now = now_mono_ns();
         uint64_t left_ms = dl > now ? (dl - now) / 1000000 : 0;
-        left_ms = left_ms > 500 ? left_ms - 500 : 0;
+        left_ms = left_ms > 4000 ? left_ms - 2000 : left_ms / 2;
         if (a.wait_ms > left_ms)
             a.wait_ms = (uint32_t)left_ms;
     }

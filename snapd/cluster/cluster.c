@@ -118,6 +118,14 @@ int cluster_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name)
     name[strcspn(name, ",/ ")] = 0;
     if (name_validate(name) < 0)
         return 0;
+    /* A name that a pinned peer of another cluster has is not taken over
+     * by whoever the CA signed. */
+    if (cat_peer_get(d->cat, name, &p) == 0) {
+        bool pinned = p->fingerprint && *p->fingerprint;
+        cat_peer_free(p);
+        if (pinned)
+            return 0;
+    }
     if (ret_name)
         *ret_name = TAKE_PTR(name);
     return 1;

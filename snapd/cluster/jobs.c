@@ -24,10 +24,14 @@
  * interrupted restore resumes too). Nothing of a job needs to survive a
  * restart: the provisioner's retry is the job's persistence.
  *
- * Crash point for tests: cluster-pull:half (the receiver dies once half of
- * a snapshot's stream has arrived). */
+ * For tests: crash point cluster-pull:half (the receiver dies once half of
+ * a snapshot's stream has arrived), and AMBER_CLUSTER_HOLD_FIFO=PATH, which
+ * holds a job after its copy, before the clone, until a writer opens the
+ * FIFO and writes a byte (a state to look at, reached without timing). */
+#include <fcntl.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include "amber/log.h"
 #include "amber/util.h"
@@ -261,6 +265,14 @@ static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
             r = restore(d, j, e);
             return r < 0 ? r : finish_restored(d, j, e);
         }
+    }
+    const char *hold = getenv("AMBER_CLUSTER_HOLD_FIFO");
+    int fd = hold ? open(hold, O_RDONLY | O_CLOEXEC) : -1;
+    if (fd >= 0) {
+        char b;
+        if (read(fd, &b, 1) < 0)
+            log_debug("cluster", "hold FIFO: %m");
+        close(fd);
     }
     pthread_mutex_lock(&cs->lock);
     job_set(cs, j, "cloning");

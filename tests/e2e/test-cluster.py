@@ -115,6 +115,7 @@ class Node:
         p = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", self.name, "--amberd",
                      self.amberd.sock, "--log-level", "debug"] + extra, stderr=log)
         log.close()
+        self.plugins = getattr(self, "plugins", []) + [p]
         T.wait_for_socket(sock, p)
         ch = grpc.insecure_channel("unix://" + sock)
         T.cleanup.add("close channel", ch.close)
@@ -137,14 +138,14 @@ def cap():
     return c
 
 
-def create(node, name, snap=None, size=SIZE):
+def create(node, name, snap=None, size=SIZE, timeout=120):
     q = pb.CreateVolumeRequest(name=name, volume_capabilities=[cap()],
                                capacity_range=pb.CapacityRange(required_bytes=size))
     q.parameters["csi.storage.k8s.io/pvc/namespace"] = "ml"
     q.parameters["csi.storage.k8s.io/pvc/name"] = name
     if snap:
         q.volume_content_source.snapshot.snapshot_id = snap
-    return node.csi["CreateVolume"](q, timeout=120).volume
+    return node.csi["CreateVolume"](q, timeout=timeout).volume
 
 
 def create_remote(node, name, snap):
@@ -215,7 +216,8 @@ def job(node, name):
     raise AssertionError("no job %s on %s" % (name, node.name))
 
 
-N1, N2 = Node("n1"), Node("n2")
+HOLD = os.path.join(D, "hold.fifo")
+N1, N2 = Node("n1"), Node("n2", env={"AMBER_CLUSTER_HOLD_FIFO": HOLD})
 STATE = {}
 
 
@@ -229,7 +231,22 @@ def test_volume_from_another_nodes_snapshot_is_byte_identical():
     T.check(s1.snapshot_id.startswith("n1/"), s1.snapshot_id)
     T.check_eq(s1.source_volume_id, v.volume_id)
     want = snap_sha(N1, v.volume_id, s1.snapshot_id)
-    b = create_remote(N2, "pvc-copy", s1.snapshot_id)
+    # n2 holds the job after the copy (AMBER_CLUSTER_HOLD_FIFO): pending,
+    # with its progress in `amberctl volume show`.
+    os.mkfifo(HOLD)
+    e = T.expect_status(Code.ABORTED, create, N2, "pvc-copy", s1.snapshot_id)
+    T.check("operation pending" in e.details(), e.details())
+    fifo = os.open(HOLD, os.O_WRONLY)       # returns once the job waits there
+    try:
+        show = N2.ctl("volume", "show", "pvc-copy", json_out=False)
+        T.check("not ready: pulling" in show and "(100%)" in show, show)
+        T.check("snapshot %s of node n1" % local(s1.snapshot_id) in show, show)
+        T.expect_status(Code.ABORTED, create, N2, "pvc-copy", s1.snapshot_id, timeout=8)
+    finally:
+        os.unlink(HOLD)
+        os.write(fifo, b"x")
+        os.close(fifo)
+    b = create(N2, "pvc-copy", s1.snapshot_id)
     T.check(b.volume_id.startswith("n2/"), b.volume_id)
     T.check_eq(b.content_source.snapshot.snapshot_id, "n2/" + local(s1.snapshot_id))
     T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the copy on n2")
@@ -363,6 +380,16 @@ def test_holding_node_gone_restores_from_the_archive():
     T.check(all(x["ok"] for x in v), v)
 
 
+def test_clean_stop():
+    """Every daemon and plugin stops cleanly (under ASan: no leak, no error)."""
+    for n in (N1, N2, STATE["n3"]):
+        for p in n.plugins:
+            p.terminate()
+            T.check_eq(p.wait(timeout=30), 0, "amber-csi of %s" % n.name)
+        n.detach_all()
+        T.check_eq(n.amberd.stop(), 0, "amberd of %s" % n.name)
+
+
 sys.exit(T.Tests().run([
     test_volume_from_another_nodes_snapshot_is_byte_identical,
     test_second_snapshot_moves_only_its_delta,
@@ -370,4 +397,5 @@ sys.exit(T.Tests().run([
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
     test_old_handles_still_resolve,
     test_holding_node_gone_restores_from_the_archive,
+    test_clean_stop,
 ]))
