@@ -12,6 +12,9 @@
  * resumes an interrupted one. It wakes when a snapshot is labelled and
  * every 30 s (a failed export, e.g. the store down, is retried then).
  *
+ * Only the node that made a snapshot archives it (a replica pulled by
+ * another node carries the label too, and is skipped there).
+ *
  * When a snapshot's node is gone, any node finds its manifest by snapshot
  * id in the archives (archive_locate) and restores it (jobs.c). Deleting
  * the snapshot deletes its manifests from every archive and runs the
@@ -259,7 +262,8 @@ static void archive_pass(struct amberd *d)
     for (size_t i = 0; i < sl.n; i++) {
         const struct cat_snapshot *s = &sl.items[i];
         const struct cluster_archive *a = cluster_archive_get(d, label_of(s));
-        if (!a)
+        /* Replicas carry their origin's label: the origin archives them. */
+        if (!a || (s->origin && strcmp(s->origin, "local") != 0))
             continue;
         struct cat_export *x = NULL;
         bool done = cat_export_find(d->cat, s->id, a->url, &x) == 0 && x->state == CAT_EXPORT_DONE;

@@ -230,7 +230,15 @@ static int h_forget_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     struct op_err e = {0};
     unsigned nm = 0;
     uint64_t nc = 0;
-    r = archive_forget(D(c), q->snapshot, &nm, &nc, &e);
+    /* A snapshot here that no archive keeps: nothing to search for. */
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
+    bool labelled = false;
+    if (cat_snapshot_get(D(c)->cat, q->snapshot, &s) == 0) {
+        for (size_t i = 0; i < s->n_labels; i++)
+            labelled |= strcmp(s->labels[i].key, CLUSTER_ARCHIVE_LABEL) == 0;
+    }
+    if (!s || labelled)
+        r = archive_forget(D(c), q->snapshot, &nm, &nc, &e);
     if (r < 0)
         return fail(c, &e, r);
     Amber__V1__ForgetSnapshotResponse o = AMBER__V1__FORGET_SNAPSHOT_RESPONSE__INIT;
