@@ -157,9 +157,27 @@ int api_diff_stream(struct rpc_call *c, const char *from, const char *to, const 
  * peer_stop goes after rpc_server_free and before cat_close. */
 struct peer_opts {
     const char *listen, *tls_cert, *tls_key, *tls_ca, *peers_file;
+    /* Cluster mode: a peer the CA (tls_ca) signed whose key is not pinned
+     * to a catalog peer is a cluster member named by its CN; members read
+     * every volume, also named by one of its snapshots' ids. */
+    bool ca_members;
 };
 int peer_start(struct amberd *d, const struct peer_opts *o);
 void peer_stop(struct amberd *d);
+/* sync-client.c: pull peer's `volume` (an id or name; from a cluster
+ * member's side also one of its snapshots' ids) up to `snapshot` into its
+ * replica here, made as `as_name` the first time (the cluster's copy jobs,
+ * cluster/jobs.c). Resumes an interrupted transfer; moves only what the
+ * replica lacks. Progress as in amberctl sync pull. */
+struct peer_pull_stats {
+    uint32_t snapshots;
+    uint64_t bytes_changed, resumed_bytes, bytes_on_wire;
+    uint64_t stream_done, stream_total;     /* of the snapshot in flight */
+};
+typedef int (*peer_pull_progress_fn)(const struct peer_pull_stats *st, void *userdata);
+int peer_pull(struct amberd *d, const char *peer, const char *volume, const char *as_name,
+              const char *snapshot, peer_pull_progress_fn progress, void *userdata,
+              struct peer_pull_stats *ret, struct op_err *e);
 /* sync-api.c: amber.v1.Sync on the node socket. */
 extern const struct rpc_method peer_admin_methods[];
 extern const size_t peer_admin_methods_n;

@@ -7,12 +7,12 @@
  * by a restart); without it, --tls-cert/--tls-key must be a certificate the
  * CA signed (e.g. from cert-manager), which is checked here.
  *
- * Trust: the TLS handshake accepts a certificate that is pinned to a
- * catalog peer, or that the cluster CA signed. A caller whose fingerprint
- * is not pinned got in by the CA, so it is a cluster member named by its
- * CN; members read any volume of this node (the cluster is one trust
- * domain, as a Kubernetes cluster is), while peers of other clusters keep
- * their pins and publications. */
+ * Trust (implemented in sync/, peer_opts.ca_members): the TLS handshake
+ * accepts a certificate that is pinned to a catalog peer, or that the
+ * cluster CA signed. A caller whose fingerprint is not pinned got in by the
+ * CA, so it is a cluster member named by its CN; members read any volume of
+ * this node (the cluster is one trust domain, as a Kubernetes cluster is),
+ * while peers of other clusters keep their pins and publications. */
 #include <string.h>
 
 #include "amber/log.h"
@@ -59,6 +59,7 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
                                "issued by it (cert-manager)");
     }
     po->tls_ca = cs->ca_file;
+    po->ca_members = true;
     if (o->registry && (r = registry_open(o->registry, &cs->registry)) < 0)
         return log_error_errno(r, "cluster", "--cluster-registry: dir:PATH or template:PATTERN "
                                "with {node} and a port, not \"%s\"", o->registry);
@@ -100,46 +101,6 @@ void cluster_stop(struct amberd *d)
     free(cs->key_file);
     free(cs);
     d->cluster = NULL;
-}
-
-int cluster_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name)
-{
-    if (!d->cluster || !rp || rp->kind != RPC_PEER_TLS)
-        return 0;
-    struct cat_peer *p = NULL;
-    if (cat_peer_find_fingerprint(d->cat, rp->fingerprint, &p) == 0) {
-        cat_peer_free(p);       /* pinned: a peer of its own standing */
-        return 0;
-    }
-    const char *cn = strstr(rp->subject, "CN=");
-    if (!cn)
-        return 0;
-    _cleanup_free_ char *name = xstrdup(cn + 3);
-    name[strcspn(name, ",/ ")] = 0;
-    if (name_validate(name) < 0)
-        return 0;
-    /* A name that a pinned peer of another cluster has is not taken over
-     * by whoever the CA signed. */
-    if (cat_peer_get(d->cat, name, &p) == 0) {
-        bool pinned = p->fingerprint && *p->fingerprint;
-        cat_peer_free(p);
-        if (pinned)
-            return 0;
-    }
-    if (ret_name)
-        *ret_name = TAKE_PTR(name);
-    return 1;
-}
-
-int cluster_volume_of_snapshot(struct amberd *d, const char *snap_id, struct cat_volume **ret)
-{
-    if (!snap_id || !uuid_is_valid(snap_id))
-        return -ENOENT;
-    _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
-    int r = cat_snapshot_get(d->cat, snap_id, &s);
-    if (r < 0)
-        return r;
-    return cat_volume_get(d->cat, s->volume_id, ret);
 }
 
 int cluster_peer_ensure(struct amberd *d, const char *node, struct op_err *e)

@@ -3,10 +3,9 @@
  *
  * It owns:
  *  - the cluster identity: a node certificate signed by the cluster CA
- *    (cluster-ca.c; made at start from the CA in the Secret, or given), and
- *    the rule that any peer whose certificate the cluster CA signed is a
- *    cluster member, trusted without a pin (peers of other clusters stay
- *    pinned, peer.c);
+ *    (cluster-ca.c; made at start from the CA in the Secret, or given); the
+ *    rule that any peer the cluster CA signed is a member, trusted without
+ *    a pin, is sync/'s (peer_opts.ca_members), turned on here;
  *  - the registry: where a node's peer port is, by node name (registry.c,
  *    a small vtable: a shared directory, an address template);
  *  - jobs: new local volumes from a snapshot another node holds, pulled with
@@ -16,8 +15,8 @@
  *    in the background, removed with the snapshot (archiver.c);
  *  - amber.v1.Cluster on the node socket (cluster-api.c).
  *
- * It may call: the catalog (cat_*), the sync engine (sync_pull, peer.h),
- * daemon operations (vol_create, snap_find, …) and, for exports and
+ * It may call: daemon.h (operations: vol_create, snap_find, …; transfers:
+ * peer_pull, the sync engine's entry for other subsystems), catalog.h, and, for exports and
  * restores, the daemon's own Archive service over its node socket, so the
  * pool's layout (resident or stored snapshots) stays the daemon's business.
  * It never reads or writes pool files itself. */
@@ -106,14 +105,6 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
 int cluster_run(struct amberd *d);
 void cluster_stop(struct amberd *d);
 
-/* Whether a TLS caller is a cluster member: cluster mode is on, its
- * certificate is not pinned to a catalog peer (so the handshake accepted it
- * because the cluster CA signed it) and its CN is a valid node name. On 1,
- * *ret_name (caller frees) is that node name. */
-int cluster_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name);
-/* The volume a cluster member names by one of its snapshots' ids (a node
- * that has a snapshot handle does not know the volume). */
-int cluster_volume_of_snapshot(struct amberd *d, const char *snap_id, struct cat_volume **ret);
 /* Make sure node is a catalog peer (no pin: trusted by the cluster CA) at
  * the registry's address. */
 int cluster_peer_ensure(struct amberd *d, const char *node, struct op_err *e);

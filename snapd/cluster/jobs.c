@@ -37,7 +37,6 @@
 #include "amber/util.h"
 #include "archive.pb-c.h"
 #include "snapd/cluster/cluster.h"
-#include "snapd/sync/peer.h"
 
 struct cluster_job {
     struct cluster_job *next;
@@ -103,7 +102,7 @@ struct pull_ctx {
     struct cluster_job *j;
 };
 
-static int pull_progress(const struct sync_stats *st, void *ud)
+static int pull_progress(const struct peer_pull_stats *st, void *ud)
 {
     struct pull_ctx *x = ud;
     struct cluster_state *cs = x->d->cluster;
@@ -132,25 +131,24 @@ static int pull(struct amberd *d, struct cluster_job *j, bool *ret_unreachable, 
     char as_name[64];
     snprintf(as_name, sizeof as_name, "c-%s", j->source_snapshot);
     struct pull_ctx x = { d, j };
-    struct sync_result res = {0};
+    struct peer_pull_stats res = {0};
     uint64_t t0 = now_mono_ns();
-    r = sync_pull(d, j->source_node, j->source_snapshot, as_name, j->source_snapshot, pull_progress,
+    r = peer_pull(d, j->source_node, j->source_snapshot, as_name, j->source_snapshot, pull_progress,
                   &x, &res, e);
     pthread_mutex_lock(&cs->lock);
     j->bytes_on_wire += res.bytes_on_wire;
-    j->snapshots_moved += res.st.snapshots;
-    j->bytes_resumed = res.st.resumed_bytes;
-    cs->pulled_bytes += res.st.bytes_changed;
+    j->snapshots_moved += res.snapshots;
+    j->bytes_resumed = res.resumed_bytes;
+    cs->pulled_bytes += res.bytes_changed;
     pthread_mutex_unlock(&cs->lock);
     if (r == 0)
         log_info("cluster", "pulled snapshot %s from node %s into replica %s: snapshots=%u "
                  "bytes_changed=%llu resumed=%llu bytes_on_wire=%llu seconds=%.3f",
-                 j->source_snapshot, j->source_node, nz(res.volume), res.st.snapshots,
-                 (unsigned long long)res.st.bytes_changed, (unsigned long long)res.st.resumed_bytes,
+                 j->source_snapshot, j->source_node, as_name, res.snapshots,
+                 (unsigned long long)res.bytes_changed, (unsigned long long)res.resumed_bytes,
                  (unsigned long long)res.bytes_on_wire, (now_mono_ns() - t0) / 1e9);
     else
         *ret_unreachable = e->code == RPC_UNAVAILABLE || e->code == RPC_DEADLINE_EXCEEDED;
-    sync_result_clear(&res);
     return r;
 }
 

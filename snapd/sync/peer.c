@@ -25,7 +25,6 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/sync/peer.h"
-#include "snapd/cluster/cluster.h"
 
 static void cat_peer_freep_(struct cat_peer **p) { cat_peer_free(*p); }
 
@@ -55,10 +54,16 @@ static int readable_volume(struct rpc_call *c, const struct cat_peer *p, const c
     struct amberd *d = D(c);
     struct cat_volume *v = NULL;
     /* Cluster members read every volume, named also by a snapshot's id. */
-    if (ref && *ref && cluster_member(d, rpc_call_peer(c), NULL) == 1 &&
-        (cat_volume_find(d->cat, ref, &v) == 0 || cluster_volume_of_snapshot(d, ref, &v) == 0)) {
-        *ret = v;
-        return 0;
+    if (ref && *ref && peer_ca_member(d, rpc_call_peer(c), NULL) == 1) {
+        struct cat_snapshot *s = NULL;
+        if (cat_volume_find(d->cat, ref, &v) == 0 ||
+            (uuid_is_valid(ref) && cat_snapshot_get(d->cat, ref, &s) == 0 &&
+             cat_volume_get(d->cat, s->volume_id, &v) == 0)) {
+            cat_snapshot_free(s);
+            *ret = v;
+            return 0;
+        }
+        cat_snapshot_free(s);
     }
     if (!ref || !*ref || cat_volume_find(d->cat, ref, &v) < 0 ||
         cat_is_published(d->cat, v->id, p->name) != 1) {
@@ -325,6 +330,7 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
             return log_error_errno(r, "peer", "cannot make the node identity in %s", dir);
     }
     ps->ca_file = o->tls_ca ? xstrdup(o->tls_ca) : NULL;
+    ps->ca_members = o->ca_members && ps->ca_file;
     char fp[80];
     r = rpc_tls_cert_fingerprint(ps->cert_file, fp, sizeof fp);
     if (r < 0)

@@ -193,3 +193,36 @@ out:
     rpc_status_clear(&st);
     return r;
 }
+
+/* --- peer_pull: the daemon-level entry (daemon.h) ---------------------------- */
+
+struct pull_adapter {
+    peer_pull_progress_fn fn;
+    void *ud;
+};
+
+static int pull_adapt(const struct sync_stats *st, void *ud)
+{
+    struct pull_adapter *a = ud;
+    struct peer_pull_stats p = {
+        .snapshots = st->snapshots, .bytes_changed = st->bytes_changed,
+        .resumed_bytes = st->resumed_bytes, .stream_done = st->stream_done,
+        .stream_total = st->stream_total,
+    };
+    return a->fn(&p, a->ud);
+}
+
+int peer_pull(struct amberd *d, const char *peer, const char *volume, const char *as_name,
+              const char *snapshot, peer_pull_progress_fn progress, void *userdata,
+              struct peer_pull_stats *ret, struct op_err *e)
+{
+    struct pull_adapter a = { progress, userdata };
+    struct sync_result res = {0};
+    int r = sync_pull(d, peer, volume, as_name, snapshot, progress ? pull_adapt : NULL, &a, &res, e);
+    *ret = (struct peer_pull_stats){
+        .snapshots = res.st.snapshots, .bytes_changed = res.st.bytes_changed,
+        .resumed_bytes = res.st.resumed_bytes, .bytes_on_wire = res.bytes_on_wire,
+    };
+    sync_result_clear(&res);
+    return r;
+}

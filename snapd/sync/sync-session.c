@@ -8,7 +8,6 @@
 
 #include "amber/util.h"
 #include "snapd/sync/sync.h"
-#include "snapd/cluster/cluster.h"
 
 int chan_send(struct sync_chan *ch, const ProtobufCMessage *m)
 {
@@ -29,6 +28,35 @@ int chan_recv(struct sync_chan *ch, const ProtobufCMessageDescriptor *desc, Prot
         ch->bytes_in += protobuf_c_message_get_packed_size(*ret) + 5;
     }
     return r;
+}
+
+int peer_ca_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name)
+{
+    if (!d->peer || !d->peer->ca_members || !rp || rp->kind != RPC_PEER_TLS)
+        return 0;
+    struct cat_peer *p = NULL;
+    if (cat_peer_find_fingerprint(d->cat, rp->fingerprint, &p) == 0) {
+        cat_peer_free(p);       /* pinned: a peer of its own standing */
+        return 0;
+    }
+    const char *cn = strstr(rp->subject, "CN=");
+    if (!cn)
+        return 0;
+    _cleanup_free_ char *name = xstrdup(cn + 3);
+    name[strcspn(name, ",/ ")] = 0;
+    if (name_validate(name) < 0)
+        return 0;
+    /* A name that a pinned peer of another cluster has is not taken over
+     * by whoever the CA signed. */
+    if (cat_peer_get(d->cat, name, &p) == 0) {
+        bool pinned = p->fingerprint && *p->fingerprint;
+        cat_peer_free(p);
+        if (pinned)
+            return 0;
+    }
+    if (ret_name)
+        *ret_name = TAKE_PTR(name);
+    return 1;
 }
 
 int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret)
@@ -54,7 +82,7 @@ int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret)
     }
     /* A cluster member (the cluster CA signed it): a peer by its node name. */
     _cleanup_free_ char *node = NULL;
-    if (cluster_member(d, rp, &node) == 1) {
+    if (peer_ca_member(d, rp, &node) == 1) {
         struct cat_peer *p = xcalloc(1, sizeof *p);
         p->name = TAKE_PTR(node);
         *ret = p;

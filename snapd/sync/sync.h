@@ -33,6 +33,7 @@
 
 struct peer_state {
     char *cert_file, *key_file, *ca_file;
+    bool ca_members;              /* peer_opts.ca_members */
     struct rpc_tls *server_tls;
     struct rpc_listener *listener;
     /* subscribe.c */
@@ -73,6 +74,11 @@ typedef int (*sync_progress_fn)(const struct sync_stats *st, void *userdata);
 
 /* The peer a TLS call comes from (by pinned fingerprint, or for a CA-signed
  * certificate by its CN naming a peer without a pin). -EPERM if none. */
+/* Whether a TLS caller is a cluster member (peer_opts.ca_members): its key
+ * is not pinned to a catalog peer, so the CA vouched for it, its CN is a
+ * valid name, and no pinned peer has that name. 1 with *ret_name (caller
+ * frees, may be NULL), else 0. */
+int peer_ca_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name);
 int peer_of_call(struct amberd *d, struct rpc_call *call, struct cat_peer **ret);
 /* A client for peer P: our identity, P's pin. The client borrows *ret_tls:
  * free the client first, then the tls. */
