@@ -24,7 +24,11 @@ static const char cluster_help[] =
 "                 --cluster-ca-key)\n"
 "  jobs           volumes being made here from another node's snapshot\n"
 "  job VOLUME     one of them: state, bytes done, source, archive\n"
-"  resolve NODE   a node's peer address, from the cluster registry\n";
+"  resolve NODE   a node's peer address, from the cluster registry\n"
+"  forget SNAPSHOT_ID\n"
+"                 remove a snapshot from every archive (what DeleteSnapshot does;\n"
+"                 for a snapshot whose node is gone). Chunks another manifest\n"
+"                 needs stay\n";
 
 struct copts {
     const char *out, *ca, *cn;
@@ -221,11 +225,34 @@ static int c_resolve(struct cli *c, int argc, char **argv)
     return 0;
 }
 
+static int c_forget(struct cli *c, int argc, char **argv)
+{
+    int i = cli_getopt(c, argc, argv, NULL, 0, NULL, NULL, cluster_help);
+    if (i < 0)
+        return i == -1 ? 0 : 2;
+    if (argc - i != 1)
+        return cli_usage("cluster forget SNAPSHOT_ID");
+    Amber__V1__ForgetSnapshotRequest q = AMBER__V1__FORGET_SNAPSHOT_REQUEST__INIT;
+    q.snapshot = argv[i];
+    Amber__V1__ForgetSnapshotResponse *r;
+    if (cli_call(c, "/amber.v1.Cluster/ForgetSnapshot", &q.base,
+                 &amber__v1__forget_snapshot_response__descriptor, (ProtobufCMessage **)&r))
+        return 1;
+    if (c->json)
+        printf("{\"manifests_deleted\":%u,\"chunks_deleted\":%llu}\n", r->manifests_deleted,
+               (unsigned long long)r->chunks_deleted);
+    else
+        printf("removed %u manifest(s), %llu chunk(s) no other manifest needed\n", r->manifests_deleted,
+               (unsigned long long)r->chunks_deleted);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
 int cmd_cluster(struct cli *c, int argc, char **argv)
 {
     static const struct cmd cmds[] = {
         { "init-ca", c_init_ca, NULL }, { "issue", c_issue, NULL }, { "jobs", c_jobs, NULL },
-        { "job", c_job, NULL }, { "resolve", c_resolve, NULL },
+        { "job", c_job, NULL }, { "resolve", c_resolve, NULL }, { "forget", c_forget, NULL },
     };
     return cli_dispatch(c, "cluster", cmds, ARRAY_SIZE(cmds), argc, argv, cluster_help);
 }

@@ -378,6 +378,10 @@ def test_holding_node_gone_restores_from_the_archive():
     T.check(s2 not in m and s1 in m, m)
     v = n3.ctl("repo", "verify", "--repo", S3, "--password-file", PWF)
     T.check(all(x["ok"] for x in v), v)
+    # By hand: the last one goes, and with it every chunk (gc-grace=0).
+    f = n3.ctl("cluster", "forget", s1)
+    T.check(f["manifests_deleted"] == 1 and f["chunks_deleted"] > 0, f)
+    T.check_eq(manifests(), {})
 
 
 def test_clean_stop():
