@@ -12,6 +12,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <openssl/bn.h>
 #include <openssl/err.h>
@@ -207,8 +208,28 @@ out:
 
 int cluster_ca_signed(const char *ca_cert, const char *cert_file)
 {
+    return cluster_ca_cert_ok(ca_cert, cert_file, NULL, 0);
+}
+
+int cluster_ca_cert_ok(const char *ca_cert, const char *cert_file, const char *cn, int min_days)
+{
     X509 *ca = read_cert(ca_cert), *x = read_cert(cert_file);
     int ok = 0;
+    if (ca && x && cn) {
+        char got[256] = "";
+        if (X509_NAME_get_text_by_NID(X509_get_subject_name(x), NID_commonName, got, sizeof got) < 0 ||
+            strcmp(got, cn) != 0) {
+            X509_free(x);
+            x = NULL;
+        }
+    }
+    if (ca && x && min_days > 0) {
+        time_t t = time(NULL) + (time_t)min_days * 86400;
+        if (X509_cmp_time(X509_get0_notAfter(x), &t) <= 0) {
+            X509_free(x);
+            x = NULL;
+        }
+    }
     if (ca && x) {
         X509_STORE *st = X509_STORE_new();
         X509_STORE_CTX *ctx = X509_STORE_CTX_new();

@@ -1,10 +1,12 @@
-/* cluster.c: cluster mode's start and stop, and who is a cluster member.
+/* cluster.c: cluster mode's start and stop, and the catalog peers it makes.
  *
  * Cluster mode is on when amberd gets --cluster-ca. The CA certificate
  * becomes the peer port's trust anchor (--tls-ca); with --cluster-ca-key
  * too, amberd issues its own node certificate (CN = --node-id) into
- * POOL/.amber/cluster/ at every start (cheap, and a rotated CA is picked up
- * by a restart); without it, --tls-cert/--tls-key must be a certificate the
+ * POOL/.amber/cluster/ and keeps it while it stays valid for 30 more days,
+ * names this node and chains to the CA (its key is what peers of other
+ * clusters pin; a rotated CA or a renamed node gets a new one at start);
+ * without it, --tls-cert/--tls-key must be a certificate the
  * CA signed (e.g. from cert-manager), which is checked here.
  *
  * Trust (implemented in sync/, peer_opts.ca_members): the TLS handshake
@@ -14,6 +16,7 @@
  * this node (the cluster is one trust domain, as a Kubernetes cluster is),
  * while peers of other clusters keep their pins and publications. */
 #include <string.h>
+#include <unistd.h>
 
 #include "amber/log.h"
 #include "amber/util.h"
@@ -45,14 +48,23 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
             return log_error_errno(r, "cluster", "cannot make %s", dir);
         cs->cert_file = xasprintf("%s/node.crt", dir);
         cs->key_file = xasprintf("%s/node.key", dir);
-        _cleanup_free_ char *err = NULL;
-        r = cluster_ca_issue(o->ca_cert, o->ca_key, d->node_id, 365, cs->cert_file, cs->key_file, &err);
-        if (r < 0)
-            return log_error_errno(r, "cluster", "cannot issue the node certificate of %s: %s",
-                                   d->node_id, err ? err : "");
+        /* Kept while the CA, the name and 30 more days of validity hold:
+         * peers of other clusters pin its key. */
+        if (access(cs->key_file, F_OK) == 0 &&
+            cluster_ca_cert_ok(o->ca_cert, cs->cert_file, d->node_id, 30) == 1) {
+            log_info("cluster", "node certificate CN=%s (signed by %s) is still good", d->node_id,
+                     o->ca_cert);
+        } else {
+            _cleanup_free_ char *err = NULL;
+            r = cluster_ca_issue(o->ca_cert, o->ca_key, d->node_id, 365, cs->cert_file, cs->key_file,
+                                 &err);
+            if (r < 0)
+                return log_error_errno(r, "cluster", "cannot issue the node certificate of %s: %s",
+                                       d->node_id, err ? err : "");
+            log_info("cluster", "issued node certificate CN=%s signed by %s", d->node_id, o->ca_cert);
+        }
         po->tls_cert = cs->cert_file;
         po->tls_key = cs->key_file;
-        log_info("cluster", "issued node certificate CN=%s signed by %s", d->node_id, o->ca_cert);
     } else if (!po->tls_cert || cluster_ca_signed(o->ca_cert, po->tls_cert) != 1) {
         return log_error_errno(-EKEYREJECTED, "cluster", "cluster mode needs a node certificate "
                                "signed by the cluster CA: --cluster-ca-key, or --tls-cert/--tls-key "

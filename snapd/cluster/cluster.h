@@ -52,6 +52,8 @@ int cluster_ca_issue(const char *ca_cert, const char *ca_key, const char *cn, in
                      const char *cert_file, const char *key_file, char **ret_err);
 /* 1 if cert_file's leaf was signed by ca_cert and is valid now, 0 if not. */
 int cluster_ca_signed(const char *ca_cert, const char *cert_file);
+/* The same, and its CN is cn (if given) and it stays valid min_days more. */
+int cluster_ca_cert_ok(const char *ca_cert, const char *cert_file, const char *cn, int min_days);
 
 /* --- registry.c ------------------------------------------------------------ */
 

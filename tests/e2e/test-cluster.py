@@ -280,6 +280,7 @@ def test_second_snapshot_moves_only_its_delta():
 def test_node_killed_mid_copy_resumes():
     n3 = Node("n3", env={"AMBER_CRASH_AT": "cluster-pull:half"})
     STATE["n3"] = n3
+    fp = n3.ctl("info")["fingerprint"]
     T.expect_status(Code.ABORTED, create, n3, "pvc-three", STATE["s1"])
     # The retry waits for the job; amberd dies half way through the stream.
     e = T.expect_status(Code.UNAVAILABLE, create, n3, "pvc-three", STATE["s1"])
@@ -287,6 +288,8 @@ def test_node_killed_mid_copy_resumes():
     T.check("AMBER_CRASH_AT=cluster-pull:half" in n3.amberd.log(), "did not crash at the point")
     n3.amberd.kill()
     n3.amberd.start(env=ACK)
+    # The node certificate outlives a restart (other clusters pin its key).
+    T.check_eq(n3.ctl("info")["fingerprint"], fp)
     b = create_remote(n3, "pvc-three", STATE["s1"])
     T.check_eq(vol_sha(n3, b.volume_id), STATE["want1"], "bytes after the resumed copy")
     j = job(n3, b.volume_context["amber.csi.dev/name"])
