@@ -511,15 +511,27 @@ int cluster_job_list(struct amberd *d, struct cluster_job_info **ret, size_t *n)
 void cluster_jobs_free(struct amberd *d)
 {
     struct cluster_state *cs = d->cluster;
-    /* Running jobs see `stopping` at their next progress step; wait. */
+    /* Running jobs see `stopping` at their next progress step; wait (they
+     * use the catalog, which closes after us). A peer that stopped
+     * answering mid-call can hold this up: say so once; SIGKILL is safe
+     * (the next start resumes the copy when the provisioner retries). */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += 30;
+    bool warned = false;
     pthread_mutex_lock(&cs->lock);
     for (;;) {
-        bool busy = false;
+        unsigned busy = 0;
         for (struct cluster_job *j = cs->jobs; j; j = j->next)
-            busy |= !j->finished;
+            busy += !j->finished;
         if (!busy)
             break;
-        pthread_cond_wait(&cs->cond, &cs->lock);
+        if (warned) {
+            pthread_cond_wait(&cs->cond, &cs->lock);
+        } else if (pthread_cond_timedwait(&cs->cond, &cs->lock, &ts) != 0) {
+            log_warn("cluster", "stopping: waiting for %u copy job(s) talking to peers", busy);
+            warned = true;
+        }
     }
     while (cs->jobs) {
         struct cluster_job *j = cs->jobs;
