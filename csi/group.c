@@ -94,15 +94,18 @@ struct group_out {
     Csi__V1__Snapshot *snaps;
     Csi__V1__Snapshot **psnaps;
     Google__Protobuf__Timestamp *sts;
+    char (*ids)[2][CSI_HANDLE_MAX];     /* handles: snapshot, source volume */
 };
 
-static void group_out_init(struct group_out *o, const char *gid, Amber__V1__Snapshot **s, size_t n)
+static void group_out_init(struct csi *p, struct group_out *o, const char *gid, Amber__V1__Snapshot **s,
+                           size_t n)
 {
     Csi__V1__VolumeGroupSnapshot g = CSI__V1__VOLUME_GROUP_SNAPSHOT__INIT;
     Google__Protobuf__Timestamp ts0 = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
     o->snaps = xcalloc(n ? n : 1, sizeof *o->snaps);
     o->psnaps = xcalloc(n ? n : 1, sizeof *o->psnaps);
     o->sts = xcalloc(n ? n : 1, sizeof *o->sts);
+    o->ids = xcalloc(n ? n : 1, sizeof *o->ids);
     bool ready = n > 0;
     int64_t created = 0;
     for (size_t i = 0; i < n; i++) {
@@ -111,8 +114,10 @@ static void group_out_init(struct group_out *o, const char *gid, Amber__V1__Snap
         o->sts[i].seconds = s[i]->created_ns / 1000000000;
         o->sts[i].nanos = (int32_t)(s[i]->created_ns % 1000000000);
         m.size_bytes = (int64_t)s[i]->size_bytes;
-        m.snapshot_id = s[i]->id;
-        m.source_volume_id = s[i]->volume_id;
+        csi_handle_fmt(p, s[i]->id, o->ids[i][0]);
+        csi_handle_fmt(p, s[i]->volume_id, o->ids[i][1]);
+        m.snapshot_id = o->ids[i][0];
+        m.source_volume_id = o->ids[i][1];
         m.creation_time = &o->sts[i];
         m.ready_to_use = strcmp(s[i]->state, "ready") == 0;
         m.group_snapshot_id = (char *)gid;
@@ -138,17 +143,28 @@ static void group_out_clear(struct group_out *o)
     free(o->snaps);
     free(o->psnaps);
     free(o->sts);
+    free(o->ids);
+}
+
+/* The amberd ids of the request's handles (NULL: another node's). */
+struct ids { char **v; size_t n; };
+static void ids_free(struct ids *x)
+{
+    for (size_t i = 0; x->v && i < x->n; i++)
+        free(x->v[i]);
+    free(x->v);
 }
 
 /* Whether the members are exactly the volumes `vols` (each named once). */
-static bool same_volumes(Amber__V1__Snapshot **s, size_t n, char *const *vols, size_t nv)
+static bool same_volumes(struct csi *p, Amber__V1__Snapshot **s, size_t n, char *const *vols, size_t nv)
 {
     if (n != nv)
         return false;
     for (size_t i = 0; i < nv; i++) {
         bool found = false;
-        for (size_t k = 0; k < n && !found; k++)
-            found = strcmp(s[k]->volume_id, vols[i]) == 0;
+        _cleanup_free_ char *lid = csi_local_id(p, vols[i]);
+        for (size_t k = 0; k < n && !found && lid; k++)
+            found = strcmp(s[k]->volume_id, lid) == 0;
         if (!found)
             return false;
     }
@@ -157,9 +173,10 @@ static bool same_volumes(Amber__V1__Snapshot **s, size_t n, char *const *vols, s
 
 /* Whether snapshot `id` exists in amberd (RPC_OK or RPC_NOT_FOUND), or
  * another code with st set. */
-static int snapshot_exists(struct rpc_call *c, const char *id, struct rpc_status *st)
+static int snapshot_exists(struct rpc_call *c, const char *handle, struct rpc_status *st)
 {
-    if (!uuid_is_valid(id))
+    _cleanup_free_ char *id = csi_local_id(CSI(c), handle);
+    if (!id || !uuid_is_valid(id))
         return RPC_NOT_FOUND;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = (char *)id;
@@ -182,8 +199,9 @@ static int check_ids(struct rpc_call *c, Amber__V1__Snapshot **s, size_t n, char
         return 0;
     for (size_t i = 0; i < nids; i++) {
         bool found = false;
-        for (size_t k = 0; k < n && !found; k++)
-            found = strcmp(s[k]->id, ids[i]) == 0;
+        _cleanup_free_ char *lid = csi_local_id(CSI(c), ids[i]);
+        for (size_t k = 0; k < n && !found && lid; k++)
+            found = strcmp(s[k]->id, lid) == 0;
         if (found)
             continue;
         if (gone_ok) {
@@ -200,8 +218,10 @@ static int check_ids(struct rpc_call *c, Amber__V1__Snapshot **s, size_t n, char
     }
     for (size_t k = 0; k < n; k++) {
         bool found = false;
-        for (size_t i = 0; i < nids && !found; i++)
-            found = strcmp(s[k]->id, ids[i]) == 0;
+        for (size_t i = 0; i < nids && !found; i++) {
+            _cleanup_free_ char *lid = csi_local_id(CSI(c), ids[i]);
+            found = lid && strcmp(s[k]->id, lid) == 0;
+        }
         if (!found)
             return csi_error(c, RPC_INVALID_ARGUMENT, "snapshot_ids leaves out member %s", s[k]->id);
     }
@@ -227,7 +247,7 @@ static int h_group_get_capabilities(struct rpc_call *c, const ProtobufCMessage *
 static int send_group(struct rpc_call *c, const char *gid, Amber__V1__Snapshot **s, size_t n, bool create)
 {
     struct group_out o;
-    group_out_init(&o, gid, s, n);
+    group_out_init(CSI(c), &o, gid, s, n);
     int r;
     if (create) {
         Csi__V1__CreateVolumeGroupSnapshotResponse resp = CSI__V1__CREATE_VOLUME_GROUP_SNAPSHOT_RESPONSE__INIT;
@@ -314,12 +334,17 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the group");
     if (old->n_snapshots > 0) {
-        if (!same_volumes(old->snapshots, old->n_snapshots, q->source_volume_ids, q->n_source_volume_ids))
+        if (!same_volumes(CSI(c), old->snapshots, old->n_snapshots, q->source_volume_ids, q->n_source_volume_ids))
             return csi_error(c, RPC_ALREADY_EXISTS, "group snapshot %s exists with other volumes", q->name);
         return send_group(c, gid, old->snapshots, old->n_snapshots, true);
     }
 
     /* Every volume must be one of ours (an id, never a name). */
+    _cleanup_(ids_free) struct ids lid = { xcalloc(q->n_source_volume_ids, sizeof(char *)),
+                                           q->n_source_volume_ids };
+    char **lids = lid.v;
+    for (size_t i = 0; i < q->n_source_volume_ids; i++)
+        lids[i] = csi_local_id(CSI(c), q->source_volume_ids[i]);
     for (size_t i = 0; i < q->n_source_volume_ids; i++) {
         _cleanup_pb_ Amber__V1__Volume *v = NULL;
         code = amberd_get_volume(c, q->source_volume_ids[i], &v, &st);
@@ -337,7 +362,7 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_free_ Amber__V1__CreateSnapshotRequest **preqs = xcalloc(n, sizeof *preqs);
     for (size_t i = 0; i < n; i++) {
         Amber__V1__CreateSnapshotRequest one = AMBER__V1__CREATE_SNAPSHOT_REQUEST__INIT;
-        one.volume = q->source_volume_ids[i];
+        one.volume = lids[i] ? lids[i] : q->source_volume_ids[i];
         one.name = name;
         one.labels = plabels;
         one.n_labels = n_labels;

@@ -159,7 +159,8 @@ static int h_unstage(struct rpc_call *c, const ProtobufCMessage *m)
         return r;
     /* A filesystem still published elsewhere would outlive the unmount
      * here and keep the loop device busy: refuse, the CO unpublishes first. */
-    if (uuid_is_valid(q->volume_id)) {
+    _cleanup_free_ char *lid = csi_local_id(p, q->volume_id);
+    if (lid && uuid_is_valid(lid)) {
         _cleanup_pb_ Amber__V1__Volume *v = NULL;
         struct rpc_status st = {0};
         int code = amberd_get_volume(c, q->volume_id, &v, &st);
@@ -174,9 +175,9 @@ static int h_unstage(struct rpc_call *c, const ProtobufCMessage *m)
                          q->staging_target_path);
     if (r < 0)
         return csi_error(c, RPC_INTERNAL, "unmounting %s: %s", q->staging_target_path, strerror(-r));
-    if (uuid_is_valid(q->volume_id)) {
+    if (lid && uuid_is_valid(lid)) {
         Amber__V1__AttachVolumeRequest dq = AMBER__V1__ATTACH_VOLUME_REQUEST__INIT;
-        dq.volume = q->volume_id;
+        dq.volume = lid;
         _cleanup_pb_ Amber__V1__Empty *e = NULL;
         struct rpc_status st = {0};
         int code = amberd_call(c, "DetachVolume", &dq.base, &amber__v1__empty__descriptor, 60000,

@@ -50,10 +50,11 @@
 
 /* A snapshot by CSI id: RPC_OK with *ret, RPC_NOT_FOUND, or another code
  * with st set. */
-static int md_get_snapshot(struct rpc_call *c, const char *id, Amber__V1__Snapshot **ret,
+static int md_get_snapshot(struct rpc_call *c, const char *handle, Amber__V1__Snapshot **ret,
                            struct rpc_status *st)
 {
-    if (!uuid_is_valid(id))
+    _cleanup_free_ char *id = csi_local_id(CSI(c), handle);
+    if (!id || !uuid_is_valid(id))
         return RPC_NOT_FOUND;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = (char *)id;

@@ -90,10 +90,18 @@ ACK = {"AMBER_SYNC_ACK_BYTES": "1M"}
 
 def stubs(ch):
     out = {}
-    s = T.Stub(ch, "csi.v1.Controller", pb)
-    for m in ("CreateVolume", "DeleteVolume", "CreateSnapshot", "DeleteSnapshot", "ListSnapshots",
-              "ControllerGetVolume"):
+    for svc, methods in (("csi.v1.Controller", ("CreateVolume", "DeleteVolume", "CreateSnapshot",
+                                                "DeleteSnapshot", "ListSnapshots", "ControllerGetVolume")),
+                         ("csi.v1.GroupController", ("CreateVolumeGroupSnapshot",
+                                                     "GetVolumeGroupSnapshot"))):
+        s = T.Stub(ch, svc, pb)
+        for m in methods:
+            out[m] = s.unary(m, getattr(pb, m + "Request"), getattr(pb, m + "Response"))
+    s = T.Stub(ch, "csi.v1.Node", pb)
+    for m in ("NodeStageVolume", "NodeUnstageVolume"):
         out[m] = s.unary(m, getattr(pb, m + "Request"), getattr(pb, m + "Response"))
+    out["alloc"] = T.Stub(ch, "csi.v1.SnapshotMetadata", pb).server_stream(
+        "GetMetadataAllocated", pb.GetMetadataAllocatedRequest, pb.GetMetadataAllocatedResponse)
     return out
 
 
@@ -356,6 +364,37 @@ def test_old_handles_still_resolve():
                                         timeout=30).entries), 0)
 
 
+def test_node_stage_and_unstage_take_node_handles():
+    v = create(N1, "pvc-stage", size=16 * MiB)
+    stage = os.path.join(D, "stage")
+    os.makedirs(stage, exist_ok=True)
+    N1.csi["NodeStageVolume"](pb.NodeStageVolumeRequest(
+        volume_id=v.volume_id, staging_target_path=stage, volume_capability=cap()), timeout=60)
+    T.check(N1.ctl("volume", "show", local(v.volume_id)).get("device"), "not attached by NodeStageVolume")
+    N1.csi["NodeUnstageVolume"](pb.NodeUnstageVolumeRequest(
+        volume_id=v.volume_id, staging_target_path=stage), timeout=60)
+    T.check(not N1.ctl("volume", "show", local(v.volume_id)).get("device"), "still attached after unstage")
+
+
+def test_group_snapshots_and_metadata_take_node_handles():
+    vols = [create(N1, "pvc-g%d" % i, size=16 * MiB).volume_id for i in range(2)]
+    write(N1, vols[0], [(MiB, os.urandom(64 * 1024))])
+    q = pb.CreateVolumeGroupSnapshotRequest(name="group-1", source_volume_ids=vols)
+    g = N1.csi["CreateVolumeGroupSnapshot"](q, timeout=60).group_snapshot
+    T.check(all(m.snapshot_id.startswith("n1/") for m in g.snapshots), g)
+    T.check_eq(sorted(m.source_volume_id for m in g.snapshots), sorted(vols))
+    again = N1.csi["CreateVolumeGroupSnapshot"](q, timeout=60).group_snapshot    # idempotent
+    T.check_eq(again.group_snapshot_id, g.group_snapshot_id)
+    ids = [m.snapshot_id for m in g.snapshots]
+    got = N1.csi["GetVolumeGroupSnapshot"](pb.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=g.group_snapshot_id, snapshot_ids=ids), timeout=30).group_snapshot
+    T.check_eq(sorted(m.snapshot_id for m in got.snapshots), sorted(ids))
+    m0 = [m for m in g.snapshots if m.source_volume_id == vols[0]][0]
+    blocks = [b for r in N1.csi["alloc"](pb.GetMetadataAllocatedRequest(snapshot_id=m0.snapshot_id),
+                                         timeout=60) for b in r.block_metadata]
+    T.check(any(b.byte_offset <= MiB < b.byte_offset + b.size_bytes for b in blocks), blocks)
+
+
 def manifests():
     return {m["snapshot"]: m for m in N2.ctl("repo", "list", "--repo", S3, "--password-file", PWF)}
 
@@ -403,6 +442,8 @@ sys.exit(T.Tests().run([
     test_node_killed_mid_copy_resumes,
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
     test_old_handles_still_resolve,
+    test_node_stage_and_unstage_take_node_handles,
+    test_group_snapshots_and_metadata_take_node_handles,
     test_holding_node_gone_restores_from_the_archive,
     test_clean_stop,
 ]))
