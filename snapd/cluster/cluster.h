@@ -15,10 +15,12 @@
  *    in the background, removed with the snapshot (archiver.c);
  *  - amber.v1.Cluster on the node socket (cluster-api.c).
  *
- * It may call: daemon.h (operations: vol_create, snap_find, …; transfers:
- * peer_pull, the sync engine's entry for other subsystems), catalog.h, and, for exports and
- * restores, the daemon's own Archive service over its node socket, so the
- * pool's layout (resident or stored snapshots) stays the daemon's business.
+ * It may call: daemon.h (operations: vol_create, vol_resize, snap_find;
+ * transfers: peer_pull, the sync engine's entry for other subsystems),
+ * catalog.h, objstore.h (to find and forget archived manifests), and, for
+ * exports and restores, the daemon's own Archive service over its node
+ * socket, so the pool's layout (resident or stored snapshots) stays the
+ * daemon's business.
  * It never reads or writes pool files itself. */
 #ifndef AMBER_SNAPD_CLUSTER_H
 #define AMBER_SNAPD_CLUSTER_H
@@ -97,7 +99,7 @@ struct cluster_state {
     uint64_t pulled_bytes, restored_bytes;  /* metrics */
 };
 
-/* --- cluster.c: start, stop, trust ------------------------------------------- */
+/* --- cluster.c: start, stop, the catalog peers of cluster nodes ------------- */
 
 /* Before peer_start: load the CA and archives, issue our node certificate
  * when the CA key is given, and point the peer options at the identity and
