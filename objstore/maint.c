@@ -193,7 +193,8 @@ static int chunk_cb(void *ud, const char *key, const struct objstore_stat *st)
     if (!name || id_from_hex(name + 1, id) < 0)
         return 0;   /* not a chunk of ours: leave it alone */
     g->res->chunks_total++;
-    if (bsearch(id, g->refs, g->nrefs, ID_BYTES, id_cmp)) {
+    /* No manifest left: nothing is referenced (and bsearch must not get NULL). */
+    if (g->nrefs && bsearch(id, g->refs, g->nrefs, ID_BYTES, id_cmp)) {
         g->res->chunks_referenced++;
         return 0;
     }
