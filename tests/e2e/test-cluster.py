@@ -436,7 +436,17 @@ def test_clean_stop():
         T.check_eq(n.amberd.stop(), 0, "amberd of %s" % n.name)
 
 
-sys.exit(T.Tests().run([
+def logged(fn):
+    """Every node's amberd log is shown when a test fails (the runner shows
+    those of T.DAEMONS, which it empties after each test)."""
+    def run():
+        T.DAEMONS[:] = [n.amberd for n in (N1, N2, STATE.get("n3")) if n]
+        fn()
+    run.__name__ = fn.__name__
+    return run
+
+
+sys.exit(T.Tests().run([logged(f) for f in [
     test_volume_from_another_nodes_snapshot_is_byte_identical,
     test_second_snapshot_moves_only_its_delta,
     test_node_killed_mid_copy_resumes,
@@ -446,4 +456,4 @@ sys.exit(T.Tests().run([
     test_group_snapshots_and_metadata_take_node_handles,
     test_holding_node_gone_restores_from_the_archive,
     test_clean_stop,
-]))
+]]))
