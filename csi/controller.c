@@ -146,6 +146,12 @@ struct create_req {
     char *src_id;               /* the source's amberd id (owned) */
 };
 
+static void create_req_clear(struct create_req *q)
+{
+    free(q->remote_node);
+    free(q->src_id);
+}
+
 /* Whether an existing volume satisfies the request (else ALREADY_EXISTS). */
 static bool compatible(const Amber__V1__Volume *v, const struct create_req *q, char **why)
 {
@@ -293,7 +299,7 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__CreateVolumeRequest *q = (const void *)m;
     struct csi *p = CSI(c);
-    struct create_req cr = { .fs_type = "" };
+    _cleanup_(create_req_clear) struct create_req cr = { .fs_type = "" };
     int r;
 
     if (!*q->name)
@@ -335,12 +341,8 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
                              "(%s), which the requisite topology does not include",
                              p->node_id, p->topology_key);
     }
-    if (q->volume_content_source && (r = content_source(c, q->volume_content_source, &cr)) < 0) {
-        free(cr.remote_node);
-        free(cr.src_id);
+    if (q->volume_content_source && (r = content_source(c, q->volume_content_source, &cr)) < 0)
         return r;
-    }
-    _cleanup_free_ char *remote_node = cr.remote_node, *src_id = cr.src_id;
 
     /* The size: required, else the source's, else the default within the
      * limit; never below the source or what mkfs.xfs accepts; 4 KiB units. */
@@ -366,7 +368,7 @@ static int h_create_volume(struct rpc_call *c, const ProtobufCMessage *m)
         return r;
     _cleanup_free_ char *name = csi_map_name(q->name);
     struct rpc_status st = {0};
-    if (remote_node)
+    if (cr.remote_node)
         return create_remote(c, q, &cr, name, cr.required ? size : 0);
 
     Amber__V1__VolumeRef ref = AMBER__V1__VOLUME_REF__INIT;
