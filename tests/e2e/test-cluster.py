@@ -123,7 +123,7 @@ class Node:
         p = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", self.name, "--amberd",
                      self.amberd.sock, "--log-level", "debug"] + extra, stderr=log)
         log.close()
-        self.plugins = getattr(self, "plugins", []) + [p]
+        self.plugins = getattr(self, "plugins", []) + [(p, os.path.join(self.amberd.dir, tag + ".log"))]
         T.wait_for_socket(sock, p)
         ch = grpc.insecure_channel("unix://" + sock)
         T.cleanup.add("close channel", ch.close)
@@ -429,9 +429,13 @@ def test_holding_node_gone_restores_from_the_archive():
 def test_clean_stop():
     """Every daemon and plugin stops cleanly (under ASan: no leak, no error)."""
     for n in (N1, N2, STATE["n3"]):
-        for p in n.plugins:
+        for p, log in n.plugins:
             p.terminate()
-            T.check_eq(p.wait(timeout=30), 0, "amber-csi of %s" % n.name)
+            rc = p.wait(timeout=30)
+            if rc != 0:
+                with open(log, errors="replace") as f:
+                    print("--- last lines of %s" % log + "".join(f.readlines()[-40:]))
+            T.check_eq(rc, 0, "amber-csi of %s" % n.name)
         n.detach_all()
         T.check_eq(n.amberd.stop(), 0, "amberd of %s" % n.name)
 
