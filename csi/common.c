@@ -182,6 +182,30 @@ int amberd_get_volume(struct rpc_call *c, const char *id, Amber__V1__Volume **re
     return RPC_OK;
 }
 
+int amberd_get_snapshot(struct rpc_call *c, const char *id, Amber__V1__Snapshot **ret,
+                        struct rpc_status *st)
+{
+    /* As for volumes: a snapshot name never stands in for an id, and a
+     * handle of another node is not here. */
+    _cleanup_free_ char *lid = csi_local_id(CSI(c), id);
+    if (!lid || !uuid_is_valid(lid))
+        return RPC_NOT_FOUND;
+    id = lid;
+    Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
+    ref.snapshot = (char *)id;
+    Amber__V1__Snapshot *s = NULL;
+    int code = amberd_call(c, "GetSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
+                           (ProtobufCMessage **)&s, st);
+    if (code != RPC_OK)
+        return code;
+    if (strcmp(s->id, id) != 0) {
+        protobuf_c_message_free_unpacked(&s->base, NULL);
+        return RPC_NOT_FOUND;
+    }
+    *ret = s;
+    return RPC_OK;
+}
+
 /* --- names -------------------------------------------------------------- */
 
 char *csi_map_name(const char *csi_name)

@@ -209,13 +209,8 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
         }
         free(node);
         id = q->src_id;
-        Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
-        ref.snapshot = (char *)id;
         _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-        code = amberd_call(c, "GetSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
-                           (ProtobufCMessage **)&s, &st);
-        if (code == RPC_OK && strcmp(s->id, id) != 0)
-            code = RPC_NOT_FOUND;
+        code = amberd_get_snapshot(c, id, &s, &st);
         if (code == RPC_NOT_FOUND) {
             rpc_status_clear(&st);
             return csi_error(c, RPC_NOT_FOUND, "source snapshot %s not found", id);

@@ -101,6 +101,10 @@ int amberd_fail(struct rpc_call *c, int code, struct rpc_status *st, const char 
 int amberd_get_volume(struct rpc_call *c, const char *id, Amber__V1__Volume **ret,
                       struct rpc_status *st);
 
+/* The same for a snapshot by CSI snapshot id. */
+int amberd_get_snapshot(struct rpc_call *c, const char *id, Amber__V1__Snapshot **ret,
+                        struct rpc_status *st);
+
 /* The amberd name for a CSI name: the name itself when it is a valid
  * amberd name (1-63 of [A-Za-z0-9._-], not starting with . or -) and not a
  * UUID (which amberd would read as an id); otherwise a deterministic

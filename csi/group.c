@@ -175,17 +175,8 @@ static bool same_volumes(struct csi *p, Amber__V1__Snapshot **s, size_t n, char 
  * another code with st set. */
 static int snapshot_exists(struct rpc_call *c, const char *handle, struct rpc_status *st)
 {
-    _cleanup_free_ char *id = csi_local_id(CSI(c), handle);
-    if (!id || !uuid_is_valid(id))
-        return RPC_NOT_FOUND;
-    Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
-    ref.snapshot = (char *)id;
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    int code = amberd_call(c, "GetSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
-                           (ProtobufCMessage **)&s, st);
-    if (code == RPC_OK && strcmp(s->id, id) != 0)
-        code = RPC_NOT_FOUND;
-    return code;
+    return amberd_get_snapshot(c, handle, &s, st);
 }
 
 /* The snapshot_ids a CO sent against the members: every member must be

@@ -48,36 +48,13 @@
 
 /* --- snapshots ----------------------------------------------------------------- */
 
-/* A snapshot by CSI id: RPC_OK with *ret, RPC_NOT_FOUND, or another code
- * with st set. */
-static int md_get_snapshot(struct rpc_call *c, const char *handle, Amber__V1__Snapshot **ret,
-                           struct rpc_status *st)
-{
-    _cleanup_free_ char *id = csi_local_id(CSI(c), handle);
-    if (!id || !uuid_is_valid(id))
-        return RPC_NOT_FOUND;
-    Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
-    ref.snapshot = (char *)id;
-    Amber__V1__Snapshot *s = NULL;
-    int code = amberd_call(c, "GetSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
-                           (ProtobufCMessage **)&s, st);
-    if (code != RPC_OK)
-        return code;
-    if (strcmp(s->id, id) != 0) {
-        protobuf_c_message_free_unpacked(&s->base, NULL);
-        return RPC_NOT_FOUND;
-    }
-    *ret = s;
-    return RPC_OK;
-}
-
 /* Look `id` up and check it can be answered for; 0 with *ret, or the
  * recorded CSI error. `what` names it in messages ("snapshot", "base"). */
 static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
                        Amber__V1__Snapshot **ret)
 {
     struct rpc_status st = {0};
-    int code = md_get_snapshot(c, id, ret, &st);
+    int code = amberd_get_snapshot(c, id, ret, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
         return csi_error(c, RPC_NOT_FOUND, "%s snapshot %s not found", what, id);

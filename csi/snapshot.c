@@ -46,30 +46,6 @@ static void snapshot_out(struct csi *p, const Amber__V1__Snapshot *s, struct csi
     o->m = m;
 }
 
-/* Look a snapshot up by CSI id: RPC_OK with *ret, RPC_NOT_FOUND, or another
- * code with st set. */
-static int get_snapshot(struct rpc_call *c, const char *id, Amber__V1__Snapshot **ret,
-                        struct rpc_status *st)
-{
-    _cleanup_free_ char *lid = csi_local_id(CSI(c), id);
-    if (!lid || !uuid_is_valid(lid))
-        return RPC_NOT_FOUND;
-    id = lid;
-    Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
-    ref.snapshot = (char *)id;
-    Amber__V1__Snapshot *s = NULL;
-    int code = amberd_call(c, "GetSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
-                           (ProtobufCMessage **)&s, st);
-    if (code != RPC_OK)
-        return code;
-    if (strcmp(s->id, id) != 0) {
-        protobuf_c_message_free_unpacked(&s->base, NULL);
-        return RPC_NOT_FOUND;
-    }
-    *ret = s;
-    return RPC_OK;
-}
-
 int csi_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Csi__V1__CreateSnapshotRequest *q = (const void *)m;
@@ -178,7 +154,7 @@ int csi_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     Csi__V1__DeleteSnapshotResponse out = CSI__V1__DELETE_SNAPSHOT_RESPONSE__INIT;
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    int code = get_snapshot(c, q->snapshot_id, &s, &st);
+    int code = amberd_get_snapshot(c, q->snapshot_id, &s, &st);
     if (code == RPC_NOT_FOUND) {
         /* Not here (or held by a node that is gone): its archive copy. */
         rpc_status_clear(&st);
@@ -237,7 +213,7 @@ int csi_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     if (*q->snapshot_id) {
         /* One snapshot, or none: never an error for an unknown id. */
         _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-        int code = get_snapshot(c, q->snapshot_id, &s, &st);
+        int code = amberd_get_snapshot(c, q->snapshot_id, &s, &st);
         if (code == RPC_NOT_FOUND) {
             rpc_status_clear(&st);
             return send_list(c, NULL, 0, NULL);
@@ -281,7 +257,7 @@ int csi_get_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
         return csi_error(c, RPC_INVALID_ARGUMENT, "snapshot_id is required");
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    int code = get_snapshot(c, q->snapshot_id, &s, &st);
+    int code = amberd_get_snapshot(c, q->snapshot_id, &s, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
         return csi_error(c, RPC_NOT_FOUND, "snapshot %s not found", q->snapshot_id);
