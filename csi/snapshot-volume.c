@@ -109,13 +109,15 @@ static int record_read(const char *target, struct record *ret)
 /* --- attributes ---------------------------------------------------------------- */
 
 /* "2024-05-01T12:00:00Z", with optional fraction and ±HH:MM offset, to
- * ns since the epoch; or an age ("24h", "90m", "7d"): now minus it. */
+ * ns since the epoch; or an age ("24h", "90m", "7d"): now minus it. An age
+ * reaching back to 1970 or beyond is 1 ns, before which there is nothing
+ * (0 would mean no limit at all). */
 static int parse_before(const char *s, int64_t *ret)
 {
     uint64_t ms;
     if (parse_duration_ms(s, &ms) == 0) {
         uint64_t now = now_real_ns();
-        *ret = (int64_t)(now - MIN(now, ms * 1000000ULL));
+        *ret = ms < now / 1000000ULL ? (int64_t)(now - ms * 1000000ULL) : 1;
         return 0;
     }
     struct tm tm = {0};

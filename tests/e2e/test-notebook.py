@@ -385,6 +385,16 @@ def test_inline_snapshot_volume():
                                                                   "amber.csi.dev/before": "1w"})
     T.expect_status(Code.NOT_FOUND, C["NodePublishVolume"], req, timeout=60)
     unpublish(vid, target)
+    # Ages reaching back before 1970 (and one whose nanoseconds overflow 64
+    # bits) are no snapshot either, not "no time limit".
+    for age in ("30000d", "300000000d"):
+        vid, target, req = pod_volume("team-a", "notebook-0", "ancient", {"amber.csi.dev/snapshot": "pvc/data",
+                                                                          "amber.csi.dev/before": age})
+        try:
+            T.expect_status(Code.NOT_FOUND, C["NodePublishVolume"], req, timeout=60)
+            T.check(mounted_at(target) is None, "nothing mounted for an age of " + age)
+        finally:
+            unpublish(vid, target)
 
 
 def test_inline_other_namespace_refused():
