@@ -400,10 +400,21 @@ void conn_close(struct conn *cn)
     if (cn->next)
         cn->next->prev = cn->prev;
     s->nconns--;
-    if (cn->over_limit)
+    if (cn->over_limit) {
         cn->lst->nrefusing--;
-    else
+    } else {
         cn->lst->nconns--;
+        /* A place is free: a refusing connection of this listener takes it
+         * (a client keeps its connection after a refused call, and would
+         * otherwise be refused for as long as it keeps it). */
+        for (struct conn *o = s->conns; o && cn->lst->nrefusing; o = o->next)
+            if (o->lst == cn->lst && o->over_limit) {
+                o->over_limit = false;
+                cn->lst->nrefusing--;
+                cn->lst->nconns++;
+                break;
+            }
+    }
     pthread_mutex_unlock(&s->lock);
     epoll_ctl(s->epfd, EPOLL_CTL_DEL, cn->x.fd, NULL);
     nghttp2_session_del(cn->ng);
