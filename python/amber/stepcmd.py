@@ -6,10 +6,11 @@ language (change the container's `command:` to `amber-step ... --`).
 
 Snapshots the volumes at one instant (phase=start), runs CMD, then again:
 phase=end when it exits 0, else phase=failed with error=exit-N (or
-signal-NAME). Exits with CMD's status (128+N when killed by signal N; 127
-when CMD cannot be run); SIGTERM/SIGINT/SIGHUP are passed on to CMD. If the
-start snapshot fails, CMD is not run and amber-step exits 1 (so a step never
-runs without its record). Volumes default to $AMBER_VOLUMES; provenance as
+signal-NAME; signal-N for a signal without a name). Exits with CMD's
+status (128+N when killed by signal N; 127 when CMD cannot be run);
+SIGTERM/SIGINT/SIGHUP are passed on to CMD. If the start snapshot fails,
+CMD is not run and amber-step exits 1 (so a step never runs without its
+record). Volumes default to $AMBER_VOLUMES; provenance as
 amber.Provenance.from_env (Argo, Kubeflow Pipelines, AMBER_* variables)."""
 import argparse
 import signal
@@ -69,7 +70,10 @@ def main(argv=None):
             signal.signal(sig, forward)
         rc = proc.wait()
         if rc < 0:
-            err = "signal-" + signal.Signals(-rc).name
+            try:
+                err = "signal-" + signal.Signals(-rc).name
+            except ValueError:          # a real-time signal has no name
+                err = "signal-%d" % -rc
             rc = 128 - rc
         elif rc != 0:
             err = "exit-%d" % rc

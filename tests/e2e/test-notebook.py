@@ -332,6 +332,11 @@ def test_amber_step_command():
     T.check_eq(p.returncode, 128 + 9, "killed by a signal")
     T.check_eq([x.labels.get("error") for x in ca.run_snapshots("r-cmd-kill") if x.labels["phase"] == "failed"],
                ["signal-SIGKILL"], "signal label")
+    # A signal without a name (a real-time one): its number.
+    p = amber_step("--volume", "pvc/model", "--run", "r-cmd-rt", "--", "sh", "-c", "kill -35 $$")
+    T.check_eq(p.returncode, 128 + 35, "killed by signal 35: " + p.stderr)
+    T.check_eq([x.labels.get("error") for x in ca.run_snapshots("r-cmd-rt") if x.labels["phase"] == "failed"],
+               ["signal-35"], "an unnamed signal's label")
     p = amber_step("--volume", "pvc/model", "--run", "r-cmd-missing", "--", "/nonexistent/cmd")
     T.check_eq(p.returncode, 127, "command not found")
 
