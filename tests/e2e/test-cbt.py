@@ -12,8 +12,9 @@ handles and offsets get the spec's codes.
 
 Against a fake amberd (a Python gRPC server serving GetSnapshot and a Diff
 of 4,000,000 extents generated on the fly): a client that stops reading
-stalls the fake amberd (backpressure reaches the source) while amber-csi's
-resident memory stays bounded, then the whole stream arrives intact; a
+stalls the fake amberd (backpressure reaches the source: a relay between
+them that keeps the HTTP/2 flow-control books sees the fake's window used
+up) while amber-csi's resident memory stays bounded, then the whole stream arrives intact; a
 client that cancels mid-stream cancels amber-csi's amberd stream."""
 import concurrent.futures
 import mmap
@@ -305,7 +306,160 @@ server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("amber.v1.
 server.add_insecure_port("unix://" + FSOCK)
 server.start()
 T.cleanup.add("stop the fake amberd", lambda: server.stop(0))
-BIG_PROC, BIG = start_plugin("csi-big", FSOCK)
+
+
+class FlowRelay:
+    """A unix-socket relay between amber-csi and the fake amberd that reads
+    the HTTP/2 frames going by and keeps the flow-control books: the window
+    amber-csi granted on each connection and stream (SETTINGS and
+    WINDOW_UPDATE) less the DATA the fake sent. When a stream's window is
+    used up, the fake cannot send another byte on it until amber-csi grants
+    more: "the producer is blocked" as a fact, not as a pause. It buffers
+    what the fake sends, so it never stops reading and its books are never
+    behind the fake's (the fake's own window is never larger than what they
+    show)."""
+
+    PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    def __init__(self, path, upstream):
+        import socket
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.conns = []            # per connection: {"conn": window, "init": n, "streams": {id: window}}
+        self.ls = socket.socket(socket.AF_UNIX)
+        self.ls.bind(path)
+        self.ls.listen(16)
+        self.closing = False
+        threading.Thread(target=self._accept, daemon=True).start()
+        T.cleanup.add("stop the flow relay", self.close)
+
+    def close(self):
+        self.closing = True
+        self.ls.close()
+
+    def blocked(self):
+        """Whether the fake has used up the window of a stream it sends on."""
+        with self.lock:
+            return any(min(c["conn"], c["streams"][sid]) <= 0 for c in self.conns for sid in c["sent_on"])
+
+    def _accept(self):
+        import socket
+        while not self.closing:
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                return
+            b = socket.socket(socket.AF_UNIX)
+            b.connect(self.upstream)
+            st = {"conn": 65535, "init": 65535, "streams": {}, "sent_on": set()}
+            with self.lock:
+                self.conns.append(st)
+            q, cv = [], threading.Condition()
+            threading.Thread(target=self._up, args=(a, b, st), daemon=True).start()
+            threading.Thread(target=self._down_read, args=(b, a, st, q, cv), daemon=True).start()
+            threading.Thread(target=self._down_write, args=(a, b, st, q, cv), daemon=True).start()
+
+    @staticmethod
+    def _frames(buf):
+        """Complete frames at the front of buf: [(type, flags, stream, payload)], rest."""
+        out = []
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[0:3], "big")
+            if len(buf) < 9 + n:
+                break
+            out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n]))
+            buf = buf[9 + n:]
+        return out, buf
+
+    def _close_both(self, a, b, st):
+        with self.lock:
+            if st in self.conns:
+                self.conns.remove(st)
+        for x in (a, b):
+            try:
+                x.shutdown(2)
+            except OSError:
+                pass
+            x.close()
+
+    def _up(self, a, b, st):
+        """amber-csi to the fake: the windows it grants."""
+        buf, preface = b"", True
+        try:
+            while True:
+                d = a.recv(65536)
+                if not d:
+                    break
+                b.sendall(d)
+                buf += d
+                if preface:
+                    if len(buf) < len(self.PREFACE):
+                        continue
+                    buf, preface = buf[len(self.PREFACE):], False
+                frames, buf = self._frames(buf)
+                with self.lock:
+                    for typ, flags, sid, pl in frames:
+                        if typ == 4 and not flags & 1:          # SETTINGS
+                            for i in range(0, len(pl) - 5, 6):
+                                if int.from_bytes(pl[i:i + 2], "big") == 4:     # INITIAL_WINDOW_SIZE
+                                    v = int.from_bytes(pl[i + 2:i + 6], "big")
+                                    for k in st["streams"]:
+                                        st["streams"][k] += v - st["init"]
+                                    st["init"] = v
+                        elif typ == 1 and sid not in st["streams"]:     # HEADERS: a stream opens
+                            st["streams"][sid] = st["init"]
+                        elif typ == 8:                                  # WINDOW_UPDATE
+                            inc = int.from_bytes(pl[0:4], "big") & 0x7fffffff
+                            if sid == 0:
+                                st["conn"] += inc
+                            elif sid in st["streams"]:
+                                st["streams"][sid] += inc
+        except OSError:
+            pass
+        self._close_both(a, b, st)
+
+    def _down_read(self, b, a, st, q, cv):
+        """The fake to amber-csi: the DATA it sends, read at once."""
+        buf = b""
+        try:
+            while True:
+                d = b.recv(65536)
+                if not d:
+                    break
+                buf += d
+                frames, buf = self._frames(buf)
+                with self.lock:
+                    for typ, flags, sid, pl in frames:
+                        if typ == 0 and sid in st["streams"]:           # DATA
+                            st["sent_on"].add(sid)
+                            st["conn"] -= len(pl)
+                            st["streams"][sid] -= len(pl)
+                with cv:
+                    q.append(d)
+                    cv.notify()
+        except OSError:
+            pass
+        with cv:
+            q.append(None)
+            cv.notify()
+
+    def _down_write(self, a, b, st, q, cv):
+        try:
+            while True:
+                with cv:
+                    while not q:
+                        cv.wait()
+                    d = q.pop(0)
+                if d is None:
+                    break
+                a.sendall(d)
+        except OSError:
+            pass
+        self._close_both(a, b, st)
+
+
+RELAY = FlowRelay(os.path.join(D, "relay.sock"), FSOCK)
+BIG_PROC, BIG = start_plugin("csi-big", os.path.join(D, "relay.sock"))
 
 
 def rss_kib(pid):
@@ -316,20 +470,15 @@ def rss_kib(pid):
     raise AssertionError("no VmRSS")
 
 
-def wait_quiet(get, quiet_s=1.5, limit_s=120):
-    """Wait until get() stops changing for quiet_s (the pipeline is full and
-    the producer blocked), or the producer finished; returns the value."""
+def wait_blocked(limit_s=120):
+    """Wait until the fake amberd has used up the window amber-csi granted
+    it (the pipeline is full and the producer blocked), or it finished."""
     end = time.monotonic() + limit_s
-    last, since = get(), time.monotonic()
-    while time.monotonic() < end and not fake.done.is_set():
-        if fake.done.wait(0.1):
+    while time.monotonic() < end and not RELAY.blocked():
+        if fake.done.wait(0.01):
             break
-        v = get()
-        if v != last:
-            last, since = v, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
-            break
-    return get()
+    with fake.lock:
+        return fake.sent
 
 
 def test_stalled_client_bounded_memory():
@@ -337,7 +486,7 @@ def test_stalled_client_bounded_memory():
     it = BIG["alloc"](pb.GetMetadataAllocatedRequest(snapshot_id=FAKE_ID, max_results=4096), timeout=600)
     first = next(it)
     T.check_eq(len(first.block_metadata), 4096, "the first message")
-    sent = wait_quiet(lambda: fake.sent)
+    sent = wait_blocked()
     stalled = rss_kib(BIG_PROC.pid)
     print("stalled client: the fake amberd sent %d of %d extents; amber-csi RSS %d -> %d KiB"
           % (sent, N_EXT, base, stalled))
