@@ -19,6 +19,7 @@
 
 static struct csi fz_p;
 static struct rpc_server *csi_srv;
+static pthread_t csi_loop_thread;
 static struct rpc_client *csi_cl;
 static struct rpc_method *csi_methods;
 static char *csi_dir;
@@ -91,7 +92,7 @@ static void csi_teardown(void)
 {
     unmount_all();
     rpc_server_stop(csi_srv, 1000);
-    usleep(100000);
+    pthread_join(csi_loop_thread, NULL);
     rpc_client_free(csi_cl);
     rpc_client_free(fz_p.amberd);
     free(fz_p.topology_key);
@@ -145,9 +146,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     struct rpc_listener_config lc = { .methods = csi_methods, .n_methods = n };
     if (rpc_server_listen_unix(csi_srv, sock, &lc, NULL) < 0 || rpc_client_new(sock, NULL, &csi_cl) < 0)
         abort();
-    pthread_t t;
-    pthread_create(&t, NULL, csi_loop, NULL);
-    pthread_detach(t);
+    pthread_create(&csi_loop_thread, NULL, csi_loop, NULL);
     atexit(csi_teardown);   /* runs before the harness's amberd teardown */
     fz_before_wipe = unmount_all;
     fz_rebuild();

@@ -230,6 +230,7 @@ static char *fz_dir, *fz_sock;
 static struct rpc_method *fz_methods;
 static size_t fz_n_methods;
 static struct rpc_client *fz_cl;
+static pthread_t fz_loop_thread;
 
 static void *fz_loop(void *arg)
 {
@@ -242,7 +243,7 @@ static void fz_teardown(void)
     if (!fz_d.srv)
         return;
     rpc_server_stop(fz_d.srv, 1000);
-    usleep(100000);   /* the loop thread returns (it is detached) */
+    pthread_join(fz_loop_thread, NULL);     /* the loop and its calls are done */
     rpc_client_free(fz_cl);
     peer_stop(&fz_d);
     /* Every volume and snapshot device the inputs attached, then the pool. */
@@ -302,9 +303,7 @@ static void fz_start_amberd(void)
         abort();
     if (rpc_client_new(fz_sock, NULL, &fz_cl) < 0)
         abort();
-    pthread_t t;
-    pthread_create(&t, NULL, fz_loop, NULL);
-    pthread_detach(t);
+    pthread_create(&fz_loop_thread, NULL, fz_loop, NULL);
     atexit(fz_teardown);
 }
 
