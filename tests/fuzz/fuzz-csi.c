@@ -1,5 +1,5 @@
-/* fuzz-csi: libFuzzer target over amber-csi's handlers (Identity,
- * Controller, Node), through the real dispatch (its unix socket, HTTP/2,
+/* fuzz-csi: libFuzzer target over amber-csi's unary handlers (Identity,
+ * Controller, Node, GroupController), through the real dispatch (its unix socket, HTTP/2,
  * gRPC, csi_dispatch) of amber-csi's code in this process, talking to a
  * real amberd, also in this process, on a throwaway loop-mounted btrfs
  * pool (harness.h).
@@ -127,12 +127,14 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     fz_p.topology_key = xasprintf("topology.%s/node", CSI_DEFAULT_DRIVER);
     if (rpc_client_new(fz_sock, NULL, &fz_p.amberd) < 0)
         abort();
-    size_t n = csi_identity_methods_n + csi_controller_methods_n + csi_node_methods_n;
+    size_t n = csi_identity_methods_n + csi_controller_methods_n + csi_node_methods_n + csi_group_methods_n;
     struct rpc_method *handlers = xcalloc(n, sizeof *handlers);
     memcpy(handlers, csi_identity_methods, csi_identity_methods_n * sizeof *handlers);
     memcpy(handlers + csi_identity_methods_n, csi_controller_methods, csi_controller_methods_n * sizeof *handlers);
     memcpy(handlers + csi_identity_methods_n + csi_controller_methods_n, csi_node_methods,
            csi_node_methods_n * sizeof *handlers);
+    memcpy(handlers + csi_identity_methods_n + csi_controller_methods_n + csi_node_methods_n,
+           csi_group_methods, csi_group_methods_n * sizeof *handlers);
     csi_methods = xcalloc(n, sizeof *csi_methods);
     memcpy(csi_methods, handlers, n * sizeof *csi_methods);
     for (size_t i = 0; i < n; i++)
