@@ -313,8 +313,10 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     for (size_t i = 0; i < n_labels; i++)
         plabels[i] = &labels[i];
 
+    /* The group's id is the key, as for Delete: a Create and a Delete of
+     * one group never run at once. */
     _cleanup_held_ struct csi_held held = { .p = p };
-    int r = csi_op_lock(c, "group:%s", q->name, &held.key);
+    int r = csi_op_lock(c, "groupid:%s", gid, &held.key);
     if (r < 0)
         return r;
     struct rpc_status st = {0};

@@ -65,6 +65,19 @@ for svc, methods in (("csi.v1.GroupController", ["GroupControllerGetCapabilities
     s = T.Stub(ch, svc, pb)
     for m in methods:
         G[m] = s.unary(m, getattr(pb, m + "Request"), getattr(pb, m + "Response"))
+# A second plugin whose operations hold their keys until a second call on
+# the same key was refused (AMBER_CSI_LOCK_DELAY_MS, as in test-csi).
+slow_sock = os.path.join(D, "csi-slow.sock")
+log = open(os.path.join(D, "amber-csi-slow.log"), "ab")
+slow_plugin = T.spawn([PLUGIN, "--endpoint", "unix://" + slow_sock, "--node-id", "group-node", "--amberd", d.sock,
+                       "--log-level", "debug"], stderr=log, env=dict(os.environ, AMBER_CSI_LOCK_DELAY_MS="60000"))
+log.close()
+T.wait_for_socket(slow_sock, slow_plugin)
+slow_ch = grpc.insecure_channel("unix://" + slow_sock)
+T.cleanup.add("close channel", slow_ch.close)
+SLOW = {m: T.Stub(slow_ch, "csi.v1.GroupController", pb).unary(m, getattr(pb, m + "Request"),
+                                                               getattr(pb, m + "Response"))
+        for m in ("CreateVolumeGroupSnapshot", "DeleteVolumeGroupSnapshot")}
 md = T.Stub(ch, "csi.v1.SnapshotMetadata", pb).server_stream(
     "GetMetadataDelta", pb.GetMetadataDeltaRequest, pb.GetMetadataDeltaResponse)
 
@@ -278,6 +291,31 @@ def test_delete():
     delete(g2.group_snapshot_id)
 
 
+def test_create_and_delete_of_one_group_exclude_each_other():
+    """A Create and a Delete of one group at once: one proceeds, the other
+    is ABORTED (the slow plugin's first holds the group's key until the
+    second was refused), whichever comes first."""
+    import concurrent.futures
+    ex = concurrent.futures.ThreadPoolExecutor(2)
+    gid = create("race", [M[0].id], timeout=120).group_snapshot_id
+    delete(gid)
+    q = pb.CreateVolumeGroupSnapshotRequest(name="race", source_volume_ids=[M[0].id])
+    futs = [ex.submit(SLOW["CreateVolumeGroupSnapshot"], q, timeout=120),
+            ex.submit(SLOW["DeleteVolumeGroupSnapshot"],
+                      pb.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=gid), timeout=120)]
+    codes = []
+    for f in futs:
+        try:
+            f.result()
+            codes.append(Code.OK)
+        except grpc.RpcError as e:
+            codes.append(e.code())
+    ex.shutdown()
+    T.check_eq(sorted(codes, key=str), sorted([Code.OK, Code.ABORTED], key=str), "one proceeds, one ABORTED")
+    delete(gid)
+    T.expect_status(Code.NOT_FOUND, get, gid)
+
+
 def test_error_codes():
     T.expect_status(Code.INVALID_ARGUMENT, create, "", [M[0].id])
     T.expect_status(Code.INVALID_ARGUMENT, create, "e", [])
@@ -318,6 +356,7 @@ sys.exit(T.Tests().run([
     test_idempotent_and_get,
     test_members_are_ordinary_snapshots,
     test_delete,
+    test_create_and_delete_of_one_group_exclude_each_other,
     test_error_codes,
     test_groups_are_one_instant,
     test_unfrozen_groups_measured,
