@@ -26,6 +26,7 @@
 #include "amber/util.h"
 #include "archive.pb-c.h"
 #include "snapd/daemon.h"
+#include "snapd/store/store.h"
 
 struct progress_ctx {
     struct rpc_call *call;
@@ -171,23 +172,25 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_free_ char *parent = NULL;
     struct range_acc ranges = {0};
     bool incremental = !q->full && find_parent(d, repo, s, q->repo, &parent, &ps);
-    if (incremental)
-        r = pool_diff(d->pool, s->volume_id, ps->id, s->id, range_cb, &ranges, NULL);
-    else
-        r = pool_allocated(d->pool, s->volume_id, s->id, range_cb, &ranges);
+    /* The changed extents come from the store's exact lists where the
+     * snapshots were moved off the pool, and the bytes from the snapshot's
+     * image (brought back from the store if it was moved). */
+    const char *method = NULL;
+    r = store_diff(d, incremental ? ps : NULL, s, NULL, range_cb, &ranges, &method);
     if (r < 0) {
         objstore_close(repo);
         free(ranges.v);
         return rpc_error(c, rpc_code_from_errno(r), "reading the extents of %s: %s", s->name, strerror(-r));
     }
-    _cleanup_free_ char *path = pool_disk_path(d->pool, s->volume_id, s->id);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        r = -errno;
+    struct store_reader *rd = NULL;
+    if ((r = store_reader_open(d, s, &rd, &e)) < 0) {
         objstore_close(repo);
         free(ranges.v);
-        return rpc_error(c, RPC_INTERNAL, "open %s: %s", path, strerror(-r));
+        r = rpc_error(c, e.code ? e.code : rpc_code_from_errno(r), "%s", e.msg);
+        op_err_clear(&e);
+        return r;
     }
+    int fd = store_reader_fd(rd);
 
     int64_t eid = 0;
     struct cat_export *row = NULL;
@@ -219,6 +222,7 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
              incremental ? "incremental" : "full", ranges.n);
     crashpoint("export:start");
     r = objstore_export(repo, &req, &res);
+    store_reader_close(rd);
     free(labels);
     free(ranges.v);
     objstore_close(repo);

@@ -45,6 +45,7 @@ struct amberd {
     struct sched_state *sched;    /* schedule.c: the time machine */
     struct scoped_state *scoped;  /* scoped.c: per-pod API sockets */
     struct cluster_state *cluster; /* cluster/: cluster mode (NULL when off) */
+    struct store_state *store;    /* store/: the snapshot store and its mover */
 };
 
 /* --- ops.c: shared by the operations and the API layers ---------------- */

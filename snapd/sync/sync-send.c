@@ -23,6 +23,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/store/store.h"
 #include "snapd/sync/peer.h"
 
 #define SYNC_READAHEAD (16ull << 20)
@@ -147,15 +148,16 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
 {
     struct amberd *d = s->d;
     struct range_list rl = {0};
-    _cleanup_close_ int fd = -1;
+    struct store_reader *rd = NULL;
+    int fd = -1;
     int r;
     s->snap_id = snap->id;
     s->sent = s->acked = 0;
     s->committed = false;
-    if (base)
-        r = pool_diff(d->pool, v->id, base->id, snap->id, collect, &rl, NULL);
-    else
-        r = pool_allocated(d->pool, v->id, snap->id, collect, &rl);
+    /* Exact extents from the store where the snapshots were moved off the
+     * pool; the bytes from the image or, once moved, from the store. */
+    const char *method = NULL;
+    r = store_diff(d, base, snap, v->id, collect, &rl, &method);
     if (r < 0) {
         range_list_free(&rl);
         if (r == -ENOENT)
@@ -167,12 +169,12 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
         total += rl.v[i].len;
     if (start > total || (start % SYNC_PIECE && start != total))
         start = 0;
-    _cleanup_free_ char *path = pool_disk_path(d->pool, v->id, snap->id);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    if ((r = store_reader_open(d, snap, &rd, e)) < 0) {
         range_list_free(&rl);
-        return op_fail(e, RPC_NOT_FOUND, -errno, "snapshot %s was deleted on the sender", snap->name);
+        return r == -ENOENT ? op_fail(e, RPC_NOT_FOUND, r, "snapshot %s was deleted on the sender",
+                                      snap->name) : r;
     }
+    fd = store_reader_fd(rd);
 
     Amber__Peer__V1__Label *lab = xcalloc(snap->n_labels + 1, sizeof *lab);
     Amber__Peer__V1__Label **plab = xcalloc(snap->n_labels + 1, sizeof *plab);
@@ -205,6 +207,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     free(lab);
     free(plab);
     if (r < 0) {
+        store_reader_close(rd);
         range_list_free(&rl);
         return op_fail(e, RPC_UNAVAILABLE, r, "lost the receiver: %s", strerror(-r));
     }
@@ -305,6 +308,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     }
     r = wait_ack(s, total, true, e);
 out:
+    store_reader_close(rd);
     range_list_free(&rl);
     return r;
 }
