@@ -331,6 +331,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
     cat_store_info_clear(&si);
     log_info("snapshot", "deleted snapshot %s id=%s", s->name, s->id);
     ballast_ensure(d);
+    store_kick(d);
     return 0;
 }
 

@@ -253,6 +253,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
     log_info("volume", "deleted volume %s id=%s", v->name, v->id);
     ballast_ensure(d);
+    store_kick(d);      /* a snapshot waiting for room may fit now */
     return 0;
 }
 

@@ -187,14 +187,22 @@ out:
     return r;
 }
 
-/* Whether the pool has room for BYTES more without eating its reserve. */
+/* Whether the pool has room for BYTES more without eating its reserve.
+ * Space freed by discards or deletes shows only after a commit: when short,
+ * commit once (syncfs) and look again. */
 static bool have_room(struct amberd *d, uint64_t bytes)
 {
-    struct pool_space sp;
-    if (pool_get_space(d->pool, &sp) < 0)
-        return true;    /* let the write itself tell */
-    /* Chunks are compressed and deduplicated: this overestimates. */
-    return sp.free > sp.reserve && sp.free - sp.reserve > bytes + (16u << 20);
+    for (int i = 0; i < 2; i++) {
+        struct pool_space sp;
+        if (pool_get_space(d->pool, &sp) < 0)
+            return true;    /* let the write itself tell */
+        /* Chunks are compressed and deduplicated: this overestimates. */
+        if (sp.free > sp.reserve && sp.free - sp.reserve > bytes + (16u << 20))
+            return true;
+        if (i == 0)
+            (void)syncfs(d->pool->dirfd);
+    }
+    return false;
 }
 
 static void blocked_set(struct store_state *st, const char *id, bool on, int err)
