@@ -361,6 +361,7 @@ def test_full_pool_during_background_copy():
     st = wait_store(d)
     T.check_eq((st["blocked"], st["backlog"]), (0, 0), "stored once room came back")
     T.check(d.ctl("snapshot", "show", "f@f0")["stored"], "f0 stored")
+    d.ctl("volume", "detach", "f")
     T.check_eq(d.stop(), 0)
 
 
@@ -385,7 +386,7 @@ def test_export_and_sync_of_mixed_chains():
     T.check(not snaps[0]["resident"] and snaps[-1]["resident"], "a mixed chain")
     # Export the whole chain (incremental, the moved ones read from the store).
     repo = "file://" + T.tmpdir("repo-")
-    A.ctl("repo", "init", repo)
+    A.ctl("repo", "init", "--repo", repo)
     manifests = []
     for n in names:
         manifests.append(A.ctl("export", "data@" + n, "--repo", repo)["manifest"])
