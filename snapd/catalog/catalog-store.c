@@ -272,6 +272,30 @@ int cat_store_counts(struct catalog *cat, uint64_t *ret_resident, uint64_t *ret_
     return 0;
 }
 
+int cat_store_nearest_resident(struct catalog *cat, const char *volume_id, uint64_t created_ns,
+                               const char *except_id, char **ret_id)
+{
+    static const char sql[] =
+        "SELECT s.id FROM snapshots s LEFT JOIN snapshot_store x ON x.snapshot_id = s.id "
+        "WHERE s.volume_id = ?1 AND s.state = 'ready' AND coalesce(x.resident, 1) = 1 "
+        "AND s.id != ?3 ORDER BY abs(s.created_ns - ?2), s.created_ns DESC LIMIT 1";
+    if (!volume_id || !except_id)
+        return cat_err(-EINVAL, "no volume or snapshot id");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    bind_text(st, 1, volume_id);
+    bind_u64(st, 2, created_ns);
+    bind_text(st, 3, except_id);
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : -ENOENT;
+    *ret_id = col_str(st, 0);
+    return 0;
+}
+
 int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id)
 {
     static const char sql[] = "SELECT id FROM snapshots WHERE parent_id = ?1 "

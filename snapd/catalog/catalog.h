@@ -549,6 +549,10 @@ int cat_store_list(struct catalog *cat, struct cat_store_info **ret, size_t *ret
 /* Counts: resident snapshots, stored ones, and ready ones not yet stored. */
 int cat_store_counts(struct catalog *cat, uint64_t *ret_resident, uint64_t *ret_stored,
                      uint64_t *ret_backlog);
+/* The resident ready snapshot of a volume nearest in time to created_ns,
+ * other than except_id; -ENOENT if none. */
+int cat_store_nearest_resident(struct catalog *cat, const char *volume_id, uint64_t created_ns,
+                               const char *except_id, char **ret_id);
 /* The child of a snapshot (the one whose parent it is), -ENOENT if none. */
 int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id);
 

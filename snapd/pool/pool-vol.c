@@ -470,6 +470,48 @@ int pool_snap_build(struct pool *p, const char *vol, const char *snap, uint64_t 
     return 0;
 }
 
+int pool_snap_build_from(struct pool *p, const char *vol, const char *snap, const char *base,
+                         uint64_t size, int *ret_fd)
+{
+    int r = check_ids(vol, snap);
+    if (r < 0 || (r = check_ids(vol, base)) < 0)
+        return r;
+    if (size > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    _cleanup_close_ int src = open_container(p, vol, base);
+    if (src < 0)
+        return src;
+    _cleanup_close_ int dir = open_parent(p, vol, true, false);
+    if (dir < 0)
+        return dir;
+    if (exists_at(dir, snap))
+        return -EEXIST;
+    struct pool_space s;
+    if ((r = pool_get_space(p, &s)) < 0)
+        return r;
+    if (s.free < s.reserve)
+        return -ENOSPC;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
+    (void)p->ops->container_remove(p, dir, tmp);
+    r = p->ops->snapshot(p, src, dir, tmp, false, NULL);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = c < 0 ? -1 : openat(c, POOL_DISK, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        r = -errno;
+    if (r == 0 && ftruncate(fd, (off_t)size) < 0)
+        r = -errno;
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        (void)p->ops->container_remove(p, dir, tmp);
+        return r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
 int pool_snap_build_commit(struct pool *p, const char *vol, const char *snap)
 {
     int r = check_ids(vol, snap);

@@ -147,6 +147,11 @@ int pool_snap_delete(struct pool *p, const char *vol, const char *snap);
  * pool_snap_build_abort removes it. A crash in between leaves a dot-name
  * that pool_open removes. VOL need not exist any more. -ENOSPC as create. */
 int pool_snap_build(struct pool *p, const char *vol, const char *snap, uint64_t size, int *ret_fd);
+/* The same, but the new image starts as a writable snapshot of snapshot
+ * BASE of VOL (btrfs: O(1), sharing every extent; xfs: a reflinked copy),
+ * sized to SIZE: the caller then rewrites only what differs. */
+int pool_snap_build_from(struct pool *p, const char *vol, const char *snap, const char *base,
+                         uint64_t size, int *ret_fd);
 int pool_snap_build_commit(struct pool *p, const char *vol, const char *snap);
 void pool_snap_build_abort(struct pool *p, const char *vol, const char *snap);
 

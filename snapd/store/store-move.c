@@ -187,9 +187,13 @@ out:
     return r;
 }
 
-/* Whether the pool has room for BYTES more without eating its reserve.
- * Space freed by discards or deletes shows only after a commit: when short,
- * commit once (syncfs) and look again. */
+/* Whether the pool has room for BYTES more and still keeps, above its
+ * reserve, a margin of STORE_MARGIN_PCT % of its size for the volumes: the
+ * store is a copy of what the pool holds anyway, so near full it stops and
+ * the snapshots stay resident, as without a store. Space freed by discards
+ * or deletes shows only after a commit: when short, commit once (syncfs)
+ * and look again. */
+#define STORE_MARGIN_PCT 10
 static bool have_room(struct amberd *d, uint64_t bytes)
 {
     for (int i = 0; i < 2; i++) {
@@ -197,7 +201,8 @@ static bool have_room(struct amberd *d, uint64_t bytes)
         if (pool_get_space(d->pool, &sp) < 0)
             return true;    /* let the write itself tell */
         /* Chunks are compressed and deduplicated: this overestimates. */
-        if (sp.free > sp.reserve && sp.free - sp.reserve > bytes + (16u << 20))
+        uint64_t keep = sp.reserve + MAX(sp.total / 100 * STORE_MARGIN_PCT, 16ull << 20);
+        if (sp.free > keep && sp.free - keep > bytes)
             return true;
         if (i == 0)
             (void)syncfs(d->pool->dirfd);

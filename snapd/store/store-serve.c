@@ -5,7 +5,12 @@
  *
  * Hydration restores the snapshot's manifest from the local store into a
  * new read-only subvolume at the snapshot's own place (pool_snap_build:
- * built under a dot-name, sealed read-only and renamed in at the end), so
+ * built under a dot-name, sealed read-only and renamed in at the end). The
+ * new image starts as a writable snapshot of the volume's nearest resident
+ * snapshot and the restore runs in resume mode: every chunk already right
+ * there is only read and checked, so only the chunks that differ are
+ * written and the rest stays shared with that snapshot (a brought-back
+ * snapshot costs its difference in space, not its size). So
  * every existing path (clone, revert, attach, mount, export, sync) reads it
  * as it reads a resident one. The copy stays pinned while its user needs
  * it; the mover drops it again afterwards (after a detach for an attached
@@ -57,10 +62,21 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     cat_store_info_clear(&again);
     uint64_t t0 = now_mono_ns();
     int fd = -1;
-    r = pool_snap_build(d->pool, s->volume_id, s->id, s->size_bytes, &fd);
+    _cleanup_free_ char *base = NULL;
+    if (cat_store_nearest_resident(d->cat, s->volume_id, s->created_ns, s->id, &base) == 0) {
+        store_pin(st, base);
+        r = pool_snap_build_from(d->pool, s->volume_id, s->id, base, s->size_bytes, &fd);
+        if (r < 0 && r != -ENOSPC) {
+            store_unpin(st, base);
+            free(base);
+            base = NULL;
+        }
+    }
+    if (!base)
+        r = pool_snap_build(d->pool, s->volume_id, s->id, s->size_bytes, &fd);
     struct objstore_restore_result res = {0};
     if (r == 0) {
-        struct objstore_restore_req req = { .manifest = si.manifest, .fd = fd };
+        struct objstore_restore_req req = { .manifest = si.manifest, .fd = fd, .resume = base != NULL };
         r = objstore_restore(st->serve_repo, &req, &res);
         if (r == 0 && fsync(fd) < 0)
             r = -errno;
@@ -71,6 +87,8 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
         if (r < 0)
             pool_snap_build_abort(d->pool, s->volume_id, s->id);
     }
+    if (base)
+        store_unpin(st, base);
     if (r == 0) {
         store_crashpoint("store-hydrate:built");
         r = cat_store_set_resident(d->cat, s->id, true);
@@ -88,8 +106,10 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     pthread_mutex_lock(&st->lock);
     st->hydrated++;
     pthread_mutex_unlock(&st->lock);
-    log_info("store", "brought snapshot %s (%s) back from the store: %llu bytes in %.1f ms", s->name,
-             s->id, (unsigned long long)res.bytes_written, (now_mono_ns() - t0) / 1e6);
+    log_info("store", "brought snapshot %s (%s) back from the store%s%s: %llu bytes written, %llu "
+             "chunks kept, in %.1f ms", s->name, s->id, base ? " on snapshot " : "", base ? base : "",
+             (unsigned long long)res.bytes_written, (unsigned long long)res.chunks_skipped,
+             (now_mono_ns() - t0) / 1e6);
     return 0;
 }
 

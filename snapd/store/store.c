@@ -20,6 +20,12 @@
 #include "amber/util.h"
 #include "snapd/store/store-internal.h"
 
+/* Repository format 1 stores whole chunks: a scattered 4 KiB change costs
+ * a chunk. The smallest it allows keeps that amplification at 16x (1 MiB:
+ * 256x) at the price of bigger manifests (32 bytes a chunk: 512 KiB for a
+ * 1 GiB volume); format 2 (exact extents in packs) makes this moot. */
+#define STORE_CHUNK OBJSTORE_CHUNK_MIN
+
 /* --- crash points ------------------------------------------------------------ */
 
 void store_crashpoint(const char *name)
@@ -281,7 +287,7 @@ int store_start(struct amberd *d, const struct store_opts *o)
     }
     if (!exists) {
         _cleanup_free_ char *err = NULL;
-        r = objstore_init(st->url, st->passphrase, 0, &err);
+        r = objstore_init(st->url, st->passphrase, STORE_CHUNK, &err);
         if (r < 0 && r != -EEXIST) {
             log_error_errno(r, "store", "cannot make the local store %s: %s", st->url,
                             err ? err : strerror(-r));
