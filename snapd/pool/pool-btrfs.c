@@ -285,9 +285,9 @@ static int btrfs_seal(struct pool *p, int dirfd, const char *name)
     return 0;
 }
 
-/* Rewrite a range into extents of up to 32 MiB (what measured best:
- * `btrfs filesystem defragment -t 32M`), flushing the rewritten data so the
- * new extents exist on return. */
+/* Rewrite a range into extents of up to 32 MiB (`btrfs filesystem
+ * defragment -t 32M`: a 1 GiB image from 101k extents to 2), flushing the
+ * rewritten data so the new extents exist on return. */
 static int btrfs_defrag(struct pool *p, int fd, uint64_t off, uint64_t len)
 {
     struct btrfs_ioctl_defrag_range_args a = {

@@ -76,7 +76,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns);
 /* One defragmenter step (store-defrag.c): 1 if it did work; the mover
  * then comes back after STORE_DEFRAG_PAUSE_NS (the throttle), or sooner
  * when kicked for real work. */
-#define STORE_DEFRAG_PAUSE_NS (200ull * 1000000ull)
+#define STORE_DEFRAG_PAUSE_NS (50ull * 1000000ull)
 int store_defrag_step(struct store_state *st);
 
 #endif
