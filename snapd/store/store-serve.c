@@ -92,6 +92,8 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     if (r == 0) {
         store_crashpoint("store-hydrate:built");
         r = cat_store_set_resident(d->cat, s->id, true);
+        if (r == -ENOENT)   /* deleted meanwhile: leave nothing behind */
+            (void)pool_snap_delete(d->pool, s->volume_id, s->id);
     }
     pthread_mutex_unlock(&st->serve_lock);
     cat_store_info_clear(&si);
