@@ -46,12 +46,8 @@ int store_defrag_step(struct store_state *st)
         const struct cat_volume *v = &vl.items[st->defrag_cursor_vol++ % vl.n];
         if (v->replica_peer)
             continue;       /* written by sync, not by an application */
-        struct op_err e = {0};
-        if (busy_acquire(d, v->id, "defragment check", &e) < 0) {
-            op_err_clear(&e);
+        if (busy_check(d, v->id))
             continue;
-        }
-        busy_release(d, v->id);
         uint64_t n = 0, shared = 0;
         if (pool_vol_extents(d->pool, v->id, 0, v->size_bytes, &n, &shared) < 0)
             continue;
