@@ -183,7 +183,7 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, rpc_code_from_errno(r), "reading the extents of %s: %s", s->name, strerror(-r));
     }
     struct store_reader *rd = NULL;
-    if ((r = store_reader_open(d, s, &rd, &e)) < 0) {
+    if ((r = store_reader_open_fd(d, s, &rd, &e)) < 0) {
         objstore_close(repo);
         free(ranges.v);
         r = rpc_error(c, e.code ? e.code : rpc_code_from_errno(r), "%s", e.msg);

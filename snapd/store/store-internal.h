@@ -27,7 +27,8 @@ struct store_state {
     char *passphrase;
     /* One handle per user: a handle serves one operation at a time. */
     struct objstore *mover_repo;    /* the mover's exports and gc */
-    struct objstore *serve_repo;    /* hydration */
+    struct objstore *serve_repo;    /* hydration, manifest deletes */
+    struct objstore *read_repo;     /* objstore_read for readers (format 2; thread-safe) */
     pthread_mutex_t serve_lock;     /* serve_repo and one hydration at a time */
     /* Held while exact extents are computed and recorded (mover) or merged
      * (snapshot delete), so a merge never races a recording. */

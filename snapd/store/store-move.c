@@ -142,6 +142,7 @@ static struct objstore_range *to_objstore(const struct cat_range *v, size_t n)
     return o;
 }
 
+#if OBJSTORE_FORMAT_VERSION < 2
 /* Step 1: record S's exact extents against its parent (P NULL: none).
  * Returns 0, or -EAGAIN when the chain changed under us (try again). */
 static int record_extents(struct store_state *st, const struct cat_snapshot *s)
@@ -186,6 +187,7 @@ out:
     range_list_free(&ex);
     return r;
 }
+#endif
 
 /* Whether the pool has room for BYTES more and still keeps, above its
  * reserve, a margin of STORE_MARGIN_PCT % of its size for the volumes: the
@@ -238,6 +240,46 @@ static void blocked_set(struct store_state *st, const char *id, bool on, int err
         log_info("store", "snapshot %s: room again, storing it", id);
 }
 
+#if OBJSTORE_FORMAT_VERSION >= 2
+/* The ranges to export for S without recorded extents: the pool's diff
+ * from its (resident) parent, or its allocated extents. */
+static int candidate_ranges(struct store_state *st, const struct cat_snapshot *s,
+                            struct cat_range **ret, size_t *ret_n)
+{
+    struct amberd *d = st->d;
+    _cleanup_(cat_snapshot_freep) struct cat_snapshot *p = NULL;
+    struct cat_store_info pi = {0};
+    struct range_list l = {0};
+    int r = 0;
+    if (s->parent_id && cat_snapshot_get(d->cat, s->parent_id, &p) == 0 &&
+        (r = cat_store_get(d->cat, p->id, &pi)) < 0)
+        return r;
+    if (p && !pi.resident) {
+        log_warn("store", "snapshot %s: its parent %s is not resident; reading every block", s->id,
+                 p->id);
+        range_add(&l, 0, s->size_bytes);
+    } else if (p) {
+        store_pin(st, p->id);
+        r = pool_diff(d->pool, s->volume_id, p->id, s->id, collect, &l, NULL);
+        store_unpin(st, p->id);
+    } else {
+        r = pool_allocated(d->pool, s->volume_id, s->id, collect, &l);
+    }
+    cat_store_info_clear(&pi);
+    if (r < 0) {
+        range_list_free(&l);
+        return r;
+    }
+    struct cat_range *v = xcalloc(l.n ? l.n : 1, sizeof *v);
+    for (size_t i = 0; i < l.n; i++)
+        v[i] = (struct cat_range){ l.v[i].off, l.v[i].len };
+    *ret = v;
+    *ret_n = l.n;
+    range_list_free(&l);
+    return 0;
+}
+#endif
+
 /* Move snapshot ID. 1 moved, 0 nothing to do, -ENOSPC no room, -errno. */
 static int move_one(struct store_state *st, const char *id)
 {
@@ -261,6 +303,18 @@ static int move_one(struct store_state *st, const char *id)
         r = 0;
         goto out;
     }
+    bool use_changed = false;
+#if OBJSTORE_FORMAT_VERSION >= 2
+    /* Format 2: the export says which blocks really differ from the
+     * parent's map (res.changed); the pool's diff only narrows what it
+     * reads, so nothing is compared here. */
+    if (!si.has_extents) {
+        use_changed = true;
+        r = candidate_ranges(st, s, &ext, &next);
+        if (r < 0)
+            goto out;
+    }
+#else
     if (!si.has_extents) {
         r = record_extents(st, s);
         if (r < 0)
@@ -271,7 +325,8 @@ static int move_one(struct store_state *st, const char *id)
         if ((r = cat_snapshot_get(d->cat, id, &s)) < 0)
             goto out;
     }
-    if ((r = cat_store_get_extents(d->cat, id, &ext, &next)) < 0)
+#endif
+    if (!use_changed && (r = cat_store_get_extents(d->cat, id, &ext, &next)) < 0)
         goto out;
     if (s->parent_id && cat_snapshot_get(d->cat, s->parent_id, &p) == 0) {
         if ((r = cat_store_get(d->cat, p->id, &pi)) < 0)
@@ -320,15 +375,40 @@ static int move_one(struct store_state *st, const char *id)
     if ((r = cat_intent_update(d->cat, intent, "exported", res.manifest)) < 0)
         goto out;
     store_crashpoint("store-move:recorded");
+    if (use_changed)
+        pthread_mutex_lock(&st->ext_lock);
     r = cat_begin(d->cat);
     if (r == 0) {
         r = cat_store_set_manifest(d->cat, id, res.manifest);
+#if OBJSTORE_FORMAT_VERSION >= 2
+        struct cat_store_info now = {0};
+        /* Unless a delete merged extents in meanwhile (they are exact too). */
+        if (r == 0 && use_changed && cat_store_get(d->cat, id, &now) == 0 && !now.has_extents) {
+            struct cat_range *cv = xcalloc(res.nchanged ? res.nchanged : 1, sizeof *cv);
+            for (size_t i = 0; i < res.nchanged; i++)
+                cv[i] = (struct cat_range){ res.changed[i].offset, res.changed[i].length };
+            r = cat_store_set_extents(d->cat, id, cv, res.nchanged);
+            free(cv);
+        }
+        cat_store_info_clear(&now);
+#endif
         if (r == -ENOENT)
             r = 0;          /* deleted meanwhile: its manifest goes below */
         if (r == 0)
             r = cat_intent_delete(d->cat, intent);
         r = cat_end(d->cat, r);
     }
+    if (use_changed)
+        pthread_mutex_unlock(&st->ext_lock);
+#if OBJSTORE_FORMAT_VERSION >= 2
+    if (use_changed) {
+        bytes = 0;
+        for (size_t i = 0; i < res.nchanged; i++)
+            bytes += res.changed[i].length;
+        next = res.nchanged;
+    }
+    objstore_export_result_free(&res);
+#endif
     if (r < 0)
         goto out;
     store_crashpoint("store-move:done");

@@ -270,34 +270,70 @@ int store_changed_bytes(struct amberd *d, const struct cat_snapshot *prev,
     return 0;
 }
 
-/* --- a reader ---------------------------------------------------------------------- */
+/* --- a reader ------------------------------------------------------------------ */
 
 struct store_reader {
     struct amberd *d;
     char *snapshot_id;
-    int fd;
+    int fd;                 /* the resident image, or -1 */
+    char *manifest;         /* else: read from the store */
+    uint64_t size;
+    bool pinned;
 };
+
+static int reader_open(struct amberd *d, const struct cat_snapshot *s, bool need_fd,
+                       struct store_reader **ret, struct op_err *e)
+{
+    struct store_state *st = S(d);
+    struct store_reader *x = xcalloc(1, sizeof *x);
+    x->d = d;
+    x->snapshot_id = xstrdup(s->id);
+    x->fd = -1;
+    x->size = s->size_bytes;
+    int r;
+#if OBJSTORE_FORMAT_VERSION >= 2
+    /* Not resident: read the store directly, nothing brought back. */
+    struct cat_store_info si = {0};
+    if (!need_fd && st && st->read_repo && cat_store_get(d->cat, s->id, &si) == 0 && !si.resident &&
+        si.manifest) {
+        x->manifest = TAKE_PTR(si.manifest);
+        cat_store_info_clear(&si);
+        *ret = x;
+        return 0;
+    }
+    cat_store_info_clear(&si);
+#else
+    (void)need_fd;
+    (void)st;
+#endif
+    if ((r = store_hydrate(d, s, e)) < 0) {
+        free(x->snapshot_id);
+        free(x);
+        return r;
+    }
+    x->pinned = true;
+    _cleanup_free_ char *path = pool_disk_path(d->pool, s->volume_id, s->id);
+    x->fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (x->fd < 0) {
+        r = -errno;
+        store_reader_close(x);
+        return op_fail(e, r == -ENOENT ? RPC_NOT_FOUND : 0, r, "snapshot %s: %s", s->name,
+                       strerror(-r));
+    }
+    *ret = x;
+    return 0;
+}
 
 int store_reader_open(struct amberd *d, const struct cat_snapshot *s, struct store_reader **ret,
                       struct op_err *e)
 {
-    int r = store_hydrate(d, s, e);
-    if (r < 0)
-        return r;
-    _cleanup_free_ char *path = pool_disk_path(d->pool, s->volume_id, s->id);
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        r = -errno;
-        store_release(d, s->id);
-        return op_fail(e, r == -ENOENT ? RPC_NOT_FOUND : 0, r, "snapshot %s: %s", s->name,
-                       strerror(-r));
-    }
-    struct store_reader *x = xcalloc(1, sizeof *x);
-    x->d = d;
-    x->snapshot_id = xstrdup(s->id);
-    x->fd = fd;
-    *ret = x;
-    return 0;
+    return reader_open(d, s, false, ret, e);
+}
+
+int store_reader_open_fd(struct amberd *d, const struct cat_snapshot *s, struct store_reader **ret,
+                         struct op_err *e)
+{
+    return reader_open(d, s, true, ret, e);
 }
 
 int store_reader_fd(const struct store_reader *r)
@@ -305,12 +341,45 @@ int store_reader_fd(const struct store_reader *r)
     return r->fd;
 }
 
+int store_reader_pread(struct store_reader *r, void *buf, size_t len, uint64_t off)
+{
+    uint8_t *p = buf;
+    if (r->fd < 0) {
+#if OBJSTORE_FORMAT_VERSION >= 2
+        struct store_state *st = S(r->d);
+        size_t in = off >= r->size ? 0 : (size_t)MIN((uint64_t)len, r->size - off);
+        memset(p + in, 0, len - in);
+        return in ? objstore_read(st->read_repo, r->manifest, off, p, in) : 0;
+#else
+        return -EBADF;
+#endif
+    }
+    while (len > 0) {
+        ssize_t n = pread(r->fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0)
+            return -errno;
+        if (n == 0) {           /* past the end reads as zeros */
+            memset(p, 0, len);
+            return 0;
+        }
+        p += n;
+        len -= (size_t)n;
+        off += (uint64_t)n;
+    }
+    return 0;
+}
+
 void store_reader_close(struct store_reader *r)
 {
     if (!r)
         return;
-    close(r->fd);
-    store_release(r->d, r->snapshot_id);
+    if (r->fd >= 0)
+        close(r->fd);
+    if (r->pinned)
+        store_release(r->d, r->snapshot_id);
+    free(r->manifest);
     free(r->snapshot_id);
     free(r);
 }

@@ -24,7 +24,11 @@
  * a chunk. The smallest it allows keeps that amplification at 16x (1 MiB:
  * 256x) at the price of bigger manifests (32 bytes a chunk: 512 KiB for a
  * 1 GiB volume); format 2 (exact extents in packs) makes this moot. */
+#if OBJSTORE_FORMAT_VERSION >= 2
+#define STORE_CHUNK 0
+#else
 #define STORE_CHUNK OBJSTORE_CHUNK_MIN
+#endif
 
 /* --- crash points ------------------------------------------------------------ */
 
@@ -225,6 +229,7 @@ static void state_free(struct store_state *st)
         return;
     objstore_close(st->mover_repo);
     objstore_close(st->serve_repo);
+    objstore_close(st->read_repo);
     while (st->pins) {
         struct store_pin *p = st->pins;
         st->pins = p->next;
@@ -296,7 +301,8 @@ int store_start(struct amberd *d, const struct store_opts *o)
         }
         log_info("store", "made the local snapshot store %s", dir);
     }
-    if ((r = open_repo(st, &st->mover_repo)) < 0 || (r = open_repo(st, &st->serve_repo)) < 0) {
+    if ((r = open_repo(st, &st->mover_repo)) < 0 || (r = open_repo(st, &st->serve_repo)) < 0 ||
+        (OBJSTORE_FORMAT_VERSION >= 2 && (r = open_repo(st, &st->read_repo)) < 0)) {
         state_free(st);
         return r;
     }
@@ -396,7 +402,12 @@ int store_recover_intent(struct amberd *d, const struct cat_intent *in)
     } else if (r == 0 && strcmp(in->op, CAT_OP_STORE_MOVE) == 0) {
         /* Exported but not recorded: record it (the manifest is complete);
          * otherwise the mover exports again, reusing every stored chunk. */
-        if (in->step && strcmp(in->step, "exported") == 0 && in->args && *in->args)
+        struct cat_store_info si = {0};
+        bool has_extents = cat_store_get(d->cat, id, &si) == 0 && si.has_extents;
+        cat_store_info_clear(&si);
+        /* (Format 2 records the extents with the manifest: without them,
+         * redo; the same export makes the same manifest.) */
+        if (in->step && strcmp(in->step, "exported") == 0 && in->args && *in->args && has_extents)
             r = cat_store_set_manifest(d->cat, id, in->args);
     } else if (r == 0 && strcmp(in->op, CAT_OP_STORE_DROP) == 0) {
         /* Asked for and recorded: finish it. */

@@ -80,12 +80,20 @@ int store_diff(struct amberd *d, const struct cat_snapshot *from, const struct c
 int store_changed_bytes(struct amberd *d, const struct cat_snapshot *prev,
                         const struct cat_snapshot *s, uint64_t *ret_bytes, const char **ret_method);
 
-/* A snapshot's bytes for a reader (export, peer sync): resident image or
- * brought back from the store. */
+/* A snapshot's bytes for a reader (export, peer sync): its resident image,
+ * or (repository format 2) objstore_read from the store, or (format 1)
+ * the snapshot brought back. */
 struct store_reader;
 int store_reader_open(struct amberd *d, const struct cat_snapshot *s, struct store_reader **ret,
                       struct op_err *e);
+/* Read LEN bytes at OFF (past the image's end: zeros). 0 or -errno. */
+int store_reader_pread(struct store_reader *r, void *buf, size_t len, uint64_t off);
+/* The image's fd for readers that need one (objstore_export), or -1 when
+ * the bytes come from the store (open the reader with store_reader_open_fd
+ * to always get an image). */
 int store_reader_fd(const struct store_reader *r);
+int store_reader_open_fd(struct amberd *d, const struct cat_snapshot *s, struct store_reader **ret,
+                         struct op_err *e);
 void store_reader_close(struct store_reader *r);
 
 /* snap_delete calls this after its intent and before the pool delete: it

@@ -87,25 +87,6 @@ static int still_there(struct sender *s, struct op_err *e)
     return 0;
 }
 
-static int pread_full(int fd, uint8_t *buf, uint64_t len, uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) {            /* past the end reads as zeros */
-            memset(buf, 0, len);
-            return 0;
-        }
-        buf += n;
-        len -= (uint64_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 struct piece_buf {
     uint8_t *raw, *z;
     size_t zcap;
@@ -231,7 +212,8 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     unsigned npieces = 0;
     while (pos < total) {
         while (ai < rl.n && ahead < pos + SYNC_READAHEAD) {
-            posix_fadvise(fd, (off_t)rl.v[ai].off, (off_t)rl.v[ai].len, POSIX_FADV_WILLNEED);
+            if (fd >= 0)
+                posix_fadvise(fd, (off_t)rl.v[ai].off, (off_t)rl.v[ai].len, POSIX_FADV_WILLNEED);
             ahead += rl.v[ai++].len;
         }
         b->nseg = 0;
@@ -239,7 +221,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
         while (n < SYNC_PIECE && ri < rl.n) {
             uint64_t take = MIN(SYNC_PIECE - n, rl.v[ri].len - rpos);
             seg_add(b, rl.v[ri].off + rpos, take);
-            if ((r = pread_full(fd, b->raw + n, take, rl.v[ri].off + rpos)) < 0) {
+            if ((r = store_reader_pread(rd, b->raw + n, take, rl.v[ri].off + rpos)) < 0) {
                 op_fail(e, RPC_INTERNAL, r, "reading snapshot %s: %s", snap->name, strerror(-r));
                 goto out;
             }
