@@ -313,6 +313,7 @@ static int move_one(struct store_state *st, const char *id)
         r = candidate_ranges(st, s, &ext, &next);
         if (r < 0)
             goto out;
+        store_crashpoint("store-move:extents");
     }
 #else
     if (!si.has_extents) {
