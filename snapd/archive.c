@@ -175,6 +175,52 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     /* The changed extents come from the store's exact lists where the
      * snapshots were moved off the pool, and the bytes from the snapshot's
      * image (brought back from the store if it was moved). */
+    if (incremental) {
+        /* Moved off the pool and building on an export already there: copy
+         * it from the local store, reading no volume. */
+        int64_t cid = 0;
+        struct cat_export *crow = NULL;
+        struct progress_ctx cx = { .call = c, .snapshot_id = s->id, .volume_id = s->volume_id,
+                                   .volume_name = s->volume_name };
+        atomic_init(&cx.cancel, false);
+        struct objstore_export_result cres = {0};
+        r = store_copy_to(d, s, repo, progress_cb, &cx, &cx.cancel, &cres);
+        if (r != -EOPNOTSUPP) {
+            objstore_close(repo);
+            if (cat_export_find(d->cat, s->id, q->repo, &crow) == 0)
+                cid = crow->id;
+            else
+                cat_export_add(d->cat, s->id, q->repo, &cid);
+            cat_export_free(crow);
+            if (r < 0) {
+                cat_export_update(d->cat, cid, CAT_EXPORT_FAILED, NULL);
+                return rpc_error(c, r == -ECANCELED ? RPC_CANCELLED : rpc_code_from_errno(r),
+                                 "export of %s from the snapshot store failed: %s (run it again "
+                                 "to resume)", s->name, strerror(-r));
+            }
+            cat_export_update(d->cat, cid, CAT_EXPORT_DONE, cres.manifest);
+            log_info("archive", "exported %s as manifest %s (copied from the snapshot store on %s): "
+                     "uploaded %llu bytes, %.2fs", s->id, cres.manifest, parent,
+                     (unsigned long long)cres.bytes_uploaded, cres.seconds);
+            Amber__V1__ArchiveProgress cfin = AMBER__V1__ARCHIVE_PROGRESS__INIT;
+            cfin.done = true;
+            cfin.manifest = cres.manifest;
+            cfin.parent_manifest = parent;
+            cfin.bytes_uploaded = cres.bytes_uploaded;
+            cfin.chunks_uploaded = cres.chunks_uploaded;
+            cfin.chunks_reused = cres.chunks_reused;
+            cfin.chunks_from_parent = cres.chunks_from_parent;
+            cfin.seconds = cres.seconds;
+            cfin.snapshot_id = s->id;
+            cfin.volume_id = s->volume_id;
+            cfin.volume_name = (char *)(s->volume_name ? s->volume_name : "");
+            r = rpc_call_send(c, &cfin.base);
+#if OBJSTORE_FORMAT_VERSION >= 2
+            objstore_export_result_free(&cres);
+#endif
+            return r;
+        }
+    }
     const char *method = NULL;
     r = store_diff(d, incremental ? ps : NULL, s, NULL, range_cb, &ranges, &method);
     if (r < 0) {

@@ -384,6 +384,28 @@ void store_reader_close(struct store_reader *r)
     free(r);
 }
 
+int store_copy_to(struct amberd *d, const struct cat_snapshot *s, struct objstore *dst,
+                  objstore_progress_fn progress, void *progress_ud, const atomic_bool *cancel,
+                  struct objstore_export_result *res)
+{
+#if OBJSTORE_FORMAT_VERSION >= 2
+    struct store_state *st = S(d);
+    struct cat_store_info si = {0};
+    if (!st || !st->serve_repo || cat_store_get(d->cat, s->id, &si) < 0 || si.resident || !si.manifest) {
+        cat_store_info_clear(&si);
+        return -EOPNOTSUPP;
+    }
+    pthread_mutex_lock(&st->serve_lock);
+    int r = objstore_copy(st->serve_repo, dst, si.manifest, progress, progress_ud, cancel, res);
+    pthread_mutex_unlock(&st->serve_lock);
+    cat_store_info_clear(&si);
+    return r;
+#else
+    (void)d; (void)s; (void)dst; (void)progress; (void)progress_ud; (void)cancel; (void)res;
+    return -EOPNOTSUPP;
+#endif
+}
+
 /* --- deleting a snapshot in the middle of the chain ---------------------------------- */
 
 static void ranges_add(struct range_list *l, const struct cat_range *v, size_t n)

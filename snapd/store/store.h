@@ -23,6 +23,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "amber/objstore.h"
 #include "snapd/daemon.h"
 
 #define STORE_RELPATH ".amber/store"
@@ -95,6 +96,14 @@ int store_reader_fd(const struct store_reader *r);
 int store_reader_open_fd(struct amberd *d, const struct cat_snapshot *s, struct store_reader **ret,
                          struct op_err *e);
 void store_reader_close(struct store_reader *r);
+
+/* Export snapshot S to repository DST by copying it from the local store
+ * (objstore_copy: the manifest, map nodes and pieces DST lacks, no volume
+ * read) when its subvolume was dropped and the repository format has it
+ * (2); -EOPNOTSUPP otherwise (export it from its image). */
+int store_copy_to(struct amberd *d, const struct cat_snapshot *s, struct objstore *dst,
+                  objstore_progress_fn progress, void *progress_ud, const atomic_bool *cancel,
+                  struct objstore_export_result *res);
 
 /* snap_delete calls this after its intent and before the pool delete: it
  * keeps the child's exact extents exact (their union with S's, or S's plus
