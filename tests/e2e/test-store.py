@@ -288,7 +288,10 @@ def crash_case(point, nth):
         os.close(w.fd)
     except OSError:
         pass
-    T.check(d.proc.poll() is not None, "%s#%d: the daemon did not crash" % (point, nth))
+    try:
+        d.proc.wait(timeout=60)     # it died (a call failed) or dies now
+    except subprocess.TimeoutExpired:
+        raise AssertionError("%s#%d: the daemon did not crash" % (point, nth))
     T.check(d.proc.returncode != 0, "%s#%d: the daemon did not crash" % (point, nth))
     T.check("AMBER_CRASH_AT=%s" % point in d.log(), "%s: crashed elsewhere" % point)
     d.kill()
