@@ -145,7 +145,10 @@ static int diff_once(struct amberd *d, const struct cat_snapshot *from, const st
                      const char *vol_id, struct range_list *out, const char **ret_method, uint64_t *limit)
 {
     struct cat_snapshot_list chain = {0};
-    struct cat_snapshot_filter f = { .volume_id = from->volume_id, .states = 1u << CAT_SNAP_READY };
+    /* A snapshot being deleted stays in the chain until its row goes: its
+     * extents are merged into its child's only during the delete. */
+    struct cat_snapshot_filter f = { .volume_id = from->volume_id,
+                                     .states = (1u << CAT_SNAP_READY) | (1u << CAT_SNAP_DELETING) };
     int r = cat_snapshot_list(d->cat, &f, NULL, &chain);
     if (r < 0)
         return r;
