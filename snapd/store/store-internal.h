@@ -5,6 +5,7 @@
 #define AMBER_SNAPD_STORE_INTERNAL_H
 
 #include <pthread.h>
+#include <stdatomic.h>
 
 #include "amber/objstore.h"
 #include "snapd/store/store.h"
@@ -39,6 +40,7 @@ struct store_state {
     pthread_cond_t changed;         /* pins, drops, passes: waiters */
     pthread_t thread;
     bool started, stop;
+    atomic_bool cancel;             /* set at stop: long exports and restores end */
     uint64_t kicks;                 /* store_kick count */
     uint64_t idle_kicks;            /* `kicks` seen at the start of the last idle pass */
     bool idle;

@@ -107,7 +107,12 @@ int store_exact_diff(struct amberd *d, const char *vol, const char *from, const 
     }
     _cleanup_free_ uint8_t *a = xmalloc(STORE_READ), *b = xmalloc(STORE_READ);
     uint64_t limit = MAX(tsize, fsize);
+    const atomic_bool *cancel = d->store ? &d->store->cancel : NULL;
     for (size_t i = 0; i < cand.n && r == 0; i++) {
+        if (cancel && atomic_load(cancel)) {
+            r = -ECANCELED;
+            break;
+        }
         uint64_t pos = cand.v[i].off / STORE_BLOCK * STORE_BLOCK;
         uint64_t end = MIN(cand.v[i].off + cand.v[i].len, limit);
         while (pos < end && r == 0) {
@@ -362,7 +367,7 @@ static int move_one(struct store_state *st, const char *id)
     struct objstore_export_req req = {
         .fd = fd, .size = s->size_bytes, .ranges = ranges, .nranges = next,
         .parent = pi.manifest, .snapshot_uuid = s->id, .volume_name = s->volume_name,
-        .created_ns = s->created_ns, .parallelism = 2,
+        .created_ns = s->created_ns, .parallelism = 2, .cancel = &st->cancel,
     };
     struct objstore_export_result res = {0};
     uint64_t t0 = now_mono_ns();
@@ -533,7 +538,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
                 if (r == -ENOSPC || r == -EDQUOT) {
                     blocked_set(st, ids[i], true, r);
                     *ret_retry_ns = now_mono_ns() + STORE_RETRY_NS;
-                } else if (r != -EAGAIN) {
+                } else if (r != -EAGAIN && r != -ECANCELED) {
                     log_warn_errno(r, "store", "cannot store snapshot %s (%s) yet", s->name, s->id);
                     *ret_retry_ns = now_mono_ns() + STORE_RETRY_NS;
                 }

@@ -76,7 +76,8 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
         r = pool_snap_build(d->pool, s->volume_id, s->id, s->size_bytes, &fd);
     struct objstore_restore_result res = {0};
     if (r == 0) {
-        struct objstore_restore_req req = { .manifest = si.manifest, .fd = fd, .resume = base != NULL };
+        struct objstore_restore_req req = { .manifest = si.manifest, .fd = fd, .resume = base != NULL,
+                                            .cancel = &st->cancel };
         r = objstore_restore(st->serve_repo, &req, &res);
         if (r == 0 && fsync(fd) < 0)
             r = -errno;

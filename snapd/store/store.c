@@ -258,6 +258,7 @@ static void state_free(struct store_state *st)
 int store_start(struct amberd *d, const struct store_opts *o)
 {
     struct store_state *st = xcalloc(1, sizeof *st);
+    atomic_init(&st->cancel, false);
     st->d = d;
     st->opts = *o;
     if (st->opts.resident == 0)
@@ -335,6 +336,7 @@ void store_stop(struct amberd *d)
     struct store_state *st = S(d);
     if (!st)
         return;
+    atomic_store(&st->cancel, true);
     if (st->started) {
         pthread_mutex_lock(&st->lock);
         st->stop = true;
