@@ -86,5 +86,6 @@ int cmd_snapshot(struct cli *c, int argc, char **argv);
 int cmd_export(struct cli *c, int argc, char **argv);
 int cmd_restore(struct cli *c, int argc, char **argv);
 int cmd_repo(struct cli *c, int argc, char **argv);
+int cmd_store(struct cli *c, int argc, char **argv);
 
 #endif

@@ -48,6 +48,8 @@ void snapshot_json(struct json *j, const char *key, const Amber__V1__Snapshot *s
     json_u64(j, "size_bytes", s->size_bytes);
     json_str(j, "state", s->state);
     json_str(j, "origin", s->origin);
+    json_bool(j, "stored", s->stored);
+    json_bool(j, "resident", s->resident);
     if (*s->k8s_name) {
         json_str(j, "k8s_namespace", s->k8s_namespace);
         json_str(j, "k8s_name", s->k8s_name);
@@ -81,6 +83,7 @@ static void snapshot_print(struct cli *c, const Amber__V1__Snapshot *s)
     printf("size:     %s\n", sz);
     printf("labels:   %s\n", *l ? l : "-");
     printf("state:    %s\n", s->state);
+    printf("stored:   %s%s\n", s->stored ? "yes" : "no", s->resident ? "" : " (served from the store)");
     if (*s->k8s_name)
         printf("k8s:      VolumeSnapshot %s/%s\n", s->k8s_namespace, s->k8s_name);
 }

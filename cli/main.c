@@ -192,6 +192,7 @@ static const struct cmd commands[] = {
     { "subscribe", cmd_subscribe, "follow a peer's volume" },
     { "subscription", cmd_subscription, "subscriptions" },
     { "cluster", cmd_cluster, "the cluster: CA, node certificates, copy jobs" },
+    { "store", cmd_store, "the pool's local snapshot store" },
 };
 
 int main(int argc, char **argv)

@@ -9,6 +9,7 @@
 #include "snapd/daemon.h"
 #include "snapd/pipeline/pipeline.h"
 #include "snapd/cluster/cluster.h"
+#include "snapd/store/store.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
@@ -75,9 +76,16 @@ struct pb_snapshot {
     Amber__V1__Label **plabels;
 };
 
-static void snapshot_pb(const struct cat_snapshot *s, struct pb_snapshot *out)
+static void snapshot_pb(struct amberd *d, const struct cat_snapshot *s, struct pb_snapshot *out)
 {
     Amber__V1__Snapshot m = AMBER__V1__SNAPSHOT__INIT;
+    struct cat_store_info si = {0};
+    m.resident = true;
+    if (cat_store_get(d->cat, s->id, &si) == 0) {
+        m.stored = si.manifest != NULL;
+        m.resident = si.resident;
+        cat_store_info_clear(&si);
+    }
     m.id = s->id;
     m.name = s->name;
     m.volume_id = s->volume_id;
@@ -121,7 +129,7 @@ static int send_volume(struct rpc_call *c, const struct cat_volume *v)
 static int send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
 {
     struct pb_snapshot ps;
-    snapshot_pb(s, &ps);
+    snapshot_pb(D(c), s, &ps);
     int r = rpc_call_send(c, &ps.m.base);
     snapshot_pb_clear(&ps);
     return r;
@@ -378,7 +386,7 @@ static int h_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         struct pb_snapshot *ps = xcalloc(n, sizeof *ps);
         Amber__V1__Snapshot **pp = xcalloc(n, sizeof *pp);
         for (size_t i = 0; i < n; i++) {
-            snapshot_pb(s[i], &ps[i]);
+            snapshot_pb(D(c), s[i], &ps[i]);
             pp[i] = &ps[i].m;
         }
         out.snapshots = pp;
@@ -456,7 +464,7 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     struct pb_snapshot *ps = xcalloc(sl.n, sizeof *ps);
     Amber__V1__Snapshot **pp = xcalloc(sl.n, sizeof *pp);
     for (size_t i = 0; i < sl.n; i++) {
-        snapshot_pb(&sl.items[i], &ps[i]);
+        snapshot_pb(D(c), &sl.items[i], &ps[i]);
         pp[i] = &ps[i].m;
     }
     out.snapshots = pp;
@@ -585,6 +593,7 @@ static const struct {
     { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
     { api_check_methods, &api_check_methods_n },             /* selfcheck.c */
     { cluster_api_methods, &cluster_api_methods_n },         /* cluster/cluster-api.c */
+    { store_api_methods, &store_api_methods_n },             /* store/store-api.c */
 };
 
 struct rpc_method *api_node_all_methods(size_t *ret_n)

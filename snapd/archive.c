@@ -26,6 +26,7 @@
 #include "amber/util.h"
 #include "archive.pb-c.h"
 #include "snapd/daemon.h"
+#include "snapd/store/store.h"
 
 struct progress_ctx {
     struct rpc_call *call;
@@ -171,23 +172,71 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_free_ char *parent = NULL;
     struct range_acc ranges = {0};
     bool incremental = !q->full && find_parent(d, repo, s, q->repo, &parent, &ps);
-    if (incremental)
-        r = pool_diff(d->pool, s->volume_id, ps->id, s->id, range_cb, &ranges, NULL);
-    else
-        r = pool_allocated(d->pool, s->volume_id, s->id, range_cb, &ranges);
+    /* The changed extents come from the store's exact lists where the
+     * snapshots were moved off the pool, and the bytes from the snapshot's
+     * image (brought back from the store if it was moved). */
+    if (incremental) {
+        /* Moved off the pool and building on an export already there: copy
+         * it from the local store, reading no volume. */
+        int64_t cid = 0;
+        struct cat_export *crow = NULL;
+        struct progress_ctx cx = { .call = c, .snapshot_id = s->id, .volume_id = s->volume_id,
+                                   .volume_name = s->volume_name };
+        atomic_init(&cx.cancel, false);
+        struct objstore_export_result cres = {0};
+        r = store_copy_to(d, s, repo, progress_cb, &cx, &cx.cancel, &cres);
+        if (r != -EOPNOTSUPP) {
+            objstore_close(repo);
+            if (cat_export_find(d->cat, s->id, q->repo, &crow) == 0)
+                cid = crow->id;
+            else
+                cat_export_add(d->cat, s->id, q->repo, &cid);
+            cat_export_free(crow);
+            if (r < 0) {
+                cat_export_update(d->cat, cid, CAT_EXPORT_FAILED, NULL);
+                return rpc_error(c, r == -ECANCELED ? RPC_CANCELLED : rpc_code_from_errno(r),
+                                 "export of %s from the snapshot store failed: %s (run it again "
+                                 "to resume)", s->name, strerror(-r));
+            }
+            cat_export_update(d->cat, cid, CAT_EXPORT_DONE, cres.manifest);
+            log_info("archive", "exported %s as manifest %s (copied from the snapshot store on %s): "
+                     "uploaded %llu bytes, %.2fs", s->id, cres.manifest, parent,
+                     (unsigned long long)cres.bytes_uploaded, cres.seconds);
+            Amber__V1__ArchiveProgress cfin = AMBER__V1__ARCHIVE_PROGRESS__INIT;
+            cfin.done = true;
+            cfin.manifest = cres.manifest;
+            cfin.parent_manifest = parent;
+            cfin.bytes_uploaded = cres.bytes_uploaded;
+            cfin.chunks_uploaded = cres.chunks_uploaded;
+            cfin.chunks_reused = cres.chunks_reused;
+            cfin.chunks_from_parent = cres.chunks_from_parent;
+            cfin.seconds = cres.seconds;
+            cfin.snapshot_id = s->id;
+            cfin.volume_id = s->volume_id;
+            cfin.volume_name = (char *)(s->volume_name ? s->volume_name : "");
+            r = rpc_call_send(c, &cfin.base);
+#if OBJSTORE_FORMAT_VERSION >= 2
+            objstore_export_result_free(&cres);
+#endif
+            return r;
+        }
+    }
+    const char *method = NULL;
+    r = store_diff(d, incremental ? ps : NULL, s, NULL, range_cb, &ranges, &method);
     if (r < 0) {
         objstore_close(repo);
         free(ranges.v);
         return rpc_error(c, rpc_code_from_errno(r), "reading the extents of %s: %s", s->name, strerror(-r));
     }
-    _cleanup_free_ char *path = pool_disk_path(d->pool, s->volume_id, s->id);
-    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        r = -errno;
+    struct store_reader *rd = NULL;
+    if ((r = store_reader_open_fd(d, s, &rd, &e)) < 0) {
         objstore_close(repo);
         free(ranges.v);
-        return rpc_error(c, RPC_INTERNAL, "open %s: %s", path, strerror(-r));
+        r = rpc_error(c, e.code ? e.code : rpc_code_from_errno(r), "%s", e.msg);
+        op_err_clear(&e);
+        return r;
     }
+    int fd = store_reader_fd(rd);
 
     int64_t eid = 0;
     struct cat_export *row = NULL;
@@ -219,6 +268,7 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
              incremental ? "incremental" : "full", ranges.n);
     crashpoint("export:start");
     r = objstore_export(repo, &req, &res);
+    store_reader_close(rd);
     free(labels);
     free(ranges.v);
     objstore_close(repo);

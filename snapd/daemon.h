@@ -45,6 +45,7 @@ struct amberd {
     struct sched_state *sched;    /* schedule.c: the time machine */
     struct scoped_state *scoped;  /* scoped.c: per-pod API sockets */
     struct cluster_state *cluster; /* cluster/: cluster mode (NULL when off) */
+    struct store_state *store;    /* store/: the snapshot store and its mover */
 };
 
 /* --- ops.c: shared by the operations and the API layers ---------------- */
@@ -67,6 +68,9 @@ void crashpoint(const char *name);
 /* Per-volume operation locks. 0, or -EBUSY when one is in flight. */
 int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct op_err *e);
 void busy_release(struct amberd *d, const char *vol_id);
+/* Whether an operation is in flight on the volume (a look, no lock taken:
+ * background work that should give way, like the defragmenter). */
+bool busy_check(struct amberd *d, const char *vol_id);
 
 /* Look a volume (name or id) or a snapshot (name, VOLUME@name or id) up;
  * -ENOENT (NOT_FOUND) or -EINVAL (ambiguous) with the error set. */

@@ -16,6 +16,7 @@
 #include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 #include "snapd/cluster/cluster.h"
+#include "snapd/store/store.h"
 
 #define DEFAULT_SOCKET "/run/amber/amberd.sock"
 
@@ -40,6 +41,17 @@ static const char usage[] =
 "  --xfs-max-extents N   XFS: refuse to snapshot an image with more extents\n"
 "                        than N (default 65536, about 1.5 s of writer stall)\n"
 "  --reserve SIZE        free space kept back in the pool (default: 2%%, >= 64M)\n"
+"\n"
+"Snapshot store (history off the live volume; see snapd/store/README.md):\n"
+"  --resident-snapshots K\n"
+"                        keep the K newest snapshots of each volume as\n"
+"                        subvolumes (default 2, at least 1); older ones live\n"
+"                        in the pool's local store (POOL/.amber/store) and\n"
+"                        are brought back when read\n"
+"  --store-off           move no snapshot (every snapshot stays a subvolume)\n"
+"  --no-defrag           do not defragment live images in the background\n"
+"  --defrag-threshold N  defragment a live image above N extents per GiB\n"
+"                        (default 4096)\n"
 "\n"
 "API:\n"
 "  --socket PATH         the node API socket (default " DEFAULT_SOCKET ")\n"
@@ -134,7 +146,9 @@ int main(int argc, char **argv)
     enum { O_POOL = 256, O_IMAGE, O_SIZE, O_FS, O_BACKEND, O_XFSMAX, O_RESERVE, O_SOCKET, O_MODE,
            O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
            O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS,
-           O_CLUSTER_CA, O_CLUSTER_CA_KEY, O_CLUSTER_REGISTRY, O_ARCHIVES_FILE };
+           O_CLUSTER_CA, O_CLUSTER_CA_KEY, O_CLUSTER_REGISTRY, O_ARCHIVES_FILE,
+           O_RESIDENT, O_STORE_OFF, O_NO_DEFRAG, O_DEFRAG_THRESHOLD };
+    struct store_opts store_opts = { .resident = STORE_RESIDENT_DEFAULT, .defrag = true };
     struct peer_opts peer_opts = {0};
     struct cluster_opts cluster_opts = {0};
     static const struct option opts[] = {
@@ -167,6 +181,10 @@ int main(int argc, char **argv)
         { "cluster-ca-key", required_argument, NULL, O_CLUSTER_CA_KEY },
         { "cluster-registry", required_argument, NULL, O_CLUSTER_REGISTRY },
         { "archives-file", required_argument, NULL, O_ARCHIVES_FILE },
+        { "resident-snapshots", required_argument, NULL, O_RESIDENT },
+        { "store-off", no_argument, NULL, O_STORE_OFF },
+        { "no-defrag", no_argument, NULL, O_NO_DEFRAG },
+        { "defrag-threshold", required_argument, NULL, O_DEFRAG_THRESHOLD },
         {}
     };
     int o;
@@ -183,6 +201,23 @@ int main(int argc, char **argv)
         case O_CLUSTER_REGISTRY: cluster_opts.registry = optarg; break;
         case O_ARCHIVES_FILE: cluster_opts.archives_file = optarg; break;
         case O_METRICS: metrics_listen = optarg; break;
+        case O_RESIDENT:
+            /* K = 0 is refused: the newest snapshot is the base of the next
+             * exact diff, of a replica's next transfer and of a revert. */
+            if (parse_u64(optarg, &v) < 0 || v == 0 || v > UINT32_MAX) {
+                fprintf(stderr, "amberd: --resident-snapshots: a number of at least 1\n");
+                return 2;
+            }
+            store_opts.resident = (uint32_t)v;
+            break;
+        case O_STORE_OFF: store_opts.off = true; break;
+        case O_NO_DEFRAG: store_opts.defrag = false; break;
+        case O_DEFRAG_THRESHOLD:
+            if (parse_u64(optarg, &store_opts.defrag_threshold) < 0 || store_opts.defrag_threshold == 0) {
+                fprintf(stderr, "amberd: --defrag-threshold: a positive number of extents per GiB\n");
+                return 2;
+            }
+            break;
         case O_IMAGE: image = optarg; break;
         case O_SIZE:
             if (parse_size(optarg, &pool_size) < 0 || pool_size < (256u << 20)) {
@@ -301,9 +336,15 @@ int main(int argc, char **argv)
         goto out;
     }
     ballast_ensure(&d);
+    if (strcmp(pool_backend_name(d.pool), "btrfs") != 0)
+        store_opts.defrag = false;
+    if ((r = store_start(&d, &store_opts)) < 0)
+        goto out;
     r = daemon_recover(&d);
     if (r < 0)
         log_warn("recover", "some interrupted operations could not be recovered; see above");
+    if ((r = store_run(&d)) < 0)
+        goto out;
 
     struct rpc_server_config sc = { .max_message = max_message, .max_calls = (uint32_t)amberd_limits.calls,
                                     .userdata = &d };
@@ -371,6 +412,7 @@ out:
     metrics_stop();
     cluster_stop(&d);
     peer_stop(&d);
+    store_stop(&d);
     cat_close(d.cat);
     pool_close(d.pool);
     if (d.image) {

@@ -17,6 +17,7 @@
 #include "amber/util.h"
 #include "snapd/daemon.h"
 #include "snapd/cluster/cluster.h"
+#include "snapd/store/store.h"
 
 struct metrics {
     struct amberd *d;
@@ -53,6 +54,29 @@ static void render(struct amberd *d, struct buf *b)
                (unsigned long long)attached);
     buf_printf(b, "# HELP amber_snapshots Snapshots in the catalog (as amberctl info counts them).\n"
                   "# TYPE amber_snapshots gauge\namber_snapshots %llu\n", (unsigned long long)snaps);
+    struct store_status ss;
+    if (store_status(d, false, 0, &ss) == 0) {
+        buf_printf(b, "# HELP amber_snapshots_resident Snapshots that are subvolumes in the pool.\n"
+                      "# TYPE amber_snapshots_resident gauge\namber_snapshots_resident %llu\n"
+                      "# HELP amber_snapshots_stored Snapshots in the pool's local snapshot store.\n"
+                      "# TYPE amber_snapshots_stored gauge\namber_snapshots_stored %llu\n"
+                      "# HELP amber_store_backlog Ready snapshots the mover has not stored yet.\n"
+                      "# TYPE amber_store_backlog gauge\namber_store_backlog %llu\n"
+                      "# HELP amber_store_blocked Of them, waiting for room in the pool.\n"
+                      "# TYPE amber_store_blocked gauge\namber_store_blocked %llu\n"
+                      "# HELP amber_store_moved_total Snapshots stored since start.\n"
+                      "# TYPE amber_store_moved_total counter\namber_store_moved_total %llu\n"
+                      "# HELP amber_store_dropped_total Subvolumes dropped since start.\n"
+                      "# TYPE amber_store_dropped_total counter\namber_store_dropped_total %llu\n"
+                      "# HELP amber_store_hydrated_total Snapshots brought back from the store.\n"
+                      "# TYPE amber_store_hydrated_total counter\namber_store_hydrated_total %llu\n"
+                      "# HELP amber_defrag_bytes_total Live-image bytes rewritten by the defragmenter.\n"
+                      "# TYPE amber_defrag_bytes_total counter\namber_defrag_bytes_total %llu\n",
+                   (unsigned long long)ss.resident, (unsigned long long)ss.stored,
+                   (unsigned long long)ss.backlog, (unsigned long long)ss.blocked,
+                   (unsigned long long)ss.moved, (unsigned long long)ss.dropped,
+                   (unsigned long long)ss.hydrated, (unsigned long long)ss.defrag_bytes);
+    }
     buf_printf(b, "# HELP amber_info Build and pool facts.\n# TYPE amber_info gauge\n"
                   "amber_info{version=\"%s\",backend=\"%s\",node=\"%s\"} 1\n",
                AMBER_VERSION, pool_backend_name(d->pool), d->node_id ? d->node_id : "");

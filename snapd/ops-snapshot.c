@@ -9,6 +9,7 @@
 #include "amber/util.h"
 #include "snapd/daemon.h"
 #include "snapd/limits.h"
+#include "snapd/store/store.h"
 
 static void gen_name(char *buf, size_t len, uint64_t ns, unsigned n)
 {
@@ -243,6 +244,7 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
     if (r < 0)
         goto catalog_err;
     crashpoint("snapshot-create:done");
+    store_kick(d);
     for (size_t i = 0; i < n; i++) {
         log_info("snapshot", "snapshot %s of %s id=%s%s took_ms=%.1f", jobs[i].name,
                  jobs[i].vol->name, jobs[i].id, jobs[i].dev ? " frozen" : "", took / 1e6);
@@ -294,6 +296,10 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
         return op_fail(e, r == -EBUSY ? RPC_ABORTED : 0, r, "catalog: %s", cat_errmsg(d->cat));
     }
     crashpoint("snapshot-delete:intent");
+    /* Keep the chain's exact extents exact without this snapshot. */
+    struct cat_store_info si = {0};
+    cat_store_get(d->cat, s->id, &si);
+    store_snapshot_deleting(d, s);
     r = pool_snap_delete(d->pool, s->volume_id, s->id);
     if (r == -ENOENT)
         r = 0;
@@ -306,6 +312,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
         cat_intent_delete(d->cat, intent);
         cat_commit(d->cat);
         busy_release(d, s->volume_id);
+        cat_store_info_clear(&si);
         return r;
     }
     r = cat_begin(d->cat);
@@ -316,10 +323,15 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
         r = cat_end(d->cat, r);
     }
     busy_release(d, s->volume_id);
-    if (r < 0)
+    if (r < 0) {
+        cat_store_info_clear(&si);
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
+    }
+    store_snapshot_deleted(d, si.manifest);
+    cat_store_info_clear(&si);
     log_info("snapshot", "deleted snapshot %s id=%s", s->name, s->id);
     ballast_ensure(d);
+    store_kick(d);
     return 0;
 }
 
@@ -333,30 +345,18 @@ int snap_diff(struct amberd *d, const char *from, const char *to, const char *vo
         return r;
     if (to && *to && (r = snap_find(d, to, &t, e)) < 0)
         return r;
-    if (!f) {
-        /* Allocated extents of a volume or of one snapshot. */
-        if (t) {
-            *ret_method = "allocated";
-            r = pool_allocated(d->pool, t->volume_id, t->id, cb, userdata);
-        } else {
-            if ((r = vol_find(d, vol, &v, e)) < 0)
-                return r;
-            *ret_method = "allocated";
-            r = pool_allocated(d->pool, v->id, NULL, cb, userdata);
-        }
-    } else {
+    if (!f && !t && (r = vol_find(d, vol, &v, e)) < 0)
+        return r;
+    if (f) {
         if (t && strcmp(t->volume_id, f->volume_id) != 0)
             return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
                            "snapshots %s and %s are of different volumes", from, to);
-        if (!t) {
-            if ((r = cat_volume_get(d->cat, f->volume_id, &v)) < 0)
-                return op_fail(e, RPC_NOT_FOUND, -ENOENT,
-                               "the volume of snapshot %s no longer exists: name a second snapshot", from);
-        }
-        struct pool_diff_stats st = {0};
-        r = pool_diff(d->pool, f->volume_id, f->id, t ? t->id : NULL, cb, userdata, &st);
-        *ret_method = st.method ? st.method : "generation";
+        if (!t && (r = cat_volume_get(d->cat, f->volume_id, &v)) < 0)
+            return op_fail(e, RPC_NOT_FOUND, -ENOENT,
+                           "the volume of snapshot %s no longer exists: name a second snapshot", from);
     }
+    /* The store knows the exact extents of snapshots moved off the pool. */
+    r = store_diff(d, f, t, v ? v->id : NULL, cb, userdata, ret_method);
     if (r < 0 && r != -ECANCELED)
         return op_fail(e, 0, r, "diff: %s", strerror(-r));
     return r;

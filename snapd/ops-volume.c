@@ -7,6 +7,7 @@
 #include "amber/util.h"
 #include "snapd/daemon.h"
 #include "snapd/limits.h"
+#include "snapd/store/store.h"
 
 /* Largest volume we accept: 64 TiB (a loop device and a btrfs file take
  * more, but nothing sane asks for it on one node). */
@@ -142,7 +143,12 @@ int vol_create(struct amberd *d, const struct vol_create_args *a, struct cat_vol
      * and dropped here: the pool clones only snapshots. */
     char tmpsnap[37] = "";
     if (src) {
-        r = pool_vol_clone(d->pool, src->volume_id, src->id, id);
+        /* A snapshot moved off the pool is brought back first. */
+        r = store_hydrate(d, src, e);
+        if (r == 0) {
+            r = pool_vol_clone(d->pool, src->volume_id, src->id, id);
+            store_release(d, src->id);
+        }
     } else if (srcvol) {
         uuid_new(tmpsnap);
         r = pool_snap_create(d->pool, srcvol->id, tmpsnap, NULL);
@@ -247,6 +253,7 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
         return op_fail(e, 0, r, "catalog: %s", cat_errmsg(d->cat));
     log_info("volume", "deleted volume %s id=%s", v->name, v->id);
     ballast_ensure(d);
+    store_kick(d);      /* a snapshot waiting for room may fit now */
     return 0;
 }
 
@@ -332,7 +339,15 @@ int vol_attach(struct amberd *d, const char *ref, const char *snap_ref, char **r
     r = busy_acquire(d, v->id, "attach", e);
     if (r < 0)
         return r;
+    /* A snapshot moved off the pool is brought back while attached: the
+     * store drops its subvolume again after the detach. */
+    if (s && (r = store_hydrate(d, s, e)) < 0) {
+        busy_release(d, v->id);
+        return r;
+    }
     r = pool_attach(d->pool, v->id, s ? s->id : NULL, ret_dev);
+    if (s)
+        store_release(d, s->id);
     busy_release(d, v->id);
     if (r < 0)
         return pool_err(e, r, v->name);
@@ -354,6 +369,8 @@ int vol_detach(struct amberd *d, const char *ref, const char *snap_ref, struct o
         return r;
     r = pool_detach(d->pool, v->id, s ? s->id : NULL);
     busy_release(d, v->id);
+    if (s)
+        store_kick(d);  /* a brought-back snapshot may go again */
     if (r == -EINPROGRESS)
         r = 0;    /* detached at the holder's last close */
     if (r == -EBUSY)
@@ -382,7 +399,11 @@ int vol_revert(struct amberd *d, const char *ref, const char *snap_ref, struct o
     if (r < 0)
         return r;
     crashpoint("volume-revert:intent");
-    r = pool_vol_revert(d->pool, v->id, s->id);
+    r = store_hydrate(d, s, e);
+    if (r == 0) {
+        r = pool_vol_revert(d->pool, v->id, s->id);
+        store_release(d, s->id);
+    }
     crashpoint("volume-revert:pool");
     if (r == 0 && s->size_bytes < v->size_bytes)
         r = pool_vol_resize(d->pool, v->id, v->size_bytes);

@@ -64,6 +64,16 @@ int busy_acquire(struct amberd *d, const char *vol_id, const char *what, struct 
     return 0;
 }
 
+bool busy_check(struct amberd *d, const char *vol_id)
+{
+    bool busy = false;
+    pthread_mutex_lock(&d->busy_lock);
+    for (struct busy *b = d->busy; b && !busy; b = b->next)
+        busy = strcmp(b->id, vol_id) == 0;
+    pthread_mutex_unlock(&d->busy_lock);
+    return busy;
+}
+
 void busy_release(struct amberd *d, const char *vol_id)
 {
     pthread_mutex_lock(&d->busy_lock);

@@ -12,6 +12,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
+#include "snapd/store/store.h"
 
 static int recover_one(struct amberd *d, const struct cat_intent *in)
 {
@@ -49,15 +50,28 @@ static int recover_one(struct amberd *d, const struct cat_intent *in)
         struct cat_snapshot *s = NULL;
         r = cat_snapshot_get(d->cat, id, &s);
         if (r == 0) {
+            struct cat_store_info si = {0};
+            cat_store_get(d->cat, id, &si);
+            store_snapshot_deleting(d, s);
             r = pool_snap_delete(d->pool, s->volume_id, id);
             if (r == -ENOENT)
                 r = 0;
             if (r == 0)
                 r = cat_snapshot_delete(d->cat, id);
+            if (r == 0)
+                store_snapshot_deleted(d, si.manifest);
+            cat_store_info_clear(&si);
             cat_snapshot_free(s);
         } else if (r == -ENOENT) {
             r = 0;
         }
+    } else if (strncmp(in->op, "store_", 6) == 0) {
+        r = store_recover_intent(d, in);
+        if (r == 0)
+            log_info("recover", "%s of %s after a crash (step %s): %s", in->op, id,
+                     in->step ? in->step : "?", strcmp(in->op, CAT_OP_STORE_DROP) == 0 ? "finished"
+                     : "the mover resumes it");
+        return r < 0 ? log_error_errno(r, "recover", "could not recover %s of %s", in->op, id) : 0;
     } else {
         log_warn("recover", "intent %lld: unknown operation %s on %s left as it is",
                  (long long)in->id, in->op, id);

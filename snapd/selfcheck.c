@@ -171,9 +171,17 @@ static int check_once(struct amberd *d, struct report *out, struct report *ir, u
                     cat_snaps = xrealloc(cat_snaps, (ns + 2) * sizeof *cat_snaps);
                     cat_snaps[ns++] = xstrdup(s->id);
                     cat_snaps[ns] = NULL;
-                    if (disk_snaps && !in_strv(disk_snaps, s->id) && s->state != CAT_SNAP_CREATING)
+                    /* A snapshot the store moved off the pool has no subvolume. */
+                    struct cat_store_info si = {0};
+                    bool resident = cat_store_get(d->cat, s->id, &si) < 0 || si.resident;
+                    if (disk_snaps && !in_strv(disk_snaps, s->id) && s->state != CAT_SNAP_CREATING &&
+                        resident)
                         add(&pr, "snapshot %s@%s (%s) is in the catalog, not in the pool", v->name, s->name,
                             s->id);
+                    if (!resident && !si.manifest)
+                        add(&pr, "snapshot %s@%s (%s) is neither in the pool nor in the store", v->name,
+                            s->name, s->id);
+                    cat_store_info_clear(&si);
                     if (s->state != CAT_SNAP_READY && !has_intent(&il, s->id))
                         add(&pr, "snapshot %s@%s is %s with no intent to finish it", v->name, s->name,
                             cat_snap_state_to_string(s->state));

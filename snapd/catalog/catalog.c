@@ -409,6 +409,15 @@ static const char *const migrations[] = {
     "  pod_name TEXT,"
     "  pod_uid TEXT,"
     "  created_ns INTEGER NOT NULL);",
+    /* The snapshot store (snapd/store/): where each snapshot's bytes are. No
+     * row: resident (a subvolume), not stored, no exact extents yet. */
+    [2] =
+    "CREATE TABLE snapshot_store ("
+    "  snapshot_id TEXT PRIMARY KEY NOT NULL REFERENCES snapshots (id) ON DELETE CASCADE,"
+    "  manifest TEXT,"                  /* in the local store; NULL: not yet */
+    "  resident INTEGER NOT NULL DEFAULT 1,"  /* the subvolume exists */
+    "  extents BLOB);"                  /* exact changed extents vs the parent */
+    "CREATE INDEX snapshot_store_resident ON snapshot_store (resident, manifest);",
 };
 _Static_assert(ARRAY_SIZE(migrations) == CAT_SCHEMA_VERSION + 1,
                "one migration per schema version");

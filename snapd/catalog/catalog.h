@@ -42,7 +42,7 @@ struct catalog;
 
 /* The schema version this build writes; older catalogs are migrated at open,
  * newer ones are refused with -EPROTO. */
-#define CAT_SCHEMA_VERSION 1
+#define CAT_SCHEMA_VERSION 2
 /* Where the daemon keeps the catalog, relative to the pool's root. */
 #define CAT_POOL_RELPATH ".amber/catalog.db"
 
@@ -288,6 +288,8 @@ int cat_snapshot_protected(struct catalog *cat, const char *id, const char **ret
 #define CAT_OP_SYNC_RECEIVE    "sync_receive"
 #define CAT_OP_EXPORT          "export"
 #define CAT_OP_RESTORE         "restore"
+#define CAT_OP_STORE_MOVE      "store_move"   /* target "store:<snapshot id>" */
+#define CAT_OP_STORE_DROP      "store_drop"
 
 struct cat_intent {
     int64_t id;                 /* increasing: replay in id order */
@@ -505,5 +507,53 @@ int cat_sync_progress_delete(struct catalog *cat, const char *peer, enum cat_syn
  * the snapshot's created_ns): the base of the next incremental transfer. */
 int cat_sync_progress_latest(struct catalog *cat, const char *peer, enum cat_sync_dir dir,
                              const char *volume_id, struct cat_sync_progress **ret);
+
+/* ---- the snapshot store's facts (catalog-store.c) -------------------------
+ * Per snapshot: the manifest of its copy in the pool's local object store
+ * (snapd/store/), whether its subvolume is resident, and its exact changed
+ * extents against its parent (the blocks whose content differs; without a
+ * parent: its non-zero blocks). A snapshot without a row is resident, not
+ * stored, and has no exact extents yet. Deleting the snapshot deletes it. */
+
+struct cat_range {
+    uint64_t off, len;
+};
+
+struct cat_store_info {
+    char *snapshot_id;
+    char *volume_id;
+    char *manifest;             /* NULL: not in the local store */
+    bool resident;
+    bool has_extents;
+};
+void cat_store_info_clear(struct cat_store_info *i);
+/* The row of one snapshot (defaults when it has none). -ENOENT if the
+ * snapshot does not exist. */
+int cat_store_get(struct catalog *cat, const char *snapshot_id, struct cat_store_info *ret);
+int cat_store_set_manifest(struct catalog *cat, const char *snapshot_id, const char *manifest);
+int cat_store_set_resident(struct catalog *cat, const char *snapshot_id, bool resident);
+/* Replace the exact extents (ascending, not overlapping; n may be 0). */
+int cat_store_set_extents(struct catalog *cat, const char *snapshot_id,
+                          const struct cat_range *v, size_t n);
+/* -ENOENT when none are recorded. *ret malloc'd (NULL when n is 0). */
+int cat_store_get_extents(struct catalog *cat, const char *snapshot_id,
+                          struct cat_range **ret, size_t *ret_n);
+/* Snapshots in state ready not yet stored, oldest first (at most limit). */
+int cat_store_backlog(struct catalog *cat, size_t limit, char ***ret_ids);
+/* Stored, resident, ready snapshots that are not among the `keep` newest
+ * ready snapshots of their volume and whose child has exact extents: the
+ * subvolumes the store may drop. */
+int cat_store_droppable(struct catalog *cat, uint32_t keep, char ***ret_ids);
+/* Every row (recovery compares them with the pool). */
+int cat_store_list(struct catalog *cat, struct cat_store_info **ret, size_t *ret_n);
+/* Counts: resident snapshots, stored ones, and ready ones not yet stored. */
+int cat_store_counts(struct catalog *cat, uint64_t *ret_resident, uint64_t *ret_stored,
+                     uint64_t *ret_backlog);
+/* The resident ready snapshot of a volume nearest in time to created_ns,
+ * other than except_id; -ENOENT if none. */
+int cat_store_nearest_resident(struct catalog *cat, const char *volume_id, uint64_t created_ns,
+                               const char *except_id, char **ret_id);
+/* The child of a snapshot (the one whose parent it is), -ENOENT if none. */
+int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id);
 
 #endif

@@ -7,6 +7,7 @@
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/pipeline/pipeline.h"
+#include "snapd/store/store.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
@@ -124,12 +125,6 @@ static int h_remove_schedule(struct rpc_call *c, const ProtobufCMessage *m)
     return rpc_call_send(c, &out.base);
 }
 
-static int count_cb(uint64_t off, uint64_t len, void *data)
-{
-    *(uint64_t *)data += len;
-    return 0;
-}
-
 int sched_history_send(struct rpc_call *c, const struct cat_volume *v, const char *vol_name,
                        uint32_t max_entries)
 {
@@ -150,16 +145,11 @@ int sched_history_send(struct rpc_call *c, const struct cat_volume *v, const cha
         Amber__V1__HistoryEntry x = AMBER__V1__HISTORY_ENTRY__INIT;
         uint64_t bytes = 0;
         const char *method = "";
-        if (i == 0) {
-            if (pool_allocated(d->pool, v->id, sl.items[i].id, count_cb, &bytes) == 0)
-                method = "allocated";
-        } else {
-            struct pool_diff_stats st = {0};
-            if (pool_diff(d->pool, v->id, sl.items[i - 1].id, sl.items[i].id, count_cb, &bytes, &st) == 0)
-                method = st.method ? st.method : "generation";
-        }
-        if (!*method)
+        /* Recorded exact extents for snapshots in the store, else the pool. */
+        if (store_changed_bytes(d, i ? &sl.items[i - 1] : NULL, &sl.items[i], &bytes, &method) < 0) {
+            method = "";
             bytes = 0;
+        }
         apb_snapshot(&sl.items[i], vol_name, &ps[k]);
         x.snapshot = &ps[k].m;
         x.changed_bytes = bytes;

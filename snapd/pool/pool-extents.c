@@ -256,3 +256,37 @@ int extents_count(int fd, uint64_t *ret)
     *ret = fm.fm_mapped_extents;
     return 0;
 }
+
+int extents_count_range(int fd, uint64_t off, uint64_t len, uint64_t *ret_n, uint64_t *ret_shared)
+{
+    size_t sz = sizeof(struct fiemap) + FIEMAP_BATCH * sizeof(struct fiemap_extent);
+    _cleanup_free_ struct fiemap *fm = xmalloc(sz);
+    uint64_t n = 0, shared = 0, next = off, end = off + len;
+    while (next < end) {
+        memset(fm, 0, sz);
+        fm->fm_start = next;
+        fm->fm_length = end - next;
+        fm->fm_extent_count = FIEMAP_BATCH;
+        if (ioctl(fd, FS_IOC_FIEMAP, fm) < 0)
+            return -errno;
+        if (fm->fm_mapped_extents == 0)
+            break;
+        bool last = false;
+        for (uint32_t i = 0; i < fm->fm_mapped_extents; i++) {
+            struct fiemap_extent *e = &fm->fm_extents[i];
+            if (e->fe_logical + e->fe_length <= next)
+                continue;
+            n++;
+            if (e->fe_flags & FIEMAP_EXTENT_SHARED)
+                shared++;
+            next = e->fe_logical + e->fe_length;
+            if (e->fe_flags & FIEMAP_EXTENT_LAST)
+                last = true;
+        }
+        if (last)
+            break;
+    }
+    *ret_n = n;
+    *ret_shared = shared;
+    return 0;
+}

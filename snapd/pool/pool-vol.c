@@ -429,3 +429,151 @@ int pool_detach(struct pool *p, const char *vol, const char *snap)
         return r;
     return loop_detach(dev);
 }
+
+/* --- snapshots built from outside bytes (the snapshot store) ------------- */
+
+int pool_snap_build(struct pool *p, const char *vol, const char *snap, uint64_t size, int *ret_fd)
+{
+    int r = check_ids(vol, snap);
+    if (r < 0)
+        return r;
+    if (size > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    _cleanup_close_ int dir = open_parent(p, vol, true, true);
+    if (dir < 0)
+        return dir;
+    if (exists_at(dir, snap))
+        return -EEXIST;
+    r = check_room(p, size);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
+    (void)p->ops->container_remove(p, dir, tmp);
+    r = p->ops->container_create(p, dir, tmp);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = c < 0 ? -1 : openat(c, POOL_DISK, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        r = -errno;
+    if (r == 0 && p->ops->nocow)
+        r = set_nocow(fd);
+    if (r == 0 && ftruncate(fd, (off_t)size) < 0)
+        r = -errno;
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        (void)p->ops->container_remove(p, dir, tmp);
+        return r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int pool_snap_build_from(struct pool *p, const char *vol, const char *snap, const char *base,
+                         uint64_t size, int *ret_fd)
+{
+    int r = check_ids(vol, snap);
+    if (r < 0 || (r = check_ids(vol, base)) < 0)
+        return r;
+    if (size > (uint64_t)INT64_MAX)
+        return -EINVAL;
+    _cleanup_close_ int src = open_container(p, vol, base);
+    if (src < 0)
+        return src;
+    _cleanup_close_ int dir = open_parent(p, vol, true, false);
+    if (dir < 0)
+        return dir;
+    if (exists_at(dir, snap))
+        return -EEXIST;
+    struct pool_space s;
+    if ((r = pool_get_space(p, &s)) < 0)
+        return r;
+    if (s.free < s.reserve)
+        return -ENOSPC;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
+    (void)p->ops->container_remove(p, dir, tmp);
+    r = p->ops->snapshot(p, src, dir, tmp, false, NULL);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int fd = c < 0 ? -1 : openat(c, POOL_DISK, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        r = -errno;
+    if (r == 0 && ftruncate(fd, (off_t)size) < 0)
+        r = -errno;
+    if (r < 0) {
+        if (fd >= 0)
+            close(fd);
+        (void)p->ops->container_remove(p, dir, tmp);
+        return r;
+    }
+    *ret_fd = fd;
+    return 0;
+}
+
+int pool_snap_build_commit(struct pool *p, const char *vol, const char *snap)
+{
+    int r = check_ids(vol, snap);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int dir = open_parent(p, vol, true, false);
+    if (dir < 0)
+        return dir;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
+    {
+        _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (c < 0)
+            return -errno;
+        _cleanup_close_ int fd = openat(c, POOL_DISK, O_RDONLY | O_CLOEXEC);
+        if (fd < 0 || fsync(fd) < 0 || fsync(c) < 0)
+            return -errno;
+    }
+    if (p->ops->seal && (r = p->ops->seal(p, dir, tmp)) < 0)
+        return r;
+    if (renameat2(dir, tmp, dir, snap, RENAME_NOREPLACE) < 0)
+        return -errno;
+    return fsync(dir) < 0 ? -errno : 0;
+}
+
+void pool_snap_build_abort(struct pool *p, const char *vol, const char *snap)
+{
+    if (check_ids(vol, snap) < 0)
+        return;
+    _cleanup_close_ int dir = open_parent(p, vol, true, false);
+    if (dir < 0)
+        return;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
+    (void)p->ops->container_remove(p, dir, tmp);
+    drop_empty_snapdir(p, vol);
+}
+
+/* --- defragmenting the live image ---------------------------------------- */
+
+int pool_vol_extents(struct pool *p, const char *vol, uint64_t off, uint64_t len,
+                     uint64_t *ret_n, uint64_t *ret_shared)
+{
+    int r = check_ids(vol, NULL);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *path = pool_disk_path(p, vol, NULL);
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    return extents_count_range(fd, off, len, ret_n, ret_shared);
+}
+
+int pool_vol_defrag(struct pool *p, const char *vol, uint64_t off, uint64_t len)
+{
+    int r = check_ids(vol, NULL);
+    if (r < 0)
+        return r;
+    if (!p->ops->defrag)
+        return -EOPNOTSUPP;
+    _cleanup_free_ char *path = pool_disk_path(p, vol, NULL);
+    /* Defragmenting needs write access to the file (not the loop device). */
+    _cleanup_close_ int fd = open(path, O_RDWR | O_CLOEXEC | O_NOFOLLOW);
+    if (fd < 0)
+        return -errno;
+    return p->ops->defrag(p, fd, off, len);
+}

@@ -138,6 +138,23 @@ int pool_snap_create(struct pool *p, const char *vol, const char *snap, uint64_t
 /* Delete snapshot SNAP of VOL. -EBUSY while attached; -ENOENT. */
 int pool_snap_delete(struct pool *p, const char *vol, const char *snap);
 
+/* Build snapshot SNAP of VOL from bytes written by the caller (the snapshot
+ * store brings back a snapshot whose subvolume was dropped): make a new
+ * container snaps/VOL/.new-SNAP with an empty sparse image of SIZE bytes
+ * (No_COW on btrfs) and return it opened O_RDWR in *ret_fd (the caller
+ * closes it). pool_snap_build_commit then syncs it, makes it read-only and
+ * renames it into place (RENAME_NOREPLACE, -EEXIST if SNAP exists);
+ * pool_snap_build_abort removes it. A crash in between leaves a dot-name
+ * that pool_open removes. VOL need not exist any more. -ENOSPC as create. */
+int pool_snap_build(struct pool *p, const char *vol, const char *snap, uint64_t size, int *ret_fd);
+/* The same, but the new image starts as a writable snapshot of snapshot
+ * BASE of VOL (btrfs: O(1), sharing every extent; xfs: a reflinked copy),
+ * sized to SIZE: the caller then rewrites only what differs. */
+int pool_snap_build_from(struct pool *p, const char *vol, const char *snap, const char *base,
+                         uint64_t size, int *ret_fd);
+int pool_snap_build_commit(struct pool *p, const char *vol, const char *snap);
+void pool_snap_build_abort(struct pool *p, const char *vol, const char *snap);
+
 /* --- listing (for reconciliation with the catalog) ----------------------- */
 
 /* Ids present on disk, as a NULL-terminated malloc'd array of malloc'd
@@ -180,6 +197,19 @@ int pool_diff(struct pool *p, const char *vol, const char *from, const char *to,
  * snapshot SNAP, for a first full export: everything else reads zeros. */
 int pool_allocated(struct pool *p, const char *vol, const char *snap,
                    pool_extent_cb cb, void *userdata);
+
+/* --- defragmenting the live image ------------------------------------------ */
+
+/* Extents of VOL's live image within [OFF, OFF+LEN) (FIEMAP, no flush):
+ * *ret_n, and how many of them a snapshot shares (*ret_shared). */
+int pool_vol_extents(struct pool *p, const char *vol, uint64_t off, uint64_t len,
+                     uint64_t *ret_n, uint64_t *ret_shared);
+/* Rewrite [OFF, OFF+LEN) of VOL's live image into few extents (btrfs:
+ * BTRFS_IOC_DEFRAG_RANGE, flushed). Extents a snapshot shares are copied,
+ * so this costs their size in free space until the snapshot goes; the
+ * rewritten extents are newer than every snapshot, so No_COW writes land
+ * in place again. -EOPNOTSUPP on xfs. */
+int pool_vol_defrag(struct pool *p, const char *vol, uint64_t off, uint64_t len);
 
 /* --- attach ---------------------------------------------------------------- */
 
@@ -236,6 +266,11 @@ struct pool_backend_ops {
      * volume, TO_LIVE); STATS->method is set. */
     int (*diff)(struct pool *p, int fromfd, int tofd, bool to_live,
                 struct range_list *out, struct pool_diff_stats *stats);
+    /* Make container NAME in DIRFD read-only (a built snapshot); NULL: no-op. */
+    int (*seal)(struct pool *p, int dirfd, const char *name);
+    /* Rewrite [off, off+len) of the image FD contiguously (defragment),
+     * flushing; NULL: -EOPNOTSUPP. */
+    int (*defrag)(struct pool *p, int fd, uint64_t off, uint64_t len);
 };
 
 extern const struct pool_backend_ops pool_backend_btrfs;
@@ -280,6 +315,9 @@ int extents_mapping_diff(int fromfd, uint64_t from_size, int tofd, uint64_t to_s
                          struct range_list *out);
 /* Number of extents of FD (FIEMAP, synced first, nothing copied). */
 int extents_count(int fd, uint64_t *ret);
+/* Extents of FD within [off, off+len) (FIEMAP, not synced): *ret_n, and in
+ * *ret_shared how many are shared with another file (a snapshot). */
+int extents_count_range(int fd, uint64_t off, uint64_t len, uint64_t *ret_n, uint64_t *ret_shared);
 
 /* --- pool.c helpers for backends ------------------------------------------- */
 

@@ -33,6 +33,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/store/store.h"
 #include "snapd/sync/peer.h"
 
 #define VOL_MAX (64ULL << 40)
@@ -585,6 +586,7 @@ static int on_end(struct recv_session *rs, struct sync_chan *ch, const Amber__Pe
     if (r < 0)
         return cat_err(rs, e, r);
     crashpoint("sync-receive:done");
+    store_kick(d);          /* the new snapshot goes to the store too */
     rs->vol->state = CAT_VOL_READY;
     rs->have = xrealloc(rs->have, (rs->n_have + 1) * sizeof *rs->have);
     rs->have[rs->n_have++] = xstrdup(s->id);

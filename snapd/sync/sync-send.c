@@ -23,6 +23,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/store/store.h"
 #include "snapd/sync/peer.h"
 
 #define SYNC_READAHEAD (16ull << 20)
@@ -86,25 +87,6 @@ static int still_there(struct sender *s, struct op_err *e)
     return 0;
 }
 
-static int pread_full(int fd, uint8_t *buf, uint64_t len, uint64_t off)
-{
-    while (len > 0) {
-        ssize_t n = pread(fd, buf, len, (off_t)off);
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0)
-            return -errno;
-        if (n == 0) {            /* past the end reads as zeros */
-            memset(buf, 0, len);
-            return 0;
-        }
-        buf += n;
-        len -= (uint64_t)n;
-        off += (uint64_t)n;
-    }
-    return 0;
-}
-
 struct piece_buf {
     uint8_t *raw, *z;
     size_t zcap;
@@ -147,15 +129,16 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
 {
     struct amberd *d = s->d;
     struct range_list rl = {0};
-    _cleanup_close_ int fd = -1;
+    struct store_reader *rd = NULL;
+    int fd = -1;
     int r;
     s->snap_id = snap->id;
     s->sent = s->acked = 0;
     s->committed = false;
-    if (base)
-        r = pool_diff(d->pool, v->id, base->id, snap->id, collect, &rl, NULL);
-    else
-        r = pool_allocated(d->pool, v->id, snap->id, collect, &rl);
+    /* Exact extents from the store where the snapshots were moved off the
+     * pool; the bytes from the image or, once moved, from the store. */
+    const char *method = NULL;
+    r = store_diff(d, base, snap, v->id, collect, &rl, &method);
     if (r < 0) {
         range_list_free(&rl);
         if (r == -ENOENT)
@@ -167,12 +150,12 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
         total += rl.v[i].len;
     if (start > total || (start % SYNC_PIECE && start != total))
         start = 0;
-    _cleanup_free_ char *path = pool_disk_path(d->pool, v->id, snap->id);
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    if ((r = store_reader_open(d, snap, &rd, e)) < 0) {
         range_list_free(&rl);
-        return op_fail(e, RPC_NOT_FOUND, -errno, "snapshot %s was deleted on the sender", snap->name);
+        return r == -ENOENT ? op_fail(e, RPC_NOT_FOUND, r, "snapshot %s was deleted on the sender",
+                                      snap->name) : r;
     }
+    fd = store_reader_fd(rd);
 
     Amber__Peer__V1__Label *lab = xcalloc(snap->n_labels + 1, sizeof *lab);
     Amber__Peer__V1__Label **plab = xcalloc(snap->n_labels + 1, sizeof *plab);
@@ -205,6 +188,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     free(lab);
     free(plab);
     if (r < 0) {
+        store_reader_close(rd);
         range_list_free(&rl);
         return op_fail(e, RPC_UNAVAILABLE, r, "lost the receiver: %s", strerror(-r));
     }
@@ -228,7 +212,8 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     unsigned npieces = 0;
     while (pos < total) {
         while (ai < rl.n && ahead < pos + SYNC_READAHEAD) {
-            posix_fadvise(fd, (off_t)rl.v[ai].off, (off_t)rl.v[ai].len, POSIX_FADV_WILLNEED);
+            if (fd >= 0)
+                posix_fadvise(fd, (off_t)rl.v[ai].off, (off_t)rl.v[ai].len, POSIX_FADV_WILLNEED);
             ahead += rl.v[ai++].len;
         }
         b->nseg = 0;
@@ -236,7 +221,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
         while (n < SYNC_PIECE && ri < rl.n) {
             uint64_t take = MIN(SYNC_PIECE - n, rl.v[ri].len - rpos);
             seg_add(b, rl.v[ri].off + rpos, take);
-            if ((r = pread_full(fd, b->raw + n, take, rl.v[ri].off + rpos)) < 0) {
+            if ((r = store_reader_pread(rd, b->raw + n, take, rl.v[ri].off + rpos)) < 0) {
                 op_fail(e, RPC_INTERNAL, r, "reading snapshot %s: %s", snap->name, strerror(-r));
                 goto out;
             }
@@ -305,6 +290,7 @@ static int send_snapshot(struct sender *s, const struct cat_volume *v, const str
     }
     r = wait_ack(s, total, true, e);
 out:
+    store_reader_close(rd);
     range_list_free(&rl);
     return r;
 }

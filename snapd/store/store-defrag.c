@@ -1,0 +1,96 @@
+/* store-defrag.c: the background defragmenter of live images.
+ *
+ * Why (bench-notes.md, README.md here): after any snapshot, btrfs turns
+ * every small write to a No_COW image into a new extent; snapshot latency
+ * and the writers' stalls follow the live image's extent count, not the
+ * number of snapshots kept, so dropping old subvolumes alone does not
+ * help. Rewriting fragmented ranges (BTRFS_IOC_DEFRAG_RANGE) brings the
+ * image back to few extents, and the rewritten extents are newer than the
+ * last snapshot, so No_COW writes land in place again until the next one.
+ *
+ * How: when the mover has nothing else to do it looks at one volume (round
+ * robin); if its live image has more than --defrag-threshold extents per
+ * GiB, it rewrites the densest window of DEFRAG_STEP bytes, one window per
+ * step, and comes back after DEFRAG_PAUSE_NS (a timed retry of the mover,
+ * so the steps are throttled and never stack up behind I/O). A volume with
+ * an operation in flight is skipped. Extents a resident snapshot shares
+ * are copied by the rewrite: a step needs that much free room above the
+ * pool's reserve, and the space returns when the snapshot's subvolume is
+ * dropped. The generation diff then over-reports the rewritten range,
+ * which the mover's byte comparison removes from the exact extents. */
+#include <string.h>
+
+#include "amber/log.h"
+#include "amber/util.h"
+#include "snapd/store/store-internal.h"
+
+/* 8 MiB steps: measured ~4-5 ms/MiB and a ~10 ms writer stall a step; 32
+ * and 128 MiB steps stalled writers for 0.5-1 s (bench-notes b+c). */
+#define DEFRAG_STEP (8ull << 20)
+/* A window with fewer extents is not worth a rewrite (16 per 8 MiB
+ * rewrote much more than needed in the measurements). */
+#define DEFRAG_WINDOW_MIN 32
+#define DEFRAG_SCAN_WINDOWS 64      /* windows measured to pick the densest */
+
+int store_defrag_step(struct store_state *st)
+{
+    struct amberd *d = st->d;
+    struct cat_volume_list vl = {0};
+    struct cat_volume_filter f = { .states = 1u << CAT_VOL_READY };
+    if (cat_volume_list(d->cat, &f, NULL, &vl) < 0 || vl.n == 0) {
+        cat_volume_list_free(&vl);
+        return 0;
+    }
+    int did = 0;
+    for (size_t tries = 0; tries < vl.n && !did; tries++) {
+        const struct cat_volume *v = &vl.items[st->defrag_cursor_vol++ % vl.n];
+        if (v->replica_peer)
+            continue;       /* written by sync, not by an application */
+        if (busy_check(d, v->id))
+            continue;
+        uint64_t n = 0, shared = 0;
+        if (pool_vol_extents(d->pool, v->id, 0, v->size_bytes, &n, &shared) < 0)
+            continue;
+        uint64_t gib = MAX(v->size_bytes >> 30, 1);
+        if (n / gib <= st->opts.defrag_threshold)
+            continue;
+        /* The densest of some windows spread over the image. */
+        uint64_t windows = (v->size_bytes + DEFRAG_STEP - 1) / DEFRAG_STEP;
+        uint64_t stride = MAX(windows / DEFRAG_SCAN_WINDOWS, 1), best = 0, best_n = 0;
+        for (uint64_t w = (st->defrag_steps % stride); w < windows; w += stride) {
+            uint64_t wn = 0, ws = 0;
+            if (pool_vol_extents(d->pool, v->id, w * DEFRAG_STEP, DEFRAG_STEP, &wn, &ws) == 0 &&
+                wn > best_n) {
+                best_n = wn;
+                best = w;
+            }
+        }
+        if (best_n < DEFRAG_WINDOW_MIN)
+            continue;
+        struct pool_space sp;
+        if (pool_get_space(d->pool, &sp) == 0 &&
+            (sp.free <= sp.reserve || sp.free - sp.reserve < 2 * DEFRAG_STEP))
+            continue;
+        uint64_t t0 = now_mono_ns();
+        int r = pool_vol_defrag(d->pool, v->id, best * DEFRAG_STEP, DEFRAG_STEP);
+        if (r == -EOPNOTSUPP)
+            break;
+        if (r < 0) {
+            log_debug("store", "defragmenting volume %s: %s", v->name, strerror(-r));
+            continue;
+        }
+        uint64_t after = 0, ws = 0;
+        pool_vol_extents(d->pool, v->id, best * DEFRAG_STEP, DEFRAG_STEP, &after, &ws);
+        log_debug("store", "defragmented volume %s at %llu MiB: %llu -> %llu extents in %.1f ms "
+                  "(image: %llu extents)", v->name, (unsigned long long)(best * DEFRAG_STEP >> 20),
+                  (unsigned long long)best_n, (unsigned long long)after,
+                  (now_mono_ns() - t0) / 1e6, (unsigned long long)n);
+        pthread_mutex_lock(&st->lock);
+        st->defrag_steps++;
+        st->defrag_bytes += DEFRAG_STEP;
+        pthread_mutex_unlock(&st->lock);
+        did = 1;
+    }
+    cat_volume_list_free(&vl);
+    return did;
+}

@@ -1,0 +1,85 @@
+/* store-internal.h: what the store's files share (the state behind
+ * d->store, pins, the crash points, the exact diff). Public contract:
+ * store.h. */
+#ifndef AMBER_SNAPD_STORE_INTERNAL_H
+#define AMBER_SNAPD_STORE_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+#include "amber/objstore.h"
+#include "snapd/store/store.h"
+
+struct store_pin {
+    struct store_pin *next;
+    char *id;
+    unsigned count;
+};
+
+struct store_blocked {
+    struct store_blocked *next;
+    char *snapshot_id;          /* logged once while it waits for room */
+};
+
+struct store_state {
+    struct amberd *d;
+    struct store_opts opts;
+    char *url;
+    char *passphrase;
+    /* One handle per user: a handle serves one operation at a time. */
+    struct objstore *mover_repo;    /* the mover's exports and gc */
+    struct objstore *serve_repo;    /* hydration, manifest deletes */
+    struct objstore *read_repo;     /* objstore_read for readers (format 2; thread-safe) */
+    pthread_mutex_t serve_lock;     /* serve_repo and one hydration at a time */
+    /* Held while exact extents are computed and recorded (mover) or merged
+     * (snapshot delete), so a merge never races a recording. */
+    pthread_mutex_t ext_lock;
+
+    pthread_mutex_t lock;           /* everything below */
+    pthread_cond_t cond;            /* the mover's wake-ups */
+    pthread_cond_t changed;         /* pins, drops, passes: waiters */
+    pthread_t thread;
+    bool started, stop;
+    atomic_bool cancel;             /* set at stop: long exports and restores end */
+    uint64_t kicks;                 /* store_kick count */
+    uint64_t idle_kicks;            /* `kicks` seen at the start of the last idle pass */
+    bool idle;
+    uint64_t retry_at_ns;           /* monotonic; 0: no timed retry */
+    struct store_pin *pins;
+    char *dropping;                 /* the snapshot being dropped, or NULL */
+    struct store_blocked *blocked;
+    uint64_t nblocked;
+    uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes, deleted_manifests;
+    uint64_t defrag_cursor_vol;     /* round robin over volumes */
+};
+
+static inline struct store_state *S(struct amberd *d) { return d->store; }
+
+/* Kill at crash point NAME: AMBER_CRASH_AT=NAME, or NAME#N for its N-th
+ * pass (e.g. store-move:done#3: after the third snapshot moved). */
+void store_crashpoint(const char *name);
+
+/* Pins (store.c). store_pin waits while the mover is dropping ID. */
+void store_pin(struct store_state *st, const char *id);
+void store_unpin(struct store_state *st, const char *id);
+/* Whether ID is pinned; and mark it as being dropped (false if pinned). */
+bool store_begin_drop(struct store_state *st, const char *id);
+void store_end_drop(struct store_state *st);
+
+/* The exact changed blocks (4 KiB) of snapshot TO against its parent FROM
+ * (NULL: its non-zero blocks), both resident, of volume VOL: the pool's
+ * diff, then a byte comparison of each reported range (store-move.c). */
+int store_exact_diff(struct amberd *d, const char *vol, const char *from, const char *to,
+                     struct range_list *out);
+
+/* One pass of the mover (store-move.c): move what it can, drop what it may.
+ * Returns the number of things done (0: idle), with *ret_retry_ns set to a
+ * monotonic time to try again when something waits for room. */
+int store_pass(struct store_state *st, uint64_t *ret_retry_ns);
+/* One defragmenter step (store-defrag.c): 1 if it did work; the mover
+ * then comes back after STORE_DEFRAG_PAUSE_NS (the throttle), or sooner
+ * when kicked for real work. */
+#define STORE_DEFRAG_PAUSE_NS (50ull * 1000000ull)
+int store_defrag_step(struct store_state *st);
+
+#endif
