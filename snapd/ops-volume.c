@@ -208,6 +208,23 @@ int vol_delete(struct amberd *d, const char *ref, struct op_err *e)
         busy_release(d, v->id);
         return -EBUSY;
     }
+    /* Nor with a snapshot attached: once the volume is gone the snapshot
+     * could be neither detached nor deleted (its loop device would leak). */
+    char **snaps = NULL;
+    if (pool_list(d->pool, v->id, &snaps) == 0)
+        for (char **sp = snaps; *sp; sp++) {
+            struct pool_file_info sfi = {0};
+            if (pool_stat(d->pool, v->id, *sp, &sfi) == 0 && sfi.device) {
+                op_fail(e, RPC_FAILED_PRECONDITION, -EBUSY,
+                        "volume %s: its snapshot %s is attached to %s: detach it first", v->name, *sp,
+                        sfi.device);
+                free(sfi.device);
+                pool_strv_free(snaps);
+                busy_release(d, v->id);
+                return -EBUSY;
+            }
+        }
+    pool_strv_free(snaps);
     int64_t intent;
     r = cat_begin(d->cat);
     if (r == 0 && v->state == CAT_VOL_RECEIVING) {

@@ -378,4 +378,22 @@ def test_prometheus_metrics():
     T.check_eq(d.stop(), 0)
 
 
+
+def test_delete_refused_while_a_snapshot_is_attached():
+    """Found by fuzz-api: a volume deleted while one of its snapshots was
+    attached left a loop device nothing could detach (the volume was gone)
+    and a pool that would not unmount."""
+    d = T.Amberd("btrfs", size="1G")
+    d.ctl("volume", "create", "v", "--size", "8M")
+    s = d.ctl("snapshot", "create", "v", "--name", "s")
+    d.ctl("volume", "attach", "v", "--snapshot", s["id"])
+    err = d.ctl_fail("FAILED_PRECONDITION", "volume", "delete", "v")
+    T.check("attached" in err, err)
+    T.check_eq([v["name"] for v in d.ctl("volume", "list")], ["v"], "the refused delete changed nothing")
+    d.ctl("volume", "detach", "v", "--snapshot", s["id"])
+    d.ctl("volume", "delete", "v")
+    T.check_eq(T._loops_backed_under(d.pool + "/"), [], "loop devices left")
+    T.check_eq(d.stop(), 0)
+
+
 sys.exit(T.Tests().run([v for k, v in sorted(globals().items()) if k.startswith("test_")]))

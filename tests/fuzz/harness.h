@@ -246,18 +246,17 @@ static void fz_teardown(void)
     pthread_join(fz_loop_thread, NULL);     /* the loop and its calls are done */
     rpc_client_free(fz_cl);
     peer_stop(&fz_d);
-    /* Every volume and snapshot device the inputs attached, then the pool. */
+    /* Every volume and snapshot device the inputs attached (snapshots of
+     * deleted volumes too), then the pool. */
+    struct cat_snapshot_list sl = {0};
+    if (cat_snapshot_list(fz_d.cat, NULL, NULL, &sl) == 0)
+        for (size_t j = 0; j < sl.n; j++)
+            pool_detach(fz_d.pool, sl.items[j].volume_id, sl.items[j].id);
+    cat_snapshot_list_free(&sl);
     struct cat_volume_list l = {0};
     if (cat_volume_list(fz_d.cat, NULL, NULL, &l) == 0)
-        for (size_t i = 0; i < l.n; i++) {
-            struct cat_snapshot_filter sf = { .volume_id = l.items[i].id };
-            struct cat_snapshot_list sl = {0};
-            if (cat_snapshot_list(fz_d.cat, &sf, NULL, &sl) == 0)
-                for (size_t j = 0; j < sl.n; j++)
-                    pool_detach(fz_d.pool, l.items[i].id, sl.items[j].id);
-            cat_snapshot_list_free(&sl);
+        for (size_t i = 0; i < l.n; i++)
             pool_detach(fz_d.pool, l.items[i].id, NULL);
-        }
     cat_volume_list_free(&l);
     cat_close(fz_d.cat);
     pool_close(fz_d.pool);
@@ -399,6 +398,27 @@ static char *fz_fingerprint(void)
     return (char *)b.data;
 }
 
+/* Loop devices whose backing file is in the pool (volume and snapshot
+ * images; the pool's own image lies beside it). */
+static int fz_count_loops(void)
+{
+    _cleanup_free_ char *prefix = xasprintf("%s/", fz_d.pool_dir);
+    int n = 0;
+    DIR *dd = opendir("/sys/block");
+    struct dirent *e;
+    while (dd && (e = readdir(dd))) {
+        if (strncmp(e->d_name, "loop", 4) != 0)
+            continue;
+        _cleanup_free_ char *p = xasprintf("/sys/block/%s/loop/backing_file", e->d_name);
+        _cleanup_free_ char *back = NULL;
+        if (read_file_all(p, 4096, &back, NULL) == 0 && strncmp(back, prefix, strlen(prefix)) == 0)
+            n++;
+    }
+    if (dd)
+        closedir(dd);
+    return n;
+}
+
 static int fz_count_fds(void)
 {
     int n = 0;
@@ -479,6 +499,21 @@ static void fz_rebuild(void)
             fz_call("DeleteVolume", &vr.base, &amber__v1__empty__descriptor, NULL);
         }
         cat_volume_list_free(&l);
+    }
+    /* Snapshots that outlived their volume (a volume's snapshots stay). */
+    struct cat_snapshot_list ol = {0};
+    if (cat_snapshot_list(fz_d.cat, NULL, NULL, &ol) == 0)
+        for (size_t j = 0; j < ol.n; j++) {
+            Amber__V1__SnapshotRef sr = AMBER__V1__SNAPSHOT_REF__INIT;
+            sr.snapshot = ol.items[j].id;
+            fz_call("DeleteSnapshot", &sr.base, &amber__v1__empty__descriptor, NULL);
+        }
+    cat_snapshot_list_free(&ol);
+    /* Nothing may stay attached once everything is deleted. */
+    int loops = fz_count_loops();
+    if (loops > 0) {
+        fprintf(stderr, "fuzz: %d loop devices over the pool's images after deleting everything\n", loops);
+        abort();
     }
     for (size_t i = 0; i < nrefs; i++)
         free(refs[i]);
