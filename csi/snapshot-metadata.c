@@ -31,14 +31,20 @@
  * what the spec's NOT_FOUND recovery says. Deleting snapshots between base
  * and target changes nothing: the delta is computed from the pair alone.
  *
- * Where the extents come from is extents_source(): today this node's
- * amberd. The snapshot's holder is looked up first, so pointing a
- * snapshot held by another node at that node's amberd (the cluster peer
- * connection) is a change to that one function. Secrets are ignored. */
+ * Any node answers for any snapshot of the cluster (the sidecar has one
+ * address for the whole driver). A handle naming another node (NODE/UUID,
+ * --node-handles) is looked up and read through this node's amberd, which
+ * asks the holder over the mutual-TLS peer connection and streams its
+ * Diff through one message at a time (snapd/cluster/node-diff.c), so the
+ * backpressure above reaches the holder and both hops stay bounded. Base
+ * and target on two nodes are two volumes: INVALID_ARGUMENT. A holder that
+ * cannot be reached: UNAVAILABLE. Old handles and this node's handles take
+ * the local path, as before. Secrets are ignored. */
 #include <inttypes.h>
 #include <string.h>
 
 #include "amber/log.h"
+#include "cluster.pb-c.h"
 #include "csi/csi.h"
 
 /* Tuples a message carries when the client leaves max_results at 0, and
@@ -48,16 +54,72 @@
 
 /* --- snapshots ----------------------------------------------------------------- */
 
-/* Look `id` up and check it can be answered for; 0 with *ret, or the
- * recorded CSI error. `what` names it in messages ("snapshot", "base"). */
+/* Milliseconds to give a call to amberd: at most `ms`, and no more than the
+ * caller's deadline leaves (at least 1). */
+static uint64_t md_timeout(struct rpc_call *c, uint64_t ms)
+{
+    uint64_t deadline = rpc_call_deadline(c);
+    if (deadline) {
+        uint64_t now = now_mono_ns();
+        uint64_t left = deadline > now ? (deadline - now) / 1000000 + 1 : 1;
+        if (!ms || left < ms)
+            ms = left;
+    }
+    return ms;
+}
+
+/* A snapshot by CSI id: RPC_OK with *ret (and *ret_node, caller frees: the
+ * node holding it when that is another node, else NULL), RPC_NOT_FOUND, or
+ * another code with st set. Another node's snapshot is asked of that node
+ * through our amberd (amber.v1.Cluster/GetNodeSnapshot). */
+static int md_get_snapshot(struct rpc_call *c, const char *handle, Amber__V1__Snapshot **ret,
+                           char **ret_node, struct rpc_status *st)
+{
+    _cleanup_free_ char *node = NULL, *id = NULL;
+    *ret_node = NULL;
+    if (csi_handle_split(handle, &node, &id) < 0 || !uuid_is_valid(id))
+        return RPC_NOT_FOUND;
+    Amber__V1__Snapshot *s = NULL;
+    int code;
+    if (node && strcmp(node, CSI(c)->node_id) != 0) {
+        Amber__V1__ClusterSnapshotRef ref = AMBER__V1__CLUSTER_SNAPSHOT_REF__INIT;
+        ref.node = node;
+        ref.snapshot = id;
+        code = rpc_client_call(CSI(c)->amberd, "/amber.v1.Cluster/GetNodeSnapshot", &ref.base,
+                               &amber__v1__snapshot__descriptor, md_timeout(c, 30000),
+                               (ProtobufCMessage **)&s, st);
+    } else {
+        /* This node's (or an old handle): as every other call looks it up. */
+        return amberd_get_snapshot(c, handle, ret, st);
+    }
+    if (code != RPC_OK)
+        return code;
+    if (strcmp(s->id, id) != 0) {
+        protobuf_c_message_free_unpacked(&s->base, NULL);
+        return RPC_NOT_FOUND;
+    }
+    *ret = s;
+    *ret_node = TAKE_PTR(node);
+    return RPC_OK;
+}
+
+/* Look `id` up and check it can be answered for; 0 with *ret (and
+ * *ret_node, as md_get_snapshot), or the recorded CSI error. `what` names
+ * it in messages ("", "base", "target"). */
 static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
-                       Amber__V1__Snapshot **ret)
+                       Amber__V1__Snapshot **ret, char **ret_node)
 {
     struct rpc_status st = {0};
-    int code = amberd_get_snapshot(c, id, ret, &st);
+    int code = md_get_snapshot(c, id, ret, ret_node, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
         return csi_error(c, RPC_NOT_FOUND, "%s snapshot %s not found", what, id);
+    }
+    if (code == RPC_UNAVAILABLE && strchr(id, '/')) {
+        int r = csi_error(c, RPC_UNAVAILABLE, "%s snapshot %s is not reachable: %s", what, id,
+                          st.message ? st.message : rpc_code_name(code));
+        rpc_status_clear(&st);
+        return r;
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the snapshot");
@@ -66,6 +128,8 @@ static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
                           (*ret)->state);
         protobuf_c_message_free_unpacked(&(*ret)->base, NULL);
         *ret = NULL;
+        free(*ret_node);
+        *ret_node = NULL;
         return r;
     }
     return 0;
@@ -81,33 +145,34 @@ struct md_extents {
     size_t i;
 };
 
-/* The amberd that holds `target` and answers for its extents. Every
- * snapshot this plugin can name lives in its node's amberd today; this is
- * where a snapshot handle naming another node picks that node's client. */
-static struct rpc_client *extents_source(struct rpc_call *c, const Amber__V1__Snapshot *target)
-{
-    return CSI(c)->amberd;
-}
-
 /* Open the extents of `target` (base NULL: allocated; else changed since
- * base). Returns RPC_OK, or a code with st set. */
-static int md_extents_open(struct rpc_call *c, const Amber__V1__Snapshot *base,
+ * base). `node` NULL: this node's amberd answers (amber.v1.Amber/Diff);
+ * else the node holding both, asked through our amberd, which streams that
+ * node's answer through (amber.v1.Cluster/NodeDiff, the same messages).
+ * Returns RPC_OK, or a code with st set. */
+static int md_extents_open(struct rpc_call *c, const char *node, const Amber__V1__Snapshot *base,
                            const Amber__V1__Snapshot *target, struct md_extents *x,
                            struct rpc_status *st)
 {
     *x = (struct md_extents){0};
-    uint64_t timeout_ms = 0, deadline = rpc_call_deadline(c);
-    if (deadline) {
-        uint64_t now = now_mono_ns();
-        timeout_ms = deadline > now ? (deadline - now) / 1000000 + 1 : 1;
-    }
-    int code = rpc_stream_open(extents_source(c, target), "/amber.v1.Amber/Diff", timeout_ms, &x->s, st);
+    uint64_t timeout_ms = md_timeout(c, 0);
+    const char *path = node ? "/amber.v1.Cluster/NodeDiff" : "/amber.v1.Amber/Diff";
+    int code = rpc_stream_open(CSI(c)->amberd, path, timeout_ms, &x->s, st);
     if (code != RPC_OK)
         return code;
-    Amber__V1__DiffRequest q = AMBER__V1__DIFF_REQUEST__INIT;
-    q.from = base ? base->id : "";
-    q.to = target->id;
-    int r = rpc_stream_send(x->s, &q.base);
+    int r;
+    if (node) {
+        Amber__V1__ClusterDiffRequest q = AMBER__V1__CLUSTER_DIFF_REQUEST__INIT;
+        q.node = (char *)node;
+        q.from = base ? base->id : "";
+        q.to = target->id;
+        r = rpc_stream_send(x->s, &q.base);
+    } else {
+        Amber__V1__DiffRequest q = AMBER__V1__DIFF_REQUEST__INIT;
+        q.from = base ? base->id : "";
+        q.to = target->id;
+        r = rpc_stream_send(x->s, &q.base);
+    }
     if (r == 0)
         r = rpc_stream_close_send(x->s);
     if (r < 0) {
@@ -203,7 +268,7 @@ static int md_add(struct md_out *o, uint64_t off, uint64_t len)
 }
 
 /* Stream the extents of target (or of base..target) from `start`. */
-static int md_stream(struct rpc_call *c, const Amber__V1__Snapshot *base,
+static int md_stream(struct rpc_call *c, const char *node, const Amber__V1__Snapshot *base,
                      const Amber__V1__Snapshot *target, int64_t start, int32_t max_results, bool delta)
 {
     if (start < 0)
@@ -225,7 +290,7 @@ static int md_stream(struct rpc_call *c, const Amber__V1__Snapshot *base,
 
     struct rpc_status st = {0};
     struct md_extents x;
-    int code = md_extents_open(c, base, target, &x, &st);
+    int code = md_extents_open(c, node, base, target, &x, &st);
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "reading the snapshot's extents");
     uint64_t off, len, n_ext = 0;
@@ -280,10 +345,11 @@ static int h_get_metadata_allocated(struct rpc_call *c, const ProtobufCMessage *
     if (q->starting_offset < 0 || q->max_results < 0)
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    int r = md_snapshot(c, q->snapshot_id, "", &s);
+    _cleanup_free_ char *node = NULL;
+    int r = md_snapshot(c, q->snapshot_id, "", &s, &node);
     if (r < 0)
         return r;
-    return md_stream(c, NULL, s, q->starting_offset, q->max_results, false);
+    return md_stream(c, node, NULL, s, q->starting_offset, q->max_results, false);
 }
 
 static int h_get_metadata_delta(struct rpc_call *c, const ProtobufCMessage *m)
@@ -294,17 +360,24 @@ static int h_get_metadata_delta(struct rpc_call *c, const ProtobufCMessage *m)
     if (q->starting_offset < 0 || q->max_results < 0)
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *b = NULL, *t = NULL;
-    int r = md_snapshot(c, q->base_snapshot_id, "base", &b);
+    _cleanup_free_ char *bnode = NULL, *tnode = NULL;
+    int r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode);
     if (r < 0)
         return r;
-    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t)) < 0)
+    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode)) < 0)
         return r;
+    /* A volume lives on one node: snapshots on two nodes are of two volumes
+     * (a replica has its own id), whatever their ids. */
+    if ((bnode || tnode) && (!bnode || !tnode || strcmp(bnode, tnode) != 0))
+        return csi_error(c, RPC_INVALID_ARGUMENT, "snapshots %s and %s are of different volumes "
+                         "(on nodes %s and %s)", q->base_snapshot_id, q->target_snapshot_id,
+                         bnode ? bnode : CSI(c)->node_id, tnode ? tnode : CSI(c)->node_id);
     if (strcmp(b->volume_id, t->volume_id) != 0)
         return csi_error(c, RPC_INVALID_ARGUMENT, "snapshots %s and %s are of different volumes", b->id, t->id);
     if (b->created_ns > t->created_ns)
         return csi_error(c, RPC_INVALID_ARGUMENT, "the base snapshot %s is newer than the target %s",
                          b->id, t->id);
-    return md_stream(c, b, t, q->starting_offset, q->max_results, true);
+    return md_stream(c, tnode, b, t, q->starting_offset, q->max_results, true);
 }
 
 #define M(name, in, out, fn) \

@@ -614,3 +614,8 @@ int api_send_volume(struct rpc_call *c, const struct cat_volume *v)
 {
     return send_volume(c, v);
 }
+
+int api_send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
+{
+    return send_snapshot(c, s);
+}

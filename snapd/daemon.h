@@ -165,6 +165,10 @@ struct peer_opts {
      * to a catalog peer is a cluster member named by its CN; members read
      * every volume, also named by one of its snapshots' ids. */
     bool ca_members;
+    /* More methods on the peer port (cluster/: amber.v1.ClusterPeer); their
+     * handlers check who calls (peer_ca_member). */
+    const struct rpc_method *extra_methods;
+    size_t n_extra_methods;
 };
 int peer_start(struct amberd *d, const struct peer_opts *o);
 void peer_stop(struct amberd *d);
@@ -182,6 +186,13 @@ typedef int (*peer_pull_progress_fn)(const struct peer_pull_stats *st, void *use
 int peer_pull(struct amberd *d, const char *peer, const char *volume, const char *as_name,
               const char *snapshot, peer_pull_progress_fn progress, void *userdata,
               struct peer_pull_stats *ret, struct op_err *e);
+/* sync-session.c, also for cluster/: whether a peer-port caller is a
+ * cluster member (1 with *ret_name, caller frees; else 0), and a client to
+ * catalog peer p with our identity (the client borrows *ret_tls: free the
+ * client first, then the tls). */
+int peer_ca_member(struct amberd *d, const struct rpc_peer *rp, char **ret_name);
+int peer_client(struct amberd *d, const struct cat_peer *p, struct rpc_client **ret,
+                struct rpc_tls **ret_tls, struct op_err *e);
 /* sync-api.c: amber.v1.Sync on the node socket. */
 extern const struct rpc_method peer_admin_methods[];
 extern const size_t peer_admin_methods_n;
@@ -195,5 +206,7 @@ extern const size_t api_check_methods_n;
 
 /* api.c: answer a call with a volume (as GetVolume does). */
 int api_send_volume(struct rpc_call *c, const struct cat_volume *v);
+/* api.c: answer a call with a snapshot (as GetSnapshot does). */
+int api_send_snapshot(struct rpc_call *c, const struct cat_snapshot *s);
 
 #endif

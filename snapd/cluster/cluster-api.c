@@ -279,6 +279,9 @@ const struct rpc_method cluster_api_methods[] = {
     M("GetSnapshotArchive", snapshot_ref, snapshot_archive_status, h_get_snapshot_archive),
     M("ForgetSnapshot", forget_snapshot_request, forget_snapshot_response, h_forget_snapshot),
     M("ResolveNode", resolve_node_request, resolve_node_response, h_resolve),
+    M("GetNodeSnapshot", cluster_snapshot_ref, snapshot, cluster_h_get_node_snapshot),
+    { "/amber.v1.Cluster/NodeDiff", &amber__v1__cluster_diff_request__descriptor,
+      &amber__v1__diff_response__descriptor, RPC_SERVER_STREAM, cluster_h_node_diff },
 };
 const size_t cluster_api_methods_n = ARRAY_SIZE(cluster_api_methods);
 

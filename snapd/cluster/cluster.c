@@ -72,6 +72,8 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
     }
     po->tls_ca = cs->ca_file;
     po->ca_members = true;
+    po->extra_methods = cluster_peer_methods;
+    po->n_extra_methods = cluster_peer_methods_n;
     if (o->registry && (r = registry_open(o->registry, &cs->registry)) < 0)
         return log_error_errno(r, "cluster", "--cluster-registry: dir:PATH or template:PATTERN "
                                "with {node} and a port, not \"%s\"", o->registry);

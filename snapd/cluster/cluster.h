@@ -13,7 +13,9 @@
  *    (jobs.c);
  *  - archives: snapshots kept in named object-store repositories, exported
  *    in the background, removed with the snapshot (archiver.c);
- *  - amber.v1.Cluster on the node socket (cluster-api.c).
+ *  - amber.v1.Cluster on the node socket (cluster-api.c);
+ *  - another node's snapshots, their records and extents, through the peer
+ *    connection (node-diff.c; amber.v1.ClusterPeer on the peer port).
  *
  * It may call: daemon.h (operations: vol_create, vol_resize, snap_find;
  * transfers: peer_pull, the sync engine's entry for other subsystems),
@@ -169,6 +171,15 @@ struct archive_progress_view {
 typedef void (*archive_progress_cb)(const struct archive_progress_view *p, void *ud);
 int archive_self_call(struct amberd *d, const char *method, const ProtobufCMessage *req,
                       archive_progress_cb cb, void *ud, char **ret_manifest, struct op_err *e);
+
+/* --- node-diff.c: another node's snapshots, for SnapshotMetadata ------------------ */
+
+/* amber.v1.ClusterPeer, on the peer port (cluster members only). */
+extern const struct rpc_method cluster_peer_methods[];
+extern const size_t cluster_peer_methods_n;
+/* amber.v1.Cluster/GetNodeSnapshot and NodeDiff (in cluster_api_methods). */
+int cluster_h_get_node_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
+int cluster_h_node_diff(struct rpc_call *c, const ProtobufCMessage *m);
 
 /* --- cluster-api.c --------------------------------------------------------------- */
 

@@ -347,9 +347,15 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
         r = rpc_tls_new(&tc, true, &ps->server_tls, &err);
         if (r < 0)
             return log_error_errno(r, "peer", "TLS identity %s: %s", ps->cert_file, err ? err : "");
+        /* Ours and the extra ones (the listener keeps a copy). */
+        size_t nm = ARRAY_SIZE(peer_methods) + o->n_extra_methods;
+        _cleanup_free_ struct rpc_method *methods = xcalloc(nm, sizeof *methods);
+        memcpy(methods, peer_methods, sizeof peer_methods);
+        if (o->n_extra_methods)
+            memcpy(methods + ARRAY_SIZE(peer_methods), o->extra_methods,
+                   o->n_extra_methods * sizeof *methods);
         struct rpc_listener_config lc = {
-            .methods = peer_methods, .n_methods = ARRAY_SIZE(peer_methods), .userdata = d,
-            .tls = ps->server_tls,
+            .methods = methods, .n_methods = nm, .userdata = d, .tls = ps->server_tls,
         };
         r = rpc_server_listen_tcp(d->srv, o->listen, &lc, &ps->listener);
         if (r < 0)
