@@ -1,0 +1,240 @@
+#!/usr/bin/python3
+"""SnapshotMetadata (changed-block tracking) for any snapshot of the
+cluster, asked of any node: two amberd + amber-csi pairs on this machine
+(one cluster CA, node handles, a shared directory as the registry), as in
+test-cluster.py.
+
+Snapshots n1 holds, written at known offsets with direct I/O, asked through
+n2's amber-csi socket (n2's amberd asks n1's over the mutual-TLS peer
+connection and streams its Diff through): allocated and delta metadata are
+exact (every written 4 KiB block, nothing else) and the same as n1's own
+answer; resumption from a starting_offset inside an extent; max_results;
+base and target on different nodes is INVALID_ARGUMENT; an unknown
+snapshot of n1 is NOT_FOUND; a snapshot that is on n2 is still answered
+locally; group member handles name their node and their metadata is
+answered by the other node (the group itself is not: group ids carry no
+node); with n1 stopped, n2 answers UNAVAILABLE."""
+import mmap
+import os
+import subprocess
+import sys
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
+import amber_test as T  # noqa: E402
+
+if os.geteuid() != 0:
+    T.skip("needs root (loop devices)")
+try:
+    import grpc
+except ImportError:
+    T.skip("python3-grpcio is not installed")
+T.genproto()
+import amber_pb2 as apb  # noqa: E402
+import csi_pb2 as pb  # noqa: E402
+
+KiB = 1 << 10
+MiB = 1 << 20
+SIZE = 64 * MiB
+AMBERCTL = os.path.join(T.BUILD, "amberctl")
+PLUGIN = os.path.join(T.BUILD, "amber-csi")
+Code = grpc.StatusCode
+D = T.tmpdir("amber-cluster-cbt-")
+
+
+def run(*argv):
+    p = subprocess.run(list(argv), capture_output=True, text=True, timeout=120)
+    if p.returncode != 0:
+        raise AssertionError("%s failed: %s" % (" ".join(argv), p.stderr))
+    return p.stdout
+
+
+CA = os.path.join(D, "ca")
+run(AMBERCTL, "cluster", "init-ca", "--out", CA)
+REG = os.path.join(D, "peers")
+os.makedirs(REG)
+
+
+class Node:
+    """amberd + amber-csi of one node."""
+
+    def __init__(self, name):
+        self.name = name
+        self.amberd = T.Amberd(size="1G", extra=[
+            "--node-id", name, "--peer-listen", "127.0.0.1:0",
+            "--cluster-ca", os.path.join(CA, "ca.crt"), "--cluster-ca-key", os.path.join(CA, "ca.key"),
+            "--cluster-registry", "dir:" + REG])
+        sock = os.path.join(self.amberd.dir, "csi.sock")
+        self.log = os.path.join(self.amberd.dir, "csi.log")
+        log = open(self.log, "ab")
+        self.proc = T.spawn([PLUGIN, "--endpoint", "unix://" + sock, "--node-id", name, "--amberd",
+                             self.amberd.sock, "--log-level", "debug", "--node-handles"], stderr=log)
+        log.close()
+        T.wait_for_socket(sock, self.proc)
+        ch = grpc.insecure_channel("unix://" + sock)
+        T.cleanup.add("close channel", ch.close)
+        md = T.Stub(ch, "csi.v1.SnapshotMetadata", pb)
+        g = T.Stub(ch, "csi.v1.GroupController", pb)
+        self.alloc_ = md.server_stream("GetMetadataAllocated", pb.GetMetadataAllocatedRequest,
+                                       pb.GetMetadataAllocatedResponse)
+        self.delta_ = md.server_stream("GetMetadataDelta", pb.GetMetadataDeltaRequest,
+                                       pb.GetMetadataDeltaResponse)
+        self.group = g.unary("CreateVolumeGroupSnapshot", pb.CreateVolumeGroupSnapshotRequest,
+                             pb.CreateVolumeGroupSnapshotResponse)
+        self.get_group = g.unary("GetVolumeGroupSnapshot", pb.GetVolumeGroupSnapshotRequest,
+                                 pb.GetVolumeGroupSnapshotResponse)
+
+    def ctl(self, *a, **kw):
+        return self.amberd.ctl(*a, **kw)
+
+    def alloc(self, sid, start=0, max_results=0):
+        return list(self.alloc_(pb.GetMetadataAllocatedRequest(
+            snapshot_id=sid, starting_offset=start, max_results=max_results), timeout=60))
+
+    def delta(self, base, target, start=0, max_results=0):
+        return list(self.delta_(pb.GetMetadataDeltaRequest(
+            base_snapshot_id=base, target_snapshot_id=target, starting_offset=start,
+            max_results=max_results), timeout=60))
+
+
+def pwrite_direct(dev, off, data):
+    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
+    try:
+        buf = mmap.mmap(-1, len(data))
+        buf.write(data)
+        os.pwritev(fd, [buf], off)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def blocks_of(ranges):
+    out = set()
+    for off, n in ranges:
+        out.update(range(off // 4096, (off + n + 4095) // 4096))
+    return out
+
+
+def tuples(msgs, cap=SIZE):
+    out = []
+    for m in msgs:
+        T.check_eq(m.block_metadata_type, pb.VARIABLE_LENGTH, "block_metadata_type")
+        T.check_eq(m.volume_capacity_bytes, cap, "volume_capacity_bytes")
+        for b in m.block_metadata:
+            T.check(b.size_bytes > 0, "a tuple of size 0")
+            T.check(not out or out[-1][0] + out[-1][1] <= b.byte_offset, "tuples overlap or go backwards")
+            out.append((b.byte_offset, b.size_bytes))
+    return out
+
+
+N1, N2 = Node("n1"), Node("n2")
+VOL = N1.ctl("volume", "create", "cbt-vol", "--size", "64M")["id"]
+DEV = N1.ctl("volume", "attach", VOL, json_out=False).strip()
+T.cleanup.add("detach", lambda: N1.ctl("volume", "detach", VOL, check=False))
+
+W1 = [(0, 4 * KiB), (1 * MiB + 8 * KiB, 16 * KiB), (5 * MiB, 64 * KiB), (SIZE - 4 * KiB, 4 * KiB)]
+W2 = [(5 * MiB + 16 * KiB, 4 * KiB), (9 * MiB, 8 * KiB), (33 * MiB + 4 * KiB, 4 * KiB)]
+for off, n in W1:
+    pwrite_direct(DEV, off, b"\xa1" * n)
+A = "n1/" + N1.ctl("snapshot", "create", VOL, "--name", "a")["id"]
+for off, n in W2:
+    pwrite_direct(DEV, off, b"\xb2" * n)
+B = "n1/" + N1.ctl("snapshot", "create", VOL, "--name", "b")["id"]
+N1.ctl("volume", "detach", VOL)
+
+
+def test_allocated_through_another_node_is_exact():
+    got = tuples(N2.alloc(A))
+    T.check_eq(blocks_of(got), blocks_of(W1), "allocated blocks of n1's snapshot asked of n2")
+    T.check_eq(got, tuples(N1.alloc(A)), "n2's answer is n1's own")
+    got_b = tuples(N2.alloc(B))
+    T.check_eq(blocks_of(got_b), blocks_of(W1 + W2))
+
+
+def test_delta_through_another_node_is_exact():
+    got = tuples(N2.delta(A, B))
+    T.check_eq(blocks_of(got), blocks_of(W2), "changed blocks a..b asked of n2")
+    T.check_eq(got, tuples(N1.delta(A, B)), "n2's answer is n1's own")
+    T.check_eq(tuples(N2.delta(B, B)), [], "a snapshot against itself")
+
+
+def test_resume_and_max_results_through_another_node():
+    full = tuples(N2.alloc(B))
+    # Inside the 64 KiB extent at 5 MiB: it is cut there, the rest follows.
+    s = 5 * MiB + 20 * KiB
+    got = tuples(N2.alloc(B, start=s))
+    want = [(max(o, s), o + n - max(o, s)) for o, n in full if o + n > s]
+    T.check_eq(got, want, "resumed at %d" % s)
+    T.check(got[0][0] == s, got[:2])
+    dgot = tuples(N2.delta(A, B, start=9 * MiB + 4 * KiB))
+    T.check_eq(blocks_of(dgot), blocks_of([(9 * MiB + 4 * KiB, 4 * KiB), (33 * MiB + 4 * KiB, 4 * KiB)]))
+    msgs = N2.alloc(B, max_results=1)
+    T.check(all(len(m.block_metadata) <= 1 for m in msgs), "max_results=1 not honoured")
+    T.check_eq(tuples(msgs), full)
+    T.check_eq(tuples(N2.alloc(B, start=SIZE)), [], "starting_offset at the end")
+    T.expect_status(Code.OUT_OF_RANGE, N2.alloc, B, SIZE + 4096)
+
+
+def test_error_codes_through_another_node():
+    T.expect_status(Code.NOT_FOUND, N2.alloc, "n1/" + str(uuid.uuid4()))
+    local_vol = N2.ctl("volume", "create", "n2-vol", "--size", "16M")["id"]
+    local_snap = "n2/" + N2.ctl("snapshot", "create", local_vol, "--name", "x")["id"]
+    T.check_eq(tuples(N2.alloc(local_snap), cap=16 * MiB), [], "n2's own snapshot, answered by n2")
+    T.check_eq(tuples(N1.alloc(local_snap), cap=16 * MiB), [], "n2's snapshot, answered by n1")
+    e = T.expect_status(Code.INVALID_ARGUMENT, N2.delta, A, local_snap)
+    T.check("different volumes" in e.details(), e.details())
+    # n1's snapshot id named as n2's: n2 has no such snapshot.
+    T.expect_status(Code.NOT_FOUND, N2.delta, A, "n2/" + B.split("/")[1])
+    T.expect_status(Code.NOT_FOUND, N2.alloc, "n1/not-a-uuid")
+
+
+def test_group_members_answered_by_another_node():
+    vols = [N1.ctl("volume", "create", "g%d" % i, "--size", "16M")["id"] for i in range(2)]
+    dev = N1.ctl("volume", "attach", vols[1], json_out=False).strip()
+    pwrite_direct(dev, 2 * MiB, b"\xee" * (8 * KiB))
+    N1.ctl("volume", "detach", vols[1])
+    q = pb.CreateVolumeGroupSnapshotRequest(name="group-x", source_volume_ids=["n1/" + v for v in vols])
+    g = N1.group(q, timeout=60).group_snapshot
+    T.check(all(m.snapshot_id.startswith("n1/") for m in g.snapshots), g)
+    m1 = [m for m in g.snapshots if m.source_volume_id == "n1/" + vols[1]][0]
+    T.check_eq(blocks_of(tuples(N2.alloc(m1.snapshot_id), cap=16 * MiB)), blocks_of([(2 * MiB, 8 * KiB)]))
+    # Group ids carry no node: another node does not find the group.
+    T.expect_status(Code.NOT_FOUND, N2.get_group, pb.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=g.group_snapshot_id), timeout=30)
+
+
+def test_holder_stopped_is_unavailable():
+    T.check_eq(N1.amberd.stop(), 0)
+    e = T.expect_status(Code.UNAVAILABLE, N2.alloc, A)
+    T.check("n1" in e.details(), e.details())
+    T.expect_status(Code.UNAVAILABLE, N2.delta, A, B)
+
+
+def test_clean_stop():
+    for n in (N1, N2):
+        n.proc.terminate()
+        rc = n.proc.wait(timeout=30)
+        if rc != 0:
+            with open(n.log, errors="replace") as f:
+                print("--- last lines of %s" % n.log + "".join(f.readlines()[-40:]))
+        T.check_eq(rc, 0, "amber-csi of %s" % n.name)
+    T.check_eq(N2.amberd.stop(), 0)
+
+
+def logged(fn):
+    def run_():
+        T.DAEMONS[:] = [N1.amberd, N2.amberd]
+        fn()
+    run_.__name__ = fn.__name__
+    return run_
+
+
+sys.exit(T.Tests().run([logged(f) for f in [
+    test_allocated_through_another_node_is_exact,
+    test_delta_through_another_node_is_exact,
+    test_resume_and_max_results_through_another_node,
+    test_error_codes_through_another_node,
+    test_group_members_answered_by_another_node,
+    test_holder_stopped_is_unavailable,
+    test_clean_stop,
+]]))
