@@ -13,7 +13,8 @@ base and target on different nodes is INVALID_ARGUMENT; an unknown
 snapshot of n1 is NOT_FOUND; a snapshot that is on n2 is still answered
 locally; group member handles name their node and their metadata is
 answered by the other node (the group itself is not: group ids carry no
-node); with n1 stopped, n2 answers UNAVAILABLE.
+node); n1's ClusterPeer service refuses a pinned peer of another cluster
+(PERMISSION_DENIED); with n1 stopped, n2 answers UNAVAILABLE.
 
 Against a fake holder n9 (a Python gRPC server with a certificate the
 cluster CA signed, serving ClusterPeer with a Diff of 4,000,000 extents):
@@ -215,6 +216,39 @@ def test_group_members_answered_by_another_node():
         group_snapshot_id=g.group_snapshot_id), timeout=30)
 
 
+def spki_fingerprint(cert):
+    pub = subprocess.run(["openssl", "x509", "-in", cert, "-pubkey", "-noout"], capture_output=True,
+                         check=True).stdout
+    der = subprocess.run(["openssl", "pkey", "-pubin", "-outform", "DER"], input=pub, capture_output=True,
+                         check=True).stdout
+    import hashlib
+    return "sha256:" + hashlib.sha256(der).hexdigest()
+
+
+def test_peer_port_refuses_a_peer_of_another_cluster():
+    """ClusterPeer on n1's peer port answers cluster members only: a peer of
+    another cluster, pinned on n1 (so its handshake succeeds), is refused."""
+    # A self-signed node identity, as amberd makes outside cluster mode.
+    crt, key = os.path.join(D, "x1.crt"), os.path.join(D, "x1.key")
+    run("openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes",
+        "-keyout", key, "-out", crt, "-days", "30", "-subj", "/CN=x1")
+    N1.ctl("peer", "add", "x1", "--address", "127.0.0.1:1", "--fingerprint", spki_fingerprint(crt))
+    addr = N1.ctl("cluster", "resolve", "n1")["address"]
+    rd = lambda p: open(p, "rb").read()  # noqa: E731
+    creds = grpc.ssl_channel_credentials(root_certificates=rd(os.path.join(CA, "ca.crt")),
+                                         private_key=rd(key), certificate_chain=rd(crt))
+    ch = grpc.secure_channel(addr, creds, options=[("grpc.ssl_target_name_override", "n1")])
+    T.cleanup.add("close channel", ch.close)
+    stub = T.Stub(ch, "amber.v1.ClusterPeer", apb)
+    get = stub.unary("GetSnapshot", apb.SnapshotRef, apb.Snapshot)
+    diff = stub.server_stream("Diff", apb.DiffRequest, apb.DiffResponse)
+    sid = B.split("/")[1]
+    e = T.expect_status(Code.PERMISSION_DENIED, get, apb.SnapshotRef(snapshot=sid), timeout=30)
+    T.check("members" in e.details(), e.details())
+    T.expect_status(Code.PERMISSION_DENIED, lambda: list(diff(apb.DiffRequest(to=sid), timeout=30)))
+    N1.ctl("peer", "remove", "x1")
+
+
 # --- a fake holder: node n9, a gRPC server with a certificate the cluster CA
 # signed, serving ClusterPeer with a Diff of 4,000,000 extents made on the fly.
 
@@ -385,6 +419,7 @@ sys.exit(T.Tests().run([logged(f) for f in [
     test_resume_and_max_results_through_another_node,
     test_error_codes_through_another_node,
     test_group_members_answered_by_another_node,
+    test_peer_port_refuses_a_peer_of_another_cluster,
     test_proxy_hop_bounded_memory,
     test_holder_stopped_is_unavailable,
     test_clean_stop,
