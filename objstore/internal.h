@@ -192,6 +192,8 @@ int index_list(struct objstore *r, uint8_t (**ret)[ID_BYTES], size_t *ret_n);
 int trash_reindex(struct objstore *r, uint8_t (*ids)[ID_BYTES], size_t n, size_t *ret_found);
 int id_cmp(const void *a, const void *b);
 int index_has(struct objstore *r, const uint8_t id[ID_BYTES]);
+/* Like index_lookup, without refreshing when absent. */
+int index_peek(struct objstore *r, const uint8_t id[ID_BYTES], struct blob_loc *ret);
 int trash_load(struct objstore *r, const uint8_t pack[ID_BYTES], struct index_obj *ret);
 int trash_store(struct objstore *r, const struct index_pack *ip);
 void index_free(struct objstore *r);

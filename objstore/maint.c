@@ -362,9 +362,7 @@ struct gc {
     size_t nstarts;
     int64_t cutoff;                 /* seconds: older than this may go */
     struct stats packs, trash;
-    struct ids indexed;             /* blobs in the index after gc */
     struct ids trashed_now;         /* packs this gc trashed */
-    struct ids restored;            /* blobs phase 2 indexed again */
 };
 
 static bool old_enough(struct gc *g, int64_t mtime)
@@ -386,27 +384,31 @@ static int del_key(struct objstore *r, const char *prefix, const uint8_t id[ID_B
 }
 
 /* Index again the trashed blobs of `tp` that are referenced and not
- * indexed; returns how many. */
-static int reindex(struct gc *g, const struct index_pack *tp, size_t *ret)
+ * indexed. *ret_keep: some referenced blob is indexed in this pack (again,
+ * by us or by an export), so the pack stays. */
+static int reindex(struct gc *g, const struct index_pack *tp, bool *ret_keep)
 {
     struct index_pack keep = { .ids = xcalloc(tp->n + 1, ID_BYTES), .locs = xcalloc(tp->n + 1, sizeof *keep.locs) };
     memcpy(keep.pack, tp->pack, ID_BYTES);
-    for (size_t i = 0; i < tp->n; i++)
-        if (referenced(&g->k, tp->ids[i], &tp->locs[i]) && !ids_has(&g->indexed, tp->ids[i])) {
-            memcpy(keep.ids[keep.n], tp->ids[i], ID_BYTES);
-            keep.locs[keep.n++] = tp->locs[i];
+    bool used = false;
+    for (size_t i = 0; i < tp->n; i++) {
+        if (!referenced(&g->k, tp->ids[i], &tp->locs[i]))
+            continue;
+        struct blob_loc now;
+        if (index_peek(g->r, tp->ids[i], &now) == 0) {
+            used |= !memcmp(now.pack, tp->pack, ID_BYTES);
+            continue;
         }
+        memcpy(keep.ids[keep.n], tp->ids[i], ID_BYTES);
+        keep.locs[keep.n++] = tp->locs[i];
+    }
     int rc = 0;
     if (keep.n) {
         struct index_obj x = { .npacks = 1, .packs = &keep };
-        rc = index_store(g->r, &x, NULL);
-        for (size_t i = 0; rc == 0 && i < keep.n; i++) {
-            ids_push(&g->indexed, keep.ids[i]);
-            ids_push(&g->restored, keep.ids[i]);
-        }
-        ids_sort(&g->indexed);
+        rc = index_store(g->r, &x, NULL);   /* also into the in-memory index */
+        used = true;
     }
-    *ret = keep.n;
+    *ret_keep = used;
     free(keep.ids);
     free(keep.locs);
     return rc;
@@ -426,7 +428,7 @@ static int phase2(struct gc *g)
         struct index_obj x = {};
         if ((rc = trash_load(g->r, ts->id, &x)) < 0)
             break;
-        size_t back = 0;
+        bool back = false;
         rc = reindex(g, &x.packs[0], &back);
         if (rc == 0 && back) {
             g->res->packs_restored++;
@@ -508,8 +510,6 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
                 keep.packs = xrealloc(keep.packs, kcap * sizeof *keep.packs);
             }
             keep.packs[keep.npacks++] = *ip;    /* borrowed */
-            for (size_t i = 0; i < ip->n; i++)
-                ids_push(&g->indexed, ip->ids[i]);
         }
     if (rc == 0)
         rc = pack_flush(g->r, &w);
@@ -520,11 +520,8 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
         for (size_t o = 0; rc == 0 && o < nidx; o++)
             rc = del_key(g->r, "index/", idx_ids[o]);
     }
-    for (size_t i = 0; i < w.n; i++)
-        ids_push(&g->indexed, w.ids[i]);
     pack_writer_free(&w);
     free(keep.packs);
-    ids_sort(&g->indexed);
     ids_sort(&g->trashed_now);
     return rc;
 }
@@ -585,26 +582,18 @@ int objstore_gc(struct objstore *repo, uint64_t grace_seconds, struct objstore_g
             goto out;
     if ((r = index_refresh(repo, true)) < 0 || (r = mark_all(&g.k, &g.done)) < 0)
         goto out;
-    for (size_t o = 0; o < nidx; o++)
-        for (size_t p = 0; p < idx[o].npacks; p++)
-            for (size_t i = 0; i < idx[o].packs[p].n; i++)
-                ids_push(&g.indexed, idx[o].packs[p].ids[i]);
-    ids_sort(&g.indexed);
     if ((r = phase2(&g)) < 0)
         goto out;
-    /* From here `indexed` is what stays indexed: phase 2's own, then what
-     * phase 1 keeps. */
-    free(g.indexed.v);
-    g.indexed = g.restored;
-    g.restored = (struct ids){};
     if ((r = phase1(&g, idx, idx_ids, nidx)) < 0)
         goto out;
-    /* The second look: manifests written since the mark. */
-    if ((r = mark_all(&g.k, &g.done)) < 0)
+    /* The second look: manifests written since the mark, against the index
+     * as it is now. */
+    index_free(repo);
+    if ((r = mark_all(&g.k, &g.done)) < 0 || (r = index_refresh(repo, true)) < 0)
         goto out;
     for (size_t t = 0; r == 0 && t < g.trashed_now.n; t++) {
         struct index_obj x = {};
-        size_t back = 0;
+        bool back = false;
         if ((r = trash_load(repo, g.trashed_now.v[t], &x)) == 0)
             r = reindex(&g, &x.packs[0], &back);
         index_obj_free(&x);
@@ -624,9 +613,7 @@ out:
     free(g.starts);
     free(g.packs.v);
     free(g.trash.v);
-    free(g.indexed.v);
     free(g.trashed_now.v);
-    free(g.restored.v);
     repo_unlock(repo, lock);
     /* What this handle holds in memory may name trashed packs. */
     index_free(repo);

@@ -226,6 +226,11 @@ static int index_lookup_quick(struct objstore *r, const uint8_t id[ID_BYTES], st
     return rc;
 }
 
+int index_peek(struct objstore *r, const uint8_t id[ID_BYTES], struct blob_loc *ret)
+{
+    return index_lookup_quick(r, id, ret);
+}
+
 /* Dedup's question: no refresh when absent (the export refreshed at its
  * start; a miss only costs a second copy). */
 int index_has(struct objstore *r, const uint8_t id[ID_BYTES])

@@ -277,7 +277,7 @@ static int copy_one(struct objstore *src, struct objstore *dst, const uint8_t mi
     if (rc < 0)
         return rc;
     char dparent[OBJSTORE_ID_LEN + 1] = "";
-    struct diff d = { .r = src };
+    struct diff d = { .r = src, .out = { .r = src } };
     bool incremental = false;
     if (m.has_parent && (rc = manifest_load(src, m.parent, &pm, NULL)) == 0 &&
         find_copy(dst, pm.snapshot_uuid, dparent) == 0 && pm.root_level == m.root_level &&
