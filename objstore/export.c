@@ -267,6 +267,19 @@ static int block_changed(struct export_ctx *c, struct cmp_state *s, uint64_t off
     return memcmp(s->dig + (size_t)bi * DIGEST_BYTES, d, DIGEST_BYTES) != 0;
 }
 
+/* A blob the index had: revalidate() checks it is still indexed at the end. */
+static void note_reused(void *ud, const uint8_t id[ID_BYTES])
+{
+    struct export_ctx *c = ud;
+    pthread_mutex_lock(&c->rlock);
+    if (c->nreused == c->creused) {
+        c->creused = c->creused ? 2 * c->creused : 256;
+        c->reused_ids = xrealloc(c->reused_ids, c->creused * ID_BYTES);
+    }
+    memcpy(c->reused_ids[c->nreused++], id, ID_BYTES);
+    pthread_mutex_unlock(&c->rlock);
+}
+
 static int export_item(struct export_ctx *c, struct item *it, uint8_t *data, uint8_t *dig,
                        struct pack_writer *w, struct cmp_state *cs)
 {
@@ -309,15 +322,8 @@ static int export_item(struct export_ctx *c, struct item *it, uint8_t *data, uin
         piece_id(&repo->keys, dig + b * DIGEST_BYTES, plen, m.id);
         bool indexed = index_has(repo, m.id) == 0;
         bool have = indexed || idset_add(&c->seen, m.id);
-        if (indexed) {
-            pthread_mutex_lock(&c->rlock);
-            if (c->nreused == c->creused) {
-                c->creused = c->creused ? 2 * c->creused : 256;
-                c->reused_ids = xrealloc(c->reused_ids, c->creused * ID_BYTES);
-            }
-            memcpy(c->reused_ids[c->nreused++], m.id, ID_BYTES);
-            pthread_mutex_unlock(&c->rlock);
-        }
+        if (indexed)
+            note_reused(c, m.id);
         if (have) {
             atomic_fetch_add(&c->reused, 1);
             d.chunks_reused++;
@@ -448,8 +454,8 @@ void objstore_export_result_free(struct objstore_export_result *res)
     res->nchanged = 0;
 }
 
-/* After the manifest names them, before the lock goes: every piece reused
- * from the index must still be indexed. A gc that ran meanwhile may have
+/* After the manifest names them, before the lock goes: every piece and node
+ * reused from the index must still be indexed. A gc that ran meanwhile may have
  * trashed one (nothing referenced it when gc looked); its pack still
  * exists, because gc deletes trashed packs only once every export older
  * than the trashing ended, so index it again. (If this looks before gc
@@ -589,7 +595,7 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
     unsigned level = 0;
     r = map_build(repo, &nw, c.has_parent ? c.parent.root : zero_root, c.has_parent ? c.parent.root_level : 0,
                   c.has_parent ? c.parent.volume_size : 0, req->size, rd, nrd, pieces, npieces, m.root,
-                  &level, &nodes, &dbytes, &dentries);
+                  &level, &nodes, &dbytes, &dentries, note_reused, &c);
     if (r == 0)
         r = pack_flush(repo, &nw);
     if (r < 0)

@@ -286,11 +286,13 @@ int map_leaf_at(struct objstore *r, const uint8_t root[ID_BYTES], unsigned level
                 uint8_t ret[ID_BYTES]);
 /* Build the map of a new snapshot: the parent's map, with the `read`
  * ranges (sorted, disjoint) replaced by `pieces` (sorted) and holes
- * elsewhere in them. Nodes go through w. */
+ * elsewhere in them. Nodes go through w; `reused` hears of every node the
+ * index already had (dedup). */
 int map_build(struct objstore *r, struct pack_writer *w, const uint8_t proot[ID_BYTES], unsigned plevel,
               uint64_t psize, uint64_t size, const struct objstore_range *read, size_t nread,
               const struct map_entry *pieces, size_t npieces, uint8_t ret_root[ID_BYTES],
-              unsigned *ret_level, uint64_t *ret_nodes, int64_t *ret_dbytes, int64_t *ret_dentries);
+              unsigned *ret_level, uint64_t *ret_nodes, int64_t *ret_dbytes, int64_t *ret_dentries,
+              void (*reused)(void *ud, const uint8_t id[ID_BYTES]), void *reused_ud);
 
 /* ---- manifest.c ------------------------------------------------------- */
 struct manifest {

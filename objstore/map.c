@@ -223,6 +223,8 @@ struct build {
     size_t npieces;
     uint64_t nodes;
     int64_t dbytes, dentries;   /* data bytes and entries, new minus parent */
+    void (*reused)(void *ud, const uint8_t id[ID_BYTES]);
+    void *reused_ud;
 };
 
 /* A parent subtree: its id and level (lower than the level it stands for
@@ -236,8 +238,11 @@ static int store_node(struct build *b, const struct buf *enc, uint8_t ret[ID_BYT
 {
     node_id(&b->r->keys, enc->data, enc->len, ret);
     int rc = index_has(b->r, ret);
-    if (rc == 0)
+    if (rc == 0) {
+        if (b->reused)
+            b->reused(b->reused_ud, ret);
         return 0;
+    }
     if (rc != -ENOENT)
         return rc;
     b->nodes++;
@@ -452,10 +457,11 @@ static int build_node(struct build *b, const struct pref *p, unsigned level, uin
 int map_build(struct objstore *r, struct pack_writer *w, const uint8_t proot[ID_BYTES], unsigned plevel,
               uint64_t psize, uint64_t size, const struct objstore_range *read, size_t nread,
               const struct map_entry *pieces, size_t npieces, uint8_t ret_root[ID_BYTES],
-              unsigned *ret_level, uint64_t *ret_nodes, int64_t *ret_dbytes, int64_t *ret_dentries)
+              unsigned *ret_level, uint64_t *ret_nodes, int64_t *ret_dbytes, int64_t *ret_dentries,
+              void (*reused)(void *ud, const uint8_t id[ID_BYTES]), void *reused_ud)
 {
     struct build b = { .r = r, .w = w, .size = size, .psize = psize, .read = read, .nread = nread,
-                       .pieces = pieces, .npieces = npieces };
+                       .pieces = pieces, .npieces = npieces, .reused = reused, .reused_ud = reused_ud };
     unsigned level = map_level_for(size);
     struct pref p = { .level = plevel };
     memcpy(p.id, proot, ID_BYTES);
