@@ -309,7 +309,8 @@ static int s3_get_range(struct objstore_backend *b, const char *key, uint64_t of
     snprintf(range, sizeof range, "Range: bytes=%llu-%llu", (unsigned long long)off,
              (unsigned long long)(off + len - 1));
     struct reply rep = {};
-    int r = s3_request_range(s, "GET", key, NULL, range, NULL, 0, len, &rep);
+    /* Room for an error reply's XML too (a 404 is not a short read). */
+    int r = s3_request_range(s, "GET", key, NULL, range, NULL, 0, len + 65536, &rep);
     /* 206 with exactly the bytes asked for; a 200 (range ignored) or a short
      * reply is refused rather than trusted. */
     if (r == 0 && (rep.status != 206 || rep.body.len != len))

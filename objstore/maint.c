@@ -360,14 +360,15 @@ struct gc {
     struct ids done;                /* manifests marked */
     uint64_t *starts;               /* running exports' start (ns) */
     size_t nstarts;
-    int64_t cutoff;                 /* seconds: older than this may go */
+    int64_t cutoff;                 /* seconds: indexed packs older than this may go */
+    int64_t orphan_cutoff;          /* seconds: unindexed packs older than this may go */
     struct stats packs, trash;
     struct ids trashed_now;         /* packs this gc trashed */
 };
 
-static bool old_enough(struct gc *g, int64_t mtime)
+static bool old_enough(struct gc *g, int64_t mtime, int64_t cutoff)
 {
-    if (mtime >= g->cutoff)
+    if (mtime >= cutoff)
         return false;
     for (size_t i = 0; i < g->nstarts; i++)
         if ((uint64_t)mtime * 1000000000ull + 1000000000ull >= g->starts[i])
@@ -471,6 +472,8 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
     struct index_obj keep = { .packs = NULL };
     size_t kcap = 0;
     struct pack_writer w = {};
+    const struct index_pack **trashed = NULL;
+    size_t ntrash = 0, ctrash = 0;
     bool changed = false;
     int rc = 0;
     for (size_t o = 0; rc == 0 && o < nidx; o++)
@@ -489,7 +492,7 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
                     dead += sz;
             }
             g->res->chunks_referenced += nlive;
-            bool may = ps && old_enough(g, ps->mtime);
+            bool may = ps && old_enough(g, ps->mtime, g->cutoff);
             if (!may && dead)
                 g->res->chunks_young += ip->n - nlive;
             bool trash = may && nlive == 0;
@@ -499,9 +502,11 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
                 g->res->packs_repacked++;
             }
             if (rc == 0 && (trash || rp)) {
-                rc = trash_store(g->r, ip);
-                ids_push(&g->trashed_now, ip->pack);
-                g->res->packs_trashed++;
+                if (ntrash == ctrash) {
+                    ctrash = ctrash ? 2 * ctrash : 16;
+                    trashed = xrealloc(trashed, ctrash * sizeof *trashed);
+                }
+                trashed[ntrash++] = ip;
                 changed = true;
                 continue;
             }
@@ -520,6 +525,14 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
         for (size_t o = 0; rc == 0 && o < nidx; o++)
             rc = del_key(g->r, "index/", idx_ids[o]);
     }
+    /* Trash records last: their time is when the packs left the index, and
+     * phase 2 waits for every export that started before it. */
+    for (size_t t = 0; rc == 0 && t < ntrash; t++) {
+        rc = trash_store(g->r, trashed[t]);
+        ids_push(&g->trashed_now, trashed[t]->pack);
+        g->res->packs_trashed++;
+    }
+    free(trashed);
     pack_writer_free(&w);
     free(keep.packs);
     ids_sort(&g->trashed_now);
@@ -537,7 +550,7 @@ static int orphans(struct gc *g, struct index_obj *idx, size_t nidx)
     for (size_t i = 0; rc == 0 && i < g->packs.n; i++) {
         const struct pack_stat *ps = &g->packs.v[i];
         if (ids_has(&named, ps->id) || stat_find(&g->trash, ps->id) || ids_has(&g->trashed_now, ps->id) ||
-            !old_enough(g, ps->mtime))
+            !old_enough(g, ps->mtime, g->orphan_cutoff))
             continue;
         if ((rc = del_key(g->r, "packs/", ps->id)) == 0) {
             g->res->packs_deleted++;
@@ -565,7 +578,13 @@ int objstore_gc(struct objstore *repo, uint64_t grace_seconds, struct objstore_g
     if (r < 0)
         return r;
     int64_t now = (int64_t)(now_real_ns() / 1000000000ull);
-    g.cutoff = now - 1 - (int64_t)MIN(grace_seconds, (uint64_t)INT32_MAX);
+    /* Grace 0 trashes unreferenced indexed packs whatever their age (they
+     * are still protected from running exports by their start times); a
+     * pack no index names is an orphan only when it is older than a second
+     * more than the grace, so that an export's pack whose index is being
+     * written is not one. */
+    g.cutoff = grace_seconds ? now - 1 - (int64_t)MIN(grace_seconds, (uint64_t)INT32_MAX) : INT64_MAX;
+    g.orphan_cutoff = now - 2 - (int64_t)MIN(grace_seconds, (uint64_t)INT32_MAX);
     /* Order matters: running exports, then packs, then indexes (a pack
      * listed without its index is an orphan or an export's, which the
      * exports' start times protect), then the marks. */
