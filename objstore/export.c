@@ -550,7 +550,7 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
     c.lock_key = lock;
     atomic_store(&c.lock_refreshed_ns, now_mono_ns());
 
-    unsigned nthreads = (unsigned)MIN((uint64_t)default_parallelism(req->parallelism), (uint64_t)c.nitems);
+    unsigned nthreads = (unsigned)MIN((uint64_t)io_parallelism(req->parallelism), (uint64_t)c.nitems);
     threads = xcalloc(nthreads ? nthreads : 1, sizeof *threads);
     unsigned started = 0;
     for (; started < nthreads; started++)

@@ -164,6 +164,8 @@ struct objstore {
     unsigned mcn;
 };
 unsigned default_parallelism(unsigned want);
+/* For export and restore, whose workers wait on I/O as much as they compute. */
+unsigned io_parallelism(unsigned want);
 /* Repository locks (locks/<kind>-<uuid>): take ours, then fail with -EBUSY
  * if a fresh lock of `conflict` kind exists. */
 int repo_lock(struct objstore *r, const char *kind, const char *conflict, char **ret_key);

@@ -520,10 +520,14 @@ static int phase1(struct gc *g, struct index_obj *idx, uint8_t (*idx_ids)[ID_BYT
         rc = pack_flush(g->r, &w);
     /* One index instead of many; the new one first, then the old go. */
     if (rc == 0 && (changed || nidx > 16)) {
+        /* Index ids are content hashes: the new one may be an old one (a
+         * single kept index unchanged), which must not then be deleted. */
+        uint8_t nid[ID_BYTES] = {};
         if (keep.npacks)
-            rc = index_store(g->r, &keep, NULL);
+            rc = index_store(g->r, &keep, nid);
         for (size_t o = 0; rc == 0 && o < nidx; o++)
-            rc = del_key(g->r, "index/", idx_ids[o]);
+            if (!keep.npacks || memcmp(idx_ids[o], nid, ID_BYTES))
+                rc = del_key(g->r, "index/", idx_ids[o]);
     }
     /* Trash records last: their time is when the packs left the index, and
      * phase 2 waits for every export that started before it. */

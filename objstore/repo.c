@@ -88,6 +88,16 @@ unsigned default_parallelism(unsigned want)
     return (unsigned)MAX(2, MIN(n, 64));
 }
 
+unsigned io_parallelism(unsigned want)
+{
+    if (want)
+        return MIN(want, 256u);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Twice the CPUs, at least four: small reads and writes wait on the
+     * device more than they compute, and a waiting worker costs a buffer. */
+    return (unsigned)MAX(4, MIN(2 * n, 64));
+}
+
 static void hex_encode(const uint8_t *p, size_t n, char *out)
 {
     static const char hx[] = "0123456789abcdef";

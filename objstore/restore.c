@@ -379,7 +379,7 @@ int objstore_restore(struct objstore *repo, const struct objstore_restore_req *r
     progress_add(&c.pr, &(struct objstore_progress){ .bytes_total = c.m.data_bytes,
                                                      .chunks_total = c.m.nentries }, true);
 
-    unsigned n = (unsigned)MIN((uint64_t)default_parallelism(req->parallelism), (uint64_t)c.nleaves);
+    unsigned n = (unsigned)MIN((uint64_t)io_parallelism(req->parallelism), (uint64_t)c.nleaves);
     pthread_t *th = xcalloc(n ? n : 1, sizeof *th);
     unsigned started = 0;
     for (; started < n; started++)

@@ -149,7 +149,7 @@ struct objstore_export_req {
     const struct objstore_label *labels;
     size_t nlabels;
     uint64_t created_ns;            /* 0: now */
-    unsigned parallelism;           /* 0: number of CPUs (at least 2) */
+    unsigned parallelism;           /* 0: twice the number of CPUs (at least 4) */
     objstore_progress_fn progress;
     void *progress_ud;
     bool progress_each_chunk;
@@ -218,7 +218,7 @@ struct objstore_restore_req {
      * and correct in the target (read back, checked against the piece's
      * block digests) is not fetched again; holes holding data are punched. */
     bool resume;
-    unsigned parallelism;           /* 0: number of CPUs (at least 2) */
+    unsigned parallelism;           /* 0: twice the number of CPUs (at least 4) */
     objstore_progress_fn progress;
     void *progress_ud;
     bool progress_each_chunk;

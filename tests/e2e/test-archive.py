@@ -194,12 +194,14 @@ def test_kill9_mid_export_and_mid_restore_resume():
     repo = "file://" + rdir
     d.ctl("repo", "init", "--repo", repo)
     big_volume(d, "big", 400)
-    # Killed right after its 5th pack (8 MiB of 1 MiB pieces each) and index.
+    # Killed right after its 5th pack (8 MiB of 1 MiB pieces each) and index
+    # (other workers may have stored theirs just before).
     crash_during(d, "objstore-pack:5", ["export", "big@s", "--repo", repo])
-    T.check_eq(count_files(rdir, "index"), 5, "indexes stored before the kill")
+    have = count_files(rdir, "index")
+    T.check(5 <= have < 5 + os.cpu_count() * 2, "indexes stored before the kill: %d" % have)
     T.check_eq(d.ctl("repo", "list", "--repo", repo), [], "a manifest of an interrupted export")
     e = d.ctl("export", "big@s", "--repo", repo)
-    T.check(e["chunks_reused"] >= 5 * 7, "resume re-uploaded: %r" % e)
+    T.check(e["chunks_reused"] >= have * 7, "resume re-uploaded: %r" % e)
     T.check_eq(e["chunks_uploaded"] + e["chunks_reused"], 400)
     # Restore, killed after its 10th leaf (4 MiB) was written, resumed by the
     # same command.

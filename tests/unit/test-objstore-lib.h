@@ -115,6 +115,9 @@ static size_t data_ranges(int fd, uint64_t size, struct objstore_range **ret)
     return n;
 }
 
+/* Workers of do_export (0: the default). */
+static unsigned export_parallelism;
+
 static int do_export(struct objstore *repo, int fd, uint64_t size, const struct objstore_range *ranges,
                      size_t nranges, const char *parent, struct objstore_export_result *res)
 {
@@ -122,7 +125,7 @@ static int do_export(struct objstore *repo, int fd, uint64_t size, const struct 
     struct objstore_export_req req = {
         .fd = fd, .size = size, .ranges = ranges, .nranges = nranges, .parent = parent,
         .snapshot_uuid = "0b7e4c2a-5f7e-4e53-9a0c-2d1c3b4a5e6f", .volume_name = "vol1",
-        .labels = labels, .nlabels = 2,
+        .labels = labels, .nlabels = 2, .parallelism = export_parallelism,
     };
     return objstore_export(repo, &req, res);
 }
@@ -204,7 +207,8 @@ static bool restore_matches(struct objstore *repo, const char *manifest, int src
 /* Count the files under a repository's folder. */
 static int count_files(const char *repo, const char *dir)
 {
-    _cleanup_free_ char *cmd = xasprintf("find %s/%s/%s -type f 2>/dev/null | wc -l", tmpdir, repo, dir);
+    _cleanup_free_ char *cmd = xasprintf("find %s/%s/%s -type f ! -name '*.tmp-*' 2>/dev/null | wc -l",
+                                         tmpdir, repo, dir);
     FILE *p = popen(cmd, "r");
     int n = -1;
     if (p) {
