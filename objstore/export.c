@@ -575,7 +575,8 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
     npieces = nchanged = 0;
     uint64_t bytes_changed = 0;
     for (size_t i = 0; i < c.nitems; i++) {
-        memcpy(pieces + npieces, c.items[i].pieces, c.items[i].npieces * sizeof *pieces);
+        if (c.items[i].npieces)
+            memcpy(pieces + npieces, c.items[i].pieces, c.items[i].npieces * sizeof *pieces);
         npieces += c.items[i].npieces;
         for (size_t k = 0; k < c.items[i].nchanged; k++) {
             const struct objstore_range *g = &c.items[i].changed[k];

@@ -56,7 +56,8 @@ static void ids_push(struct ids *s, const uint8_t id[ID_BYTES])
 
 static void ids_sort(struct ids *s)
 {
-    qsort(s->v, s->n, ID_BYTES, id_cmp);
+    if (s->n)
+        qsort(s->v, s->n, ID_BYTES, id_cmp);
     size_t w = 0;
     for (size_t i = 0; i < s->n; i++)
         if (w == 0 || memcmp(s->v[w - 1], s->v[i], ID_BYTES))
@@ -597,8 +598,10 @@ int objstore_gc(struct objstore *repo, uint64_t grace_seconds, struct objstore_g
         (r = repo->be->ops->list(repo->be, "trash/", trash_cb, &g.trash)) < 0 ||
         (r = index_list(repo, &idx_ids, &nidx)) < 0)
         goto out;
-    qsort(g.packs.v, g.packs.n, sizeof *g.packs.v, stat_cmp);
-    qsort(g.trash.v, g.trash.n, sizeof *g.trash.v, stat_cmp);
+    if (g.packs.n)
+        qsort(g.packs.v, g.packs.n, sizeof *g.packs.v, stat_cmp);
+    if (g.trash.n)
+        qsort(g.trash.v, g.trash.n, sizeof *g.trash.v, stat_cmp);
     idx = xcalloc(nidx ? nidx : 1, sizeof *idx);
     for (size_t i = 0; i < nidx; i++)
         if ((r = index_load_obj(repo, idx_ids[i], &idx[i])) < 0)

@@ -353,7 +353,8 @@ static int build_leaf(struct build *b, const struct pref *p, uint64_t start, uin
         m.len = (uint32_t)(e - s);
         push_entry(&tmp, &tcap, &m);
     }
-    qsort(tmp.e, tmp.n, sizeof *tmp.e, entry_cmp);
+    if (tmp.n)
+        qsort(tmp.e, tmp.n, sizeof *tmp.e, entry_cmp);
     for (size_t i = 0; i < tmp.n; i++)
         push_entry(&nl, &cap, &tmp.e[i]);
     for (size_t i = 0; i < old.n; i++)

@@ -94,7 +94,7 @@ bool index_entry_live(struct objstore *r, const uint8_t id[ID_BYTES], uint8_t (*
     if (r->icap)
         for (size_t i = id_hash(id) & (r->icap - 1); r->islots[i].used; i = (i + 1) & (r->icap - 1))
             if (!memcmp(r->islots[i].id, id, ID_BYTES)) {
-                ok = bsearch(r->islots[i].src, live, n, ID_BYTES, id_cmp) != NULL;
+                ok = n && bsearch(r->islots[i].src, live, n, ID_BYTES, id_cmp) != NULL;
                 break;
             }
     pthread_mutex_unlock(&r->ilock);
@@ -151,7 +151,8 @@ int index_list(struct objstore *r, uint8_t (**ret)[ID_BYTES], size_t *ret_n)
         free(l.ids);
         return rc;
     }
-    qsort(l.ids, l.n, ID_BYTES, id_cmp);
+    if (l.n)
+        qsort(l.ids, l.n, ID_BYTES, id_cmp);
     *ret = l.ids;
     *ret_n = l.n;
     return 0;
@@ -167,7 +168,7 @@ int index_refresh(struct objstore *r, bool purge)
         pthread_mutex_lock(&r->ilock);
         bool gone = false;
         for (size_t i = 0; i < r->niloaded && !gone; i++)
-            gone = !bsearch(r->iloaded[i], l.ids, l.n, ID_BYTES, id_cmp);
+            gone = !l.n || !bsearch(r->iloaded[i], l.ids, l.n, ID_BYTES, id_cmp);
         if (gone) {
             free(r->islots);
             r->islots = NULL;
@@ -830,7 +831,8 @@ int trash_reindex(struct objstore *r, uint8_t (*ids)[ID_BYTES], size_t n, size_t
     struct tlist l = {};
     size_t found = 0;
     int rc = r->be->ops->list(r->be, "trash/", tlist_cb, &l);
-    qsort(ids, n, ID_BYTES, id_cmp);
+    if (n)
+        qsort(ids, n, ID_BYTES, id_cmp);
     for (size_t t = 0; rc == 0 && t < l.n; t++) {
         struct index_obj x = {};
         rc = trash_load(r, l.ids[t], &x);
@@ -844,7 +846,7 @@ int trash_reindex(struct objstore *r, uint8_t (*ids)[ID_BYTES], size_t n, size_t
                                                       .locs = xcalloc(ip->n + 1, sizeof *keep.locs) };
         memcpy(keep.pack, ip->pack, ID_BYTES);
         for (size_t k = 0; k < ip->n; k++)
-            if (bsearch(ip->ids[k], ids, n, ID_BYTES, id_cmp)) {
+            if (n && bsearch(ip->ids[k], ids, n, ID_BYTES, id_cmp)) {
                 memcpy(keep.ids[keep.n], ip->ids[k], ID_BYTES);
                 keep.locs[keep.n++] = ip->locs[k];
             }
