@@ -182,9 +182,11 @@ def crash_during(d, point, argv):
 
 
 def count_files(path, sub):
+    """Objects under a repository folder (not the temporary files of a put
+    the kill interrupted)."""
     n = 0
     for _, _, files in os.walk(os.path.join(path, sub)):
-        n += len(files)
+        n += len([f for f in files if ".tmp-" not in f])
     return n
 
 
