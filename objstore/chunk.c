@@ -31,9 +31,9 @@
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
 #include <openssl/sha.h>
-#include <signal.h>
 #include <zstd.h>
 
+#include "amber/crashpoint.h"
 #include "internal.h"
 
 #define SEAL_MAGIC "AMBO"
@@ -366,14 +366,9 @@ void index_object_id(const struct repo_keys *k, const void *plain, size_t len, u
 
 void os_crashpoint(const char *name)
 {
-    static atomic_uint hits;
-    const char *at = getenv("AMBER_CRASH_AT");
-    size_t n = strlen(name);
-    if (!at || strncmp(at, name, n) || (at[n] && at[n] != ':'))
-        return;
-    unsigned want = at[n] == ':' ? (unsigned)strtoul(at + n + 1, NULL, 10) : 1;
-    if (atomic_fetch_add(&hits, 1) + 1 == want) {
-        fprintf(stderr, "AMBER_CRASH_AT=%s: killing myself\n", at);
-        raise(SIGKILL);
-    }
+    /* Counted here (one armed point a process): AMBER_CRASH_AT=NAME:N kills
+     * at the Nth pass. */
+    static atomic_ullong hits;
+    if (crashpoint_armed(name))
+        crashpoint_n(name, atomic_fetch_add(&hits, 1) + 1);
 }

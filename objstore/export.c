@@ -18,7 +18,8 @@
  * only the touched leaves and their ancestors new, stored as nodes in one
  * more pack; then the manifest, after a flush. An interrupted export leaves
  * no manifest; its rerun finds the pieces of every pack whose index was
- * written and uploads only the rest. An export holds an "export" lock
+ * written (a failing or cancelled export still stores the packs it was
+ * filling) and uploads only the rest. An export holds an "export" lock
  * (with its start time) that gc reads: gc never deletes a pack an export
  * that was running when gc trashed it may have decided to reuse. */
 #include <stdatomic.h>
@@ -382,11 +383,11 @@ static void *export_worker(void *arg)
         }
         maybe_refresh_lock(c);
     }
-    if (!atomic_load(&c->err)) {
-        int r = pack_flush(c->repo, &w);
-        if (r < 0)
-            set_error(c, r);
-    }
+    /* Also after an error or a cancel: what was sealed is good, and stored
+     * now it need not be read and sent again by the rerun. */
+    int r = pack_flush(c->repo, &w);
+    if (r < 0)
+        set_error(c, r);
     cmp_state_free(c, &cst);
     pack_writer_free(&w);
     free(data);
@@ -545,6 +546,8 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
 
     idset_init(&c.seen, 1024);
     pthread_mutex_init(&c.rlock, NULL);
+    pthread_mutex_init(&c.ps.lock, NULL);
+    c.ps.collect = true;
     progress_init(&c.pr, req->progress, req->progress_ud, req->progress_each_chunk);
     progress_add(&c.pr, &(struct objstore_progress){ .bytes_total = total, .chunks_total = c.nitems }, true);
     c.lock_key = lock;
@@ -628,6 +631,8 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
     /* Still under our lock, after the manifest: see revalidate and gc. */
     if ((r = revalidate(&c)) < 0)
         goto out_ctx;
+    /* One index for all our packs; a failure here only leaves more of them. */
+    pack_stats_consolidate(repo, &c.ps);
     progress_add(&c.pr, &(struct objstore_progress){ .bytes_uploaded = atomic_load(&c.ps.bytes) }, true);
 
     if (res) {
@@ -650,6 +655,8 @@ int export_run(struct objstore *repo, const struct objstore_export_req *req, con
     }
     r = 0;
 out_ctx:
+    pack_stats_free(&c.ps);
+    pthread_mutex_destroy(&c.ps.lock);
     pthread_mutex_destroy(&c.rlock);
     free(c.reused_ids);
     pthread_mutex_destroy(&c.seen.lock);

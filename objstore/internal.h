@@ -114,7 +114,10 @@ void piece_id(const struct repo_keys *k, const uint8_t *digests, uint64_t len, u
 /* A map node's or index's id: HMAC over a domain and the plaintext. */
 void node_id(const struct repo_keys *k, const void *plain, size_t len, uint8_t out[ID_BYTES]);
 void index_object_id(const struct repo_keys *k, const void *plain, size_t len, uint8_t out[ID_BYTES]);
-/* AMBER_CRASH_AT=name or name:N: SIGKILL at the Nth call with this name. */
+/* AMBER_CRASH_AT=name:N: SIGKILL at the Nth call with this name (tests:
+ * objstore-pack after a pack and its index are stored, objstore-export-
+ * manifest before the manifest, objstore-restore-write after a write of
+ * restored data completed). */
 void os_crashpoint(const char *name);
 
 /* ---- repo.c ----------------------------------------------------------- */
@@ -223,7 +226,18 @@ int index_load_obj(struct objstore *r, const uint8_t id[ID_BYTES], struct index_
 /* A pack being filled by one thread. */
 struct pack_stats {
     atomic_uint_fast64_t packs, bytes, blobs;
+    /* With `collect`: every pack's index, to be rewritten as one at the end
+     * (pack_stats_consolidate). */
+    bool collect;
+    pthread_mutex_t lock;
+    struct index_obj *all;
+    uint8_t (*index_ids)[ID_BYTES];
+    size_t nindex;
 };
+/* Replace the per-pack indexes collected in s by one index (fewer objects
+ * for every later reader to fetch); then free what was collected. */
+int pack_stats_consolidate(struct objstore *r, struct pack_stats *s);
+void pack_stats_free(struct pack_stats *s);
 struct pack_writer {
     struct buf data;
     uint8_t (*ids)[ID_BYTES];

@@ -603,9 +603,18 @@ int objstore_gc(struct objstore *repo, uint64_t grace_seconds, struct objstore_g
     if (g.trash.n)
         qsort(g.trash.v, g.trash.n, sizeof *g.trash.v, stat_cmp);
     idx = xcalloc(nidx ? nidx : 1, sizeof *idx);
-    for (size_t i = 0; i < nidx; i++)
-        if ((r = index_load_obj(repo, idx_ids[i], &idx[i])) < 0)
+    for (size_t i = 0; i < nidx; i++) {
+        /* Gone meanwhile: an export replaced its per-pack indexes by one
+         * (its packs are younger than it, so no orphans of ours). */
+        r = index_load_obj(repo, idx_ids[i], &idx[i]);
+        if (r == -ENOENT) {
+            memmove(idx_ids + i, idx_ids + i + 1, (nidx - i - 1) * ID_BYTES);
+            nidx--, i--;
+            continue;
+        }
+        if (r < 0)
             goto out;
+    }
     if ((r = index_refresh(repo, true)) < 0 || (r = mark_all(&g.k, &g.done)) < 0)
         goto out;
     if ((r = phase2(&g)) < 0)

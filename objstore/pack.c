@@ -487,8 +487,25 @@ int pack_flush(struct objstore *r, struct pack_writer *w)
     struct index_pack ip = { .n = w->n, .ids = w->ids, .locs = w->locs };
     memcpy(ip.pack, pid, ID_BYTES);
     struct index_obj x = { .npacks = 1, .packs = &ip };
-    if ((rc = index_store(r, &x, NULL)) < 0)
+    uint8_t xid[ID_BYTES];
+    if ((rc = index_store(r, &x, xid)) < 0)
         return rc;
+    if (w->stats && w->stats->collect) {
+        struct pack_stats *s = w->stats;
+        pthread_mutex_lock(&s->lock);
+        if (!s->all)
+            s->all = xcalloc(1, sizeof *s->all);
+        s->all->packs = xrealloc(s->all->packs, (s->all->npacks + 1) * sizeof *s->all->packs);
+        struct index_pack *cp = &s->all->packs[s->all->npacks++];
+        *cp = ip;
+        cp->ids = xmalloc(w->n * ID_BYTES);
+        cp->locs = xmalloc(w->n * sizeof *cp->locs);
+        memcpy(cp->ids, w->ids, w->n * ID_BYTES);
+        memcpy(cp->locs, w->locs, w->n * sizeof *cp->locs);
+        s->index_ids = xrealloc(s->index_ids, (s->nindex + 1) * ID_BYTES);
+        memcpy(s->index_ids[s->nindex++], xid, ID_BYTES);
+        pthread_mutex_unlock(&s->lock);
+    }
     if (w->stats) {
         atomic_fetch_add(&w->stats->packs, 1);
         atomic_fetch_add(&w->stats->bytes, w->data.len);
@@ -498,6 +515,50 @@ int pack_flush(struct objstore *r, struct pack_writer *w)
     w->n = 0;
     os_crashpoint("objstore-pack");
     return 0;
+}
+
+int pack_stats_consolidate(struct objstore *r, struct pack_stats *s)
+{
+    int rc = 0;
+    if (s->nindex > 1) {
+        uint8_t nid[ID_BYTES];
+        rc = index_store(r, s->all, nid);
+        for (size_t i = 0; rc == 0 && i < s->nindex; i++) {
+            if (memcmp(nid, s->index_ids[i], ID_BYTES)) {
+                char hex[OBJSTORE_ID_LEN + 1];
+                id_to_hex(s->index_ids[i], hex);
+                _cleanup_free_ char *key = xasprintf("index/%s", hex);
+                rc = r->be->ops->del(r->be, key);
+            }
+        }
+        /* We removed them ourselves (their entries now name the new one):
+         * not a reason for the next refresh to start over. */
+        pthread_mutex_lock(&r->ilock);
+        size_t w = 0;
+        for (size_t i = 0; i < r->niloaded; i++) {
+            bool gone = false;
+            for (size_t k = 0; k < s->nindex && !gone; k++)
+                gone = !memcmp(r->iloaded[i], s->index_ids[k], ID_BYTES) && memcmp(nid, s->index_ids[k], ID_BYTES);
+            if (!gone)
+                memmove(r->iloaded[w++], r->iloaded[i], ID_BYTES);
+        }
+        r->niloaded = w;
+        pthread_mutex_unlock(&r->ilock);
+    }
+    pack_stats_free(s);
+    return rc;
+}
+
+void pack_stats_free(struct pack_stats *s)
+{
+    if (s->all) {
+        index_obj_free(s->all);
+        free(s->all);
+        s->all = NULL;
+    }
+    free(s->index_ids);
+    s->index_ids = NULL;
+    s->nindex = 0;
 }
 
 void pack_writer_free(struct pack_writer *w)

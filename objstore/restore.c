@@ -5,10 +5,12 @@
  * they fetch its pieces with ranged GETs, decrypt and decompress them
  * straight into a leaf-sized buffer at their place (a piece used whole
  * needs no copy; GCM authenticates each piece under its id, so restore
- * does not re-hash what it writes: verify does), and hand the leaf's runs
- * of data to the worker's io_uring as large writes, at most one per run of
- * contiguous entries. Two leaf buffers a worker: while one leaf's writes
- * are in flight the next is fetched, so network, CPU and disk overlap.
+ * does not re-hash what it writes: verify does), and hand each run of
+ * contiguous data (up to 1 MiB, or a piece) to the worker's io_uring as
+ * one write as soon as it is complete, so what was fetched is on its way
+ * to the disk (and found in place by a resume) without waiting for the
+ * whole leaf. Two leaf buffers a worker: while one leaf's writes are in
+ * flight the next is fetched, so network, CPU and disk overlap.
  * Holes are not written: the target is a fresh sparse file. Where io_uring
  * cannot be set up (old kernel, seccomp) the worker uses pwrite.
  *
@@ -28,6 +30,7 @@
 
 #define SLOTS 2
 #define RING_ENTRIES 256
+#define RUN_MAX (1u << 20)
 
 struct leaf_ref {
     uint8_t id[ID_BYTES];
@@ -58,6 +61,13 @@ struct slot {
     struct seg *segs;
     size_t nsegs;
     unsigned pending;
+};
+
+struct worker {
+    struct restore_ctx *c;
+    struct io_uring ring;
+    bool use_ring;
+    struct slot slots[SLOTS];
 };
 
 static void set_error(struct restore_ctx *c, int r)
@@ -124,10 +134,34 @@ static int reap(struct restore_ctx *c, struct io_uring *ring, struct slot *slots
         r = pwrite_full(c->req->fd, s->p + res, s->len - (size_t)res, s->off + (uint64_t)res);
     if (r == 0) {
         wrote(c, s->len);
-        if (sl->pending == 0)
-            os_crashpoint("objstore-restore-leaf");
+        os_crashpoint("objstore-restore-write");
     }
     return r;
+}
+
+/* Start writing one run of the slot's buffer. */
+static int submit(struct worker *w, struct seg *sg)
+{
+    struct restore_ctx *c = w->c;
+    if (!w->use_ring) {
+        int r = pwrite_full(c->req->fd, sg->p, sg->len, sg->off);
+        if (r == 0) {
+            wrote(c, sg->len);
+            os_crashpoint("objstore-restore-write");
+        }
+        return r;
+    }
+    struct io_uring_sqe *sqe;
+    int r;
+    while (!(sqe = io_uring_get_sqe(&w->ring))) {
+        if ((r = io_uring_submit(&w->ring)) < 0 || (r = reap(c, &w->ring, w->slots)) < 0)
+            return r;
+    }
+    io_uring_prep_write(sqe, c->req->fd, sg->p, (unsigned)sg->len, sg->off);
+    io_uring_sqe_set_data(sqe, sg);
+    w->slots[sg->slot].pending++;
+    r = io_uring_submit(&w->ring);
+    return r < 0 ? r : 0;
 }
 
 static int leaf_cb(void *ud, const uint8_t id[ID_BYTES], uint64_t start)
@@ -186,9 +220,11 @@ static int entry_in_place(struct restore_ctx *c, const struct map_entry *e, uint
 }
 
 /* Fill the slot's buffer with the leaf's data and list its write runs. */
-static int fill_leaf(struct restore_ctx *c, const struct leaf_ref *lr, struct slot *sl, unsigned si,
-                     struct buf *piece, uint8_t *piece_id_cur, uint8_t *scratch)
+static int fill_leaf(struct worker *w, const struct leaf_ref *lr, unsigned si, struct buf *piece,
+                     uint8_t *piece_id_cur, uint8_t *scratch)
 {
+    struct restore_ctx *c = w->c;
+    struct slot *sl = &w->slots[si];
     struct leaf l = {};
     int r = map_load_leaf(c->repo, lr->id, lr->start, &l);
     if (r < 0)
@@ -251,11 +287,16 @@ static int fill_leaf(struct restore_ctx *c, const struct leaf_ref *lr, struct sl
                          false);
         }
         struct seg *last = sl->nsegs ? &sl->segs[sl->nsegs - 1] : NULL;
-        if (last && last->off + last->len == e->off)
+        if (last && last->off + last->len == e->off && last->len < RUN_MAX) {
             last->len += e->len;
-        else
+        } else {
+            if (last && (r = submit(w, last)) < 0)
+                break;
             sl->segs[sl->nsegs++] = (struct seg){ .slot = si, .off = e->off, .len = e->len, .p = dst };
+        }
     }
+    if (r == 0 && sl->nsegs)
+        r = submit(w, &sl->segs[sl->nsegs - 1]);
     if (r == 0 && c->req->resume)
         r = clear_gap(c, gap, end, scratch);
     leaf_free(&l);
@@ -265,11 +306,11 @@ static int fill_leaf(struct restore_ctx *c, const struct leaf_ref *lr, struct sl
 static void *restore_worker(void *arg)
 {
     struct restore_ctx *c = arg;
-    struct io_uring ring;
-    bool use_ring = io_uring_queue_init(RING_ENTRIES, &ring, 0) == 0;
-    struct slot slots[SLOTS] = {};
+    struct worker *w = xcalloc(1, sizeof *w);
+    w->c = c;
+    w->use_ring = io_uring_queue_init(RING_ENTRIES, &w->ring, 0) == 0;
     for (unsigned i = 0; i < SLOTS; i++)
-        slots[i].buf = xmalloc(LEAF_SPAN);
+        w->slots[i].buf = xmalloc(LEAF_SPAN);
     struct buf piece = {};
     uint8_t piece_cur[ID_BYTES] = {};
     uint8_t *scratch = c->req->resume ? xmalloc(LEAF_SPAN) : NULL;
@@ -285,42 +326,18 @@ static void *restore_worker(void *arg)
         size_t i = atomic_fetch_add(&c->next, 1);
         if (i >= c->nleaves)
             break;
-        struct slot *sl = &slots[cur];
-        while (use_ring && sl->pending)
-            if ((r = reap(c, &ring, slots)) < 0)
+        /* The slot's buffer is reused once its writes are done. */
+        while (w->use_ring && w->slots[cur].pending)
+            if ((r = reap(c, &w->ring, w->slots)) < 0)
                 goto out;
-        if ((r = fill_leaf(c, &c->leaves[i], sl, cur, &piece, piece_cur, scratch)) < 0)
+        if ((r = fill_leaf(w, &c->leaves[i], cur, &piece, piece_cur, scratch)) < 0)
             break;
-        if (!use_ring) {
-            for (size_t k = 0; k < sl->nsegs && r == 0; k++)
-                if ((r = pwrite_full(c->req->fd, sl->segs[k].p, sl->segs[k].len, sl->segs[k].off)) == 0)
-                    wrote(c, sl->segs[k].len);
-            if (r < 0)
-                break;
-            os_crashpoint("objstore-restore-leaf");
-            continue;
-        }
-        for (size_t k = 0; k < sl->nsegs; k++) {
-            struct io_uring_sqe *sqe;
-            while (!(sqe = io_uring_get_sqe(&ring))) {
-                if ((r = io_uring_submit(&ring)) < 0)
-                    goto out;
-                if ((r = reap(c, &ring, slots)) < 0)
-                    goto out;
-            }
-            io_uring_prep_write(sqe, c->req->fd, sl->segs[k].p, (unsigned)sl->segs[k].len, sl->segs[k].off);
-            io_uring_sqe_set_data(sqe, &sl->segs[k]);
-            sl->pending++;
-        }
-        if (sl->nsegs && (r = io_uring_submit(&ring)) < 0)
-            break;
-        r = 0;
         cur = (cur + 1) % SLOTS;
     }
 out:
     /* Drain what is in flight even after an error: the buffers are ours. */
-    while (use_ring && (slots[0].pending || slots[1].pending)) {
-        int r2 = reap(c, &ring, slots);
+    while (w->use_ring && (w->slots[0].pending || w->slots[1].pending)) {
+        int r2 = reap(c, &w->ring, w->slots);
         if (r2 < 0 && r == 0)
             r = r2;
         if (r2 == -EINTR || r2 == -EAGAIN)
@@ -328,12 +345,13 @@ out:
     }
     if (r < 0)
         set_error(c, r);
-    if (use_ring)
-        io_uring_queue_exit(&ring);
-    for (unsigned i = 0; i < SLOTS; i++) {
-        free(slots[i].buf);
-        free(slots[i].segs);
+    if (w->use_ring)
+        io_uring_queue_exit(&w->ring);
+    for (unsigned k = 0; k < SLOTS; k++) {
+        free(w->slots[k].buf);
+        free(w->slots[k].segs);
     }
+    free(w);
     buf_free(&piece);
     free(scratch);
     return NULL;
