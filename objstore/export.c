@@ -217,8 +217,34 @@ static void cmp_state_free(struct export_ctx *c, struct cmp_state *s)
 }
 
 /* Is block `off` (new digest d, or zero) different from the parent's? */
+/* A block at an end of the volume (shorter than a block now or in the
+ * parent): digests of different lengths say nothing, compare the bytes. */
+static int tail_changed(struct export_ctx *c, const struct map_entry *e, uint64_t off, const uint8_t *data,
+                        size_t blen)
+{
+    const uint8_t *p;
+    size_t n;
+    struct cache_ent *ce;
+    int r = cached_blob(c->repo, e->id, BLOB_PIECE, &p, &n, &ce);
+    if (r < 0)
+        return r;
+    uint64_t po = e->poff + (off - e->off);
+    size_t plen = (size_t)MIN((uint64_t)OBJSTORE_BLOCK, e->off + e->len - off);
+    plen = (size_t)MIN((uint64_t)plen, c->parent.volume_size - off);
+    if (po + plen > n) {
+        cache_put(c->repo, ce);
+        return -EBADMSG;
+    }
+    size_t common = MIN(plen, blen);
+    bool diff = memcmp(p + po, data, common) != 0;
+    if (!diff && blen > common)     /* past the parent's end: zero there */
+        diff = !mem_is_zero(data + common, blen - common);
+    cache_put(c->repo, ce);
+    return diff;
+}
+
 static int block_changed(struct export_ctx *c, struct cmp_state *s, uint64_t off, const uint8_t *d,
-                         const uint8_t *new_id, uint32_t new_bi)
+                         const uint8_t *new_id, uint32_t new_bi, const uint8_t *data, size_t blen)
 {
     if (!c->has_parent)
         return d != NULL;
@@ -248,9 +274,12 @@ static int block_changed(struct export_ctx *c, struct cmp_state *s, uint64_t off
     }
     if (lo >= s->leaf.n || s->leaf.e[lo].off > off)
         return d != NULL;               /* a hole in the parent */
+    const struct map_entry *e = &s->leaf.e[lo];
+    if (blen < OBJSTORE_BLOCK || e->off + e->len - off < OBJSTORE_BLOCK ||
+        c->parent.volume_size - off < OBJSTORE_BLOCK)
+        return tail_changed(c, e, off, data, blen);
     if (!d)
         return 1;                       /* zeroed */
-    const struct map_entry *e = &s->leaf.e[lo];
     uint32_t bi = (uint32_t)((e->poff + (off - e->off)) / OBJSTORE_BLOCK);
     if (new_id && !memcmp(new_id, e->id, ID_BYTES) && bi == new_bi)
         return 0;                       /* the very same piece block */
@@ -305,7 +334,9 @@ static int export_item(struct export_ctx *c, struct item *it, uint8_t *data, uin
     /* Runs of non-zero blocks are pieces. */
     for (size_t b = 0; b < nb;) {
         if (!isnz[b]) {
-            r = c->req->no_changed ? 0 : block_changed(c, cs, it->off + b * OBJSTORE_BLOCK, NULL, NULL, 0);
+            r = c->req->no_changed ? 0 : block_changed(c, cs, it->off + b * OBJSTORE_BLOCK, NULL, NULL, 0,
+                                                       data + b * OBJSTORE_BLOCK,
+                                                       MIN((size_t)OBJSTORE_BLOCK, it->len - b * OBJSTORE_BLOCK));
             if (r < 0)
                 return r;
             if (r)
@@ -341,7 +372,8 @@ static int export_item(struct export_ctx *c, struct item *it, uint8_t *data, uin
         if (!c->req->no_changed)
             for (size_t k = b; k < e; k++) {
                 uint64_t o = it->off + k * OBJSTORE_BLOCK;
-                r = block_changed(c, cs, o, dig + k * DIGEST_BYTES, m.id, (uint32_t)(k - b));
+                r = block_changed(c, cs, o, dig + k * DIGEST_BYTES, m.id, (uint32_t)(k - b),
+                                  data + k * OBJSTORE_BLOCK, MIN((size_t)OBJSTORE_BLOCK, it->len - k * OBJSTORE_BLOCK));
                 if (r < 0)
                     return r;
                 if (r)
