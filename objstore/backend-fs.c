@@ -5,9 +5,11 @@
  * reader (or a rerun after a crash or power loss) sees either nothing or
  * the whole object: this is what lets an export skip chunks that exist.
  * The directory entry may still be lost by a power cut until flush, which
- * syncs the whole filesystem once (syncfs) instead of each directory after
- * each chunk: that halves the fsyncs of an export, and a lost chunk is only
- * uploaded again, since the manifest is written after the flush. put_if_absent links the temporary file instead of
+ * fsyncs each directory written to since the last flush, once, instead of
+ * each directory after each object (a lost pack is only uploaded again,
+ * since the manifest is written after the flush), and instead of syncfs,
+ * which would also wait for every other writer's dirty data on the same
+ * filesystem. put_if_absent links the temporary file instead of
  * renaming it, which fails atomically if the name exists. Listing skips
  * temporary files. Parent directories are created on demand; the root
  * itself is created by the first write (objstore_init). */
@@ -24,7 +26,27 @@
 struct fs_backend {
     struct objstore_backend base;
     char *root;
+    pthread_mutex_t lock;       /* directories written to since the flush */
+    char **dirty;
+    size_t ndirty;
 };
+
+static void mark_dirty(struct fs_backend *fs, const char *path)
+{
+    const char *slash = strrchr(path, '/');
+    if (!slash)
+        return;
+    size_t n = (size_t)(slash - path);
+    pthread_mutex_lock(&fs->lock);
+    bool have = false;
+    for (size_t i = fs->ndirty; i-- > 0 && !have;)
+        have = strlen(fs->dirty[i]) == n && !strncmp(fs->dirty[i], path, n);
+    if (!have) {
+        fs->dirty = xrealloc(fs->dirty, (fs->ndirty + 1) * sizeof *fs->dirty);
+        fs->dirty[fs->ndirty++] = strndup(path, n);
+    }
+    pthread_mutex_unlock(&fs->lock);
+}
 
 static char *fs_path(struct fs_backend *fs, const char *key)
 {
@@ -57,6 +79,31 @@ static int fs_get(struct objstore_backend *b, const char *key, size_t max, struc
         }
         if (n == 0)
             break;      /* truncated under us: the caller's checks fail it */
+        got += (size_t)n;
+    }
+    out->len += got;
+    return 0;
+}
+
+static int fs_get_range(struct objstore_backend *b, const char *key, uint64_t off, size_t len,
+                        struct buf *out)
+{
+    struct fs_backend *fs = (struct fs_backend *)b;
+    _cleanup_free_ char *p = fs_path(fs, key);
+    _cleanup_close_ int fd = open(p, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return -errno;
+    buf_reserve(out, len + 1);
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(fd, out->data + out->len + got, len - got, (off_t)(off + got));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        if (n == 0)
+            return -EBADMSG;    /* shorter than its index says */
         got += (size_t)n;
     }
     out->len += got;
@@ -134,16 +181,39 @@ static int fs_put(struct objstore_backend *b, const char *key, const void *data,
         unlink(tmp);
         return r;
     }
+    /* The directory, and its parent (it may have been made for this one). */
+    mark_dirty(fs, p);
+    _cleanup_free_ char *dir = xstrdup(p);
+    *strrchr(dir, '/') = 0;
+    mark_dirty(fs, dir);
     return 0;
 }
 
 static int fs_flush(struct objstore_backend *b)
 {
     struct fs_backend *fs = (struct fs_backend *)b;
-    _cleanup_close_ int fd = open(fs->root, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0)
-        return -errno;
-    return syncfs(fd) < 0 ? -errno : 0;
+    pthread_mutex_lock(&fs->lock);
+    char **dirs = fs->dirty;
+    size_t n = fs->ndirty;
+    fs->dirty = NULL;
+    fs->ndirty = 0;
+    pthread_mutex_unlock(&fs->lock);
+    int r = 0;
+    for (size_t i = 0; i < n; i++) {
+        if (r == 0 && dirs[i]) {
+            int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+            if (fd < 0 && errno != ENOENT)
+                r = -errno;
+            if (fd >= 0) {
+                if (fsync(fd) < 0)
+                    r = -errno;
+                close(fd);
+            }
+        }
+        free(dirs[i]);
+    }
+    free(dirs);
+    return r;
 }
 
 static int fs_put_if_absent(struct objstore_backend *b, const char *key, const void *data, size_t len)
@@ -182,6 +252,7 @@ static int fs_del(struct objstore_backend *b, const char *key)
     _cleanup_free_ char *p = fs_path(fs, key);
     if (unlink(p) < 0 && errno != ENOENT)
         return -errno;
+    mark_dirty(fs, p);
     return 0;
 }
 
@@ -256,6 +327,10 @@ static void fs_free(struct objstore_backend *b)
     struct fs_backend *fs = (struct fs_backend *)b;
     if (!fs)
         return;
+    for (size_t i = 0; i < fs->ndirty; i++)
+        free(fs->dirty[i]);
+    free(fs->dirty);
+    pthread_mutex_destroy(&fs->lock);
     free(fs->root);
     free(fs);
 }
@@ -263,6 +338,7 @@ static void fs_free(struct objstore_backend *b)
 static const struct objstore_backend_ops fs_ops = {
     .name = "fs",
     .get = fs_get,
+    .get_range = fs_get_range,
     .put = fs_put,
     .put_if_absent = fs_put_if_absent,
     .head = fs_head,
@@ -290,6 +366,7 @@ int backend_fs_open(const char *path, struct objstore_backend **ret, char **ret_
     }
     struct fs_backend *fs = xcalloc(1, sizeof *fs);
     fs->base.ops = &fs_ops;
+    pthread_mutex_init(&fs->lock, NULL);
     fs->root = strndup(path, n);
     if (!fs->root) {
         free(fs);

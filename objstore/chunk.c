@@ -1,11 +1,12 @@
 /* chunk.c: ids, compression and encryption of stored objects.
  *
- * Every chunk and manifest is stored "sealed":
+ * Every blob (piece, block digests of a piece, map node), pack index and
+ * manifest is stored "sealed":
  *
  *   offset size
  *   0      4    magic "AMBO"
  *   4      1    object format version (1)
- *   5      1    type (1 chunk, 2 manifest)
+ *   5      1    type (1 piece, 2 manifest, 3 node, 4 index, 5 digests)
  *   6      1    compression (0 none, 1 zstd)
  *   7      1    reserved, 0
  *   8      4    plaintext length, little endian
@@ -15,19 +16,25 @@
  *
  * The associated data is the 24-byte header followed by the object's
  * 32-byte id, so a header cannot be altered and an object cannot be moved to
- * another id's name without failing authentication. Chunk ids are
- * HMAC-SHA256(mac key, plaintext): equal data dedups, and ids say nothing
- * about the data to whoever holds the store. zstd is skipped when it does not
+ * another id's name without failing authentication. A piece's id is
+ * HMAC-SHA256(mac key, "amber-piece" || length || block digests), where the
+ * block digests are 16 bytes of SHA-256 of each 4 KiB block: the data is
+ * hashed once, the digests double as the unit of change detection, equal
+ * data dedups, and ids say nothing about the data to whoever holds the
+ * store (the digests themselves are stored sealed). zstd is skipped when it does not
  * shrink the data (random or already compressed blocks), which saves its
- * decompression on restore. OpenSSL, zstd and libc errors become negative
+ * decompression on restore; for pieces of 128 KiB and more two small
+ * samples decide that, which saves the compression too. OpenSSL, zstd and libc errors become negative
  * errno here. */
 #include <string.h>
 
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
 #include <openssl/rand.h>
+#include <openssl/sha.h>
 #include <zstd.h>
 
+#include "amber/crashpoint.h"
 #include "internal.h"
 
 #define SEAL_MAGIC "AMBO"
@@ -208,6 +215,24 @@ static uint32_t get_le32(const uint8_t *p)
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
+/* Is a large plaintext not worth compressing? Two 16 KiB samples (its
+ * start and its middle) that zstd's fastest level cannot shrink by 3 % say
+ * so: random or already compressed data, half of a typical volume, then
+ * costs a few percent of a full compression. */
+#define SAMPLE (16u << 10)
+static bool incompressible(ZSTD_CCtx *cctx, uint8_t *z, size_t bound, const uint8_t *p, size_t len)
+{
+    if (len < 8 * SAMPLE)
+        return false;
+    const uint8_t *at[2] = { p, p + len / 2 };
+    for (int i = 0; i < 2; i++) {
+        size_t n = ZSTD_compressCCtx(cctx, z, bound, at[i], SAMPLE, 1);
+        if (ZSTD_isError(n) || n < SAMPLE - SAMPLE / 32)
+            return false;
+    }
+    return true;
+}
+
 int sealed_pack(const struct repo_keys *k, enum sealed_type type, const uint8_t id[ID_BYTES],
                 const void *plain, size_t len, struct buf *out)
 {
@@ -219,9 +244,12 @@ int sealed_pack(const struct repo_keys *k, enum sealed_type type, const uint8_t 
     ZSTD_CCtx *cctx = thread_cctx();
     if (!cctx)
         return -ENOMEM;
-    size_t zl = ZSTD_compressCCtx(cctx, z, bound, plain, len, ZSTD_LEVEL);
-    if (ZSTD_isError(zl))
-        return -EIO;
+    size_t zl = len;
+    if (!incompressible(cctx, z, bound, plain, len)) {
+        zl = ZSTD_compressCCtx(cctx, z, bound, plain, len, ZSTD_LEVEL);
+        if (ZSTD_isError(zl))
+            return -EIO;
+    }
     bool comp = zl < len;
     const void *body = comp ? z : plain;
     size_t blen = comp ? zl : len;
@@ -289,4 +317,80 @@ int sealed_unpack(const struct repo_keys *k, enum sealed_type type, const uint8_
     }
     out->len = plen;
     return 0;
+}
+
+int sealed_unpack_into(const struct repo_keys *k, enum sealed_type type, const uint8_t id[ID_BYTES],
+                       const void *stored, size_t len, void *dst, size_t plen)
+{
+    const uint8_t *s = stored;
+    if (len < SEAL_HDR + TAG_BYTES || memcmp(s, SEAL_MAGIC, 4) != 0)
+        return -EBADMSG;
+    if (s[4] != SEAL_VERSION)
+        return -EPROTONOSUPPORT;
+    if (s[5] != type || s[6] > COMP_ZSTD || s[7] != 0 || get_le32(s + 8) != plen)
+        return -EBADMSG;
+    size_t clen = len - SEAL_HDR - TAG_BYTES;
+    if (clen > ZSTD_compressBound(plen))
+        return -EBADMSG;
+    uint8_t aad[SEAL_HDR + ID_BYTES];
+    memcpy(aad, s, SEAL_HDR);
+    memcpy(aad + SEAL_HDR, id, ID_BYTES);
+    if (s[6] == COMP_NONE) {
+        /* Decrypt in place into the destination: no copy. */
+        if (clen != plen)
+            return -EBADMSG;
+        return aead_open(k->data, s + 12, aad, sizeof aad, s + SEAL_HDR, len - SEAL_HDR, dst);
+    }
+    _cleanup_free_ uint8_t *dec = xmalloc(clen ? clen : 1);
+    int r = aead_open(k->data, s + 12, aad, sizeof aad, s + SEAL_HDR, len - SEAL_HDR, dec);
+    if (r < 0)
+        return r;
+    ZSTD_DCtx *d = thread_dctx();
+    if (!d)
+        return -ENOMEM;
+    size_t n = ZSTD_decompressDCtx(d, dst, plen, dec, clen);
+    if (ZSTD_isError(n) || n != plen)
+        return -EBADMSG;
+    return 0;
+}
+
+void block_digests(const void *data, size_t len, uint8_t *out)
+{
+    const uint8_t *p = data;
+    uint8_t h[SHA256_DIGEST_LENGTH];
+    for (size_t off = 0; off < len; off += OBJSTORE_BLOCK) {
+        SHA256(p + off, MIN((size_t)OBJSTORE_BLOCK, len - off), h);
+        memcpy(out, h, DIGEST_BYTES);
+        out += DIGEST_BYTES;
+    }
+}
+
+void piece_id(const struct repo_keys *k, const uint8_t *digests, uint64_t len, uint8_t out[ID_BYTES])
+{
+    size_t nd = (size_t)((len + OBJSTORE_BLOCK - 1) / OBJSTORE_BLOCK) * DIGEST_BYTES;
+    uint8_t hdr[20] = "amber-piece\0";
+    for (int i = 0; i < 8; i++)
+        hdr[12 + i] = (uint8_t)(len >> (8 * i));
+    id_hmac(k, hdr, sizeof hdr, digests, nd, out);
+}
+
+void node_id(const struct repo_keys *k, const void *plain, size_t len, uint8_t out[ID_BYTES])
+{
+    static const char dom[] = "amber-node";
+    id_hmac(k, dom, sizeof dom, plain, len, out);
+}
+
+void index_object_id(const struct repo_keys *k, const void *plain, size_t len, uint8_t out[ID_BYTES])
+{
+    static const char dom[] = "amber-index";
+    id_hmac(k, dom, sizeof dom, plain, len, out);
+}
+
+void os_crashpoint(const char *name)
+{
+    /* Counted here (one armed point a process): AMBER_CRASH_AT=NAME:N kills
+     * at the Nth pass. */
+    static atomic_ullong hits;
+    if (crashpoint_armed(name))
+        crashpoint_n(name, atomic_fetch_add(&hits, 1) + 1);
 }

@@ -1,20 +1,20 @@
 /* manifest.c: the manifest of one exported snapshot, its binary encoding,
  * and the manifest commands (list, show, resolve, delete).
  *
- * Encoding (little endian), then sealed like a chunk (zstd + AES-256-GCM):
+ * Encoding (little endian), then sealed (zstd + AES-256-GCM):
  *
- *   "AMBM" u32 version(1) u64 volume_size u32 chunk_size u64 created_ns
+ *   "AMBM" u32 version(2) u64 volume_size u32 chunk_size u64 created_ns
  *   u8 has_parent [32-byte parent id]
  *   str snapshot_uuid, str volume_name       (str = u32 length + bytes)
  *   u32 nlabels, nlabels × (str key, str value)
- *   u64 nchunks (= ceil(volume_size / chunk_size))
- *   nchunks × (u8 0 = all-zero chunk | u8 1 + 32-byte chunk id)
+ *   u8 root_level, 32-byte map root id (all zero: no data)
+ *   u64 data_bytes, u64 nentries             (for show; not trusted)
  *
- * Binary, not JSON: a 1 TiB volume at 1 MiB chunks has a million entries;
- * raw 32-byte ids are half the size of hex, zero chunks cost one byte (and
- * runs of them compress to nothing), and a bounds-checked reader of fixed
- * fields is shorter and safer than a JSON parser. The decoder checks every
- * length against what is left before allocating.
+ * The map itself is a tree of map nodes (map.c), so a manifest is a few
+ * hundred bytes whatever the volume's size. Binary, not JSON: a
+ * bounds-checked reader of fixed fields is shorter and safer than a JSON
+ * parser. The decoder checks every length against what is left before
+ * allocating.
  *
  * A manifest's id is HMAC-SHA256(mac key, "amber-manifest\0" || encoding):
  * keyed, so ids leak nothing, and checked on load, so a manifest cannot be
@@ -24,7 +24,7 @@
 #include "internal.h"
 
 #define MF_MAGIC "AMBM"
-#define MF_VERSION 1
+#define MF_VERSION 2
 #define MF_STR_MAX 4096
 #define MF_LABELS_MAX 1024
 #define MF_VOLUME_MAX (1ull << 56)
@@ -34,7 +34,6 @@ void manifest_free(struct manifest *m)
 {
     if (!m)
         return;
-    free(m->ids);
     free(m->snapshot_uuid);
     free(m->volume_name);
     for (size_t i = 0; i < m->nlabels; i++) {
@@ -89,14 +88,11 @@ int manifest_encode(const struct manifest *m, struct buf *out)
         put_str(out, m->label_keys[i]);
         put_str(out, m->label_values[i]);
     }
-    put_u64(out, m->nchunks);
-    buf_reserve(out, m->nchunks * (1 + ID_BYTES));
-    for (uint64_t i = 0; i < m->nchunks; i++) {
-        uint8_t f = !id_is_zero(m->ids[i]);
-        buf_append(out, &f, 1);
-        if (f)
-            buf_append(out, m->ids[i], ID_BYTES);
-    }
+    uint8_t lv = (uint8_t)m->root_level;
+    buf_append(out, &lv, 1);
+    buf_append(out, m->root, ID_BYTES);
+    put_u64(out, m->data_bytes);
+    put_u64(out, m->nentries);
     return 0;
 }
 
@@ -182,24 +178,13 @@ int manifest_decode(const void *data, size_t len, struct manifest *ret)
         m.label_keys[i] = get_str(&r);
         m.label_values[i] = get_str(&r);
     }
-    m.nchunks = get_u64(&r);
-    if (r.bad || m.nchunks != (m.volume_size + m.chunk_size - 1) / m.chunk_size ||
-        m.nchunks > r.left)     /* every entry takes at least one byte */
+    const uint8_t *lv = take(&r, 1), *root = take(&r, ID_BYTES);
+    m.data_bytes = get_u64(&r);
+    m.nentries = get_u64(&r);
+    if (r.bad || r.left || *lv != map_level_for(m.volume_size) || m.data_bytes > m.volume_size)
         goto bad;
-    m.ids = xcalloc(m.nchunks ? m.nchunks : 1, ID_BYTES);
-    for (uint64_t i = 0; i < m.nchunks; i++) {
-        const uint8_t *f = take(&r, 1);
-        if (!f || *f > 1)
-            goto bad;
-        if (*f) {
-            const uint8_t *id = take(&r, ID_BYTES);
-            if (!id || id_is_zero(id))
-                goto bad;
-            memcpy(m.ids[i], id, ID_BYTES);
-        }
-    }
-    if (r.bad || r.left)
-        goto bad;
+    m.root_level = *lv;
+    memcpy(m.root, root, ID_BYTES);
     *ret = m;
     return 0;
 bad:
@@ -220,7 +205,7 @@ int manifest_store(struct objstore *r, const struct manifest *m, uint8_t ret_id[
     if (rc == 0) {
         id_to_hex(id, hex);
         char *key = xasprintf("manifests/%s", hex);
-        /* Chunks first, then the manifest that names them. */
+        /* Packs first, then the manifest that names their blobs. */
         rc = backend_flush(r->be);
         if (rc == 0)
             rc = r->be->ops->put(r->be, key, sealed.data, sealed.len);
@@ -246,7 +231,7 @@ int manifest_load(struct objstore *r, const uint8_t id[ID_BYTES], struct manifes
     if (rc < 0)
         goto out;
     rc = sealed_unpack(&r->keys, SEALED_MANIFEST, id, stored.data, stored.len,
-                       (size_t)1 << 31, &plain);
+                       MANIFEST_MAX_STORED, &plain);
     if (rc < 0)
         goto out;
     uint8_t check[ID_BYTES];
@@ -369,9 +354,9 @@ static void info_from(struct manifest *m, const uint8_t id[ID_BYTES], uint64_t s
     info->volume_size = m->volume_size;
     info->created_ns = m->created_ns;
     info->chunk_size = m->chunk_size;
-    info->chunks = m->nchunks;
-    for (uint64_t i = 0; i < m->nchunks; i++)
-        info->data_chunks += !id_is_zero(m->ids[i]);
+    info->chunks = (m->volume_size + m->chunk_size - 1) / m->chunk_size;
+    info->data_chunks = m->nentries;
+    info->data_bytes = m->data_bytes;
     info->stored_size = stored;
 }
 

@@ -5,7 +5,7 @@
  * read by eye and to parse without a JSON library:
  *
  *   amber-repository
- *   format 1
+ *   format 2
  *   id 6f0c…                       (a random uuid)
  *   chunk_size 1048576
  *   kdf scrypt
@@ -17,8 +17,10 @@
  * kek = scrypt(passphrase, salt, N, r, p). The wrap's associated data is
  * every byte of the config before the "keys" line, so changing the chunk
  * size or the KDF parameters fails authentication like a wrong passphrase.
- * The format line is checked before anything else: a newer repository is
- * refused with -EPROTONOSUPPORT before its passphrase is tried. KDF
+ * The format line is checked before anything else: a newer repository, or
+ * one of format 1 (fixed 1 MiB chunks, whole-chunk map in the manifest; no
+ * longer read), is refused with -EPROTONOSUPPORT and a message naming the
+ * version before its passphrase is tried. KDF
  * parameters read from a config are bounded so a hostile config cannot make
  * us allocate gigabytes. */
 #include <limits.h>
@@ -84,6 +86,16 @@ unsigned default_parallelism(unsigned want)
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     /* At least two: one thread computes while another waits on I/O. */
     return (unsigned)MAX(2, MIN(n, 64));
+}
+
+unsigned io_parallelism(unsigned want)
+{
+    if (want)
+        return MIN(want, 256u);
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    /* Twice the CPUs, at least four: small reads and writes wait on the
+     * device more than they compute, and a waiting worker costs a buffer. */
+    return (unsigned)MAX(4, MIN(2 * n, 64));
 }
 
 static void hex_encode(const uint8_t *p, size_t n, char *out)
@@ -249,6 +261,13 @@ int objstore_open(const char *url, const char *passphrase, struct objstore **ret
         r = -EBADMSG;
         goto out;
     }
+    if (fmt < OBJSTORE_FORMAT_VERSION) {
+        set_err(ret_err, "repository format %llu is no longer supported (this Amber reads format %d): "
+                "restore its snapshots with an older Amber and export them to a new repository",
+                (unsigned long long)fmt, OBJSTORE_FORMAT_VERSION);
+        r = -EPROTONOSUPPORT;
+        goto out;
+    }
     if (fmt > OBJSTORE_FORMAT_VERSION) {
         set_err(ret_err, "repository format %llu is newer than this Amber supports (%d): upgrade Amber",
                 (unsigned long long)fmt, OBJSTORE_FORMAT_VERSION);
@@ -288,6 +307,8 @@ int objstore_open(const char *url, const char *passphrase, struct objstore **ret
     if (r < 0)
         goto out;
     repo = xcalloc(1, sizeof *repo);
+    pthread_mutex_init(&repo->ilock, NULL);
+    pthread_mutex_init(&repo->clock, NULL);
     repo->be = TAKE_PTR(be);
     memcpy(repo->keys.data, keys, KEY_BYTES);
     memcpy(repo->keys.mac, keys + KEY_BYTES, KEY_BYTES);
@@ -309,6 +330,10 @@ void objstore_close(struct objstore *repo)
     if (!repo)
         return;
     objstore_backend_free(repo->be);
+    index_free(repo);
+    cache_free(repo);
+    pthread_mutex_destroy(&repo->ilock);
+    pthread_mutex_destroy(&repo->clock);
     OPENSSL_cleanse(&repo->keys, sizeof repo->keys);
     free(repo);
 }
@@ -343,7 +368,8 @@ static int lock_scan_cb(void *ud, const char *key, const struct objstore_stat *s
             s->stale[s->nstale++] = xstrdup(key);
         return 0;
     }
-    if (!strncmp(name, s->conflict, strlen(s->conflict)) && name[strlen(s->conflict)] == '-')
+    if (s->conflict && !strncmp(name, s->conflict, strlen(s->conflict)) &&
+        name[strlen(s->conflict)] == '-')
         s->found = true;
     return 0;
 }
@@ -354,7 +380,8 @@ int repo_lock(struct objstore *r, const char *kind, const char *conflict, char *
     uuid_new(u);
     gethostname(host, sizeof host - 1);
     _cleanup_free_ char *key = xasprintf("locks/%s-%s", kind, u);
-    _cleanup_free_ char *body = xasprintf("host %s\npid %d\n", host, (int)getpid());
+    _cleanup_free_ char *body = xasprintf("host %s\npid %d\nstart %llu\n", host, (int)getpid(),
+                                          (unsigned long long)now_real_ns());
     int rc = r->be->ops->put(r->be, key, body, strlen(body));
     if (rc < 0)
         return rc;
@@ -378,8 +405,58 @@ int repo_lock(struct objstore *r, const char *kind, const char *conflict, char *
 
 int repo_lock_refresh(struct objstore *r, const char *key)
 {
-    static const char body[] = "refreshed\n";
-    return r->be->ops->put(r->be, key, body, sizeof body - 1);
+    /* Keep the body (its start time); rewrite it to bump the mtime. */
+    struct buf b = {};
+    int rc = r->be->ops->get(r->be, key, 4096, &b);
+    if (rc == 0)
+        rc = r->be->ops->put(r->be, key, b.data, b.len);
+    buf_free(&b);
+    return rc;
+}
+
+struct started_scan {
+    struct objstore *r;
+    const char *kind;
+    int64_t now;
+    uint64_t *v;
+    size_t n;
+};
+
+static int started_cb(void *ud, const char *key, const struct objstore_stat *st)
+{
+    struct started_scan *s = ud;
+    const char *name = key + strlen("locks/");
+    size_t kl = strlen(s->kind);
+    if (strncmp(name, s->kind, kl) || name[kl] != '-' || st->mtime <= s->now - LOCK_STALE_S)
+        return 0;
+    struct buf b = {};
+    uint64_t start = 0;     /* unreadable or old-style: as old as can be */
+    if (s->r->be->ops->get(s->r->be, key, 4096, &b) == 0) {
+        buf_append(&b, "", 1);
+        const char *p = strstr((char *)b.data, "\nstart ");
+        if (p)
+            start = strtoull(p + 7, NULL, 10);
+    } else {
+        buf_free(&b);
+        return 0;           /* gone meanwhile */
+    }
+    buf_free(&b);
+    s->v = xrealloc(s->v, (s->n + 1) * sizeof *s->v);
+    s->v[s->n++] = start;
+    return 0;
+}
+
+int repo_locks_started(struct objstore *r, const char *kind, uint64_t **ret, size_t *ret_n)
+{
+    struct started_scan s = { .r = r, .kind = kind, .now = (int64_t)(now_real_ns() / 1000000000) };
+    int rc = r->be->ops->list(r->be, "locks/", started_cb, &s);
+    if (rc < 0) {
+        free(s.v);
+        return rc;
+    }
+    *ret = s.v;
+    *ret_n = s.n;
+    return 0;
 }
 
 void repo_unlock(struct objstore *r, const char *key)

@@ -1,21 +1,25 @@
 /* restore.c: write a manifest's exact bytes into a target file.
  *
- * Workers (default one per CPU, at least two) take chunk indexes from a
- * shared counter. Each fetches a chunk, authenticates and decompresses it,
- * checks its HMAC against the id the manifest names and its length against
- * the chunk's place, and only then hands it to its own io_uring; while the
- * write is in flight the worker fetches the next chunk into its second
- * buffer, so network, CPU and disk overlap. Where io_uring cannot be set up
- * (old kernel, seccomp) the worker falls back to pwrite. Zero chunks are not
- * written: the target is a fresh sparse file, so they stay holes.
+ * The map's leaves (4 MiB of volume each) are the unit of work. Workers
+ * (one per CPU, at least two) take leaves from a shared counter; for each
+ * they fetch its pieces with ranged GETs, decrypt and decompress them
+ * straight into a leaf-sized buffer at their place (a piece used whole
+ * needs no copy; GCM authenticates each piece under its id, so restore
+ * does not re-hash what it writes: verify does), and hand each run of
+ * contiguous data (up to 1 MiB, or a piece) to the worker's io_uring as
+ * one write as soon as it is complete, so what was fetched is on its way
+ * to the disk (and found in place by a resume) without waiting for the
+ * whole leaf. Two leaf buffers a worker: while one leaf's writes are in
+ * flight the next is fetched, so network, CPU and disk overlap.
+ * Holes are not written: the target is a fresh sparse file. Where io_uring
+ * cannot be set up (old kernel, seccomp) the worker uses pwrite.
  *
  * Resume is by re-verification rather than by a state file: with
- * req->resume, each data chunk already in the target is read back and
- * HMAC'ed, and fetched only if it does not match; a zero chunk that holds
- * data is punched. This needs no bookkeeping that could disagree with the
- * disk after a crash (a state file would have to be fsync-ordered against
- * the data), costs a local read of what was restored, and also repairs a
- * target that was damaged since. */
+ * req->resume each entry already in the target is read back and compared
+ * with its piece's block digests (a small ranged read), and fetched only if
+ * it differs; holes holding data are punched. This needs no bookkeeping
+ * that could disagree with the disk after a crash, costs a local read of
+ * what was restored, and also repairs a target damaged since. */
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdatomic.h>
@@ -25,23 +29,45 @@
 #include "internal.h"
 
 #define SLOTS 2
+#define RING_ENTRIES 256
+#define RUN_MAX (1u << 20)
+
+struct leaf_ref {
+    uint8_t id[ID_BYTES];
+    uint64_t start;
+};
 
 struct restore_ctx {
     struct objstore *repo;
     const struct objstore_restore_req *req;
     struct manifest m;
-    uint64_t *todo;
-    uint64_t ntodo;
-    atomic_uint_fast64_t next;
+    struct leaf_ref *leaves;
+    size_t nleaves, cap;
+    atomic_size_t next;
     atomic_int err;
     struct progress pr;
     atomic_uint_fast64_t written, fetched_bytes, fetched, skipped;
 };
 
-struct slot {
-    struct buf plain;
+struct seg {
+    unsigned slot;
     uint64_t off;
-    bool busy;
+    size_t len;
+    uint8_t *p;
+};
+
+struct slot {
+    uint8_t *buf;
+    struct seg *segs;
+    size_t nsegs;
+    unsigned pending;
+};
+
+struct worker {
+    struct restore_ctx *c;
+    struct io_uring ring;
+    bool use_ring;
+    struct slot slots[SLOTS];
 };
 
 static void set_error(struct restore_ctx *c, int r)
@@ -84,98 +110,139 @@ static int pread_full(int fd, uint8_t *p, size_t len, uint64_t off)
     return 0;
 }
 
-/* Finish one completed write: a short write is completed with pwrite. */
+static void wrote(struct restore_ctx *c, size_t len)
+{
+    atomic_fetch_add(&c->written, len);
+    progress_add(&c->pr, &(struct objstore_progress){ .bytes_read = len }, false);
+}
+
+/* Reap one completion: a short write is finished with pwrite. */
 static int reap(struct restore_ctx *c, struct io_uring *ring, struct slot *slots)
 {
     struct io_uring_cqe *cqe;
     int r = io_uring_wait_cqe(ring, &cqe);
     if (r < 0)
         return r;
-    struct slot *s = &slots[io_uring_cqe_get_data64(cqe)];
+    struct seg *s = io_uring_cqe_get_data(cqe);
     int res = cqe->res;
     io_uring_cqe_seen(ring, cqe);
-    s->busy = false;
+    struct slot *sl = &slots[s->slot];
+    sl->pending--;
     if (res < 0)
         return res;
-    if ((size_t)res < s->plain.len)
-        r = pwrite_full(c->req->fd, s->plain.data + res, s->plain.len - (size_t)res,
-                        s->off + (uint64_t)res);
+    if ((size_t)res < s->len)
+        r = pwrite_full(c->req->fd, s->p + res, s->len - (size_t)res, s->off + (uint64_t)res);
     if (r == 0) {
-        atomic_fetch_add(&c->written, s->plain.len);
-        progress_add(&c->pr, &(struct objstore_progress){ .bytes_read = s->plain.len }, false);
+        wrote(c, s->len);
+        os_crashpoint("objstore-restore-write");
     }
     return r;
 }
 
-/* Is the target's copy of chunk idx already right? */
-static int already_there(struct restore_ctx *c, uint64_t idx, size_t len, uint8_t *scratch)
+/* Start writing one run of the slot's buffer. */
+static int submit(struct worker *w, struct seg *sg)
 {
-    uint64_t off = idx * c->m.chunk_size;
-    int r = pread_full(c->req->fd, scratch, len, off);
-    if (r < 0)
+    struct restore_ctx *c = w->c;
+    if (!w->use_ring) {
+        int r = pwrite_full(c->req->fd, sg->p, sg->len, sg->off);
+        if (r == 0) {
+            wrote(c, sg->len);
+            os_crashpoint("objstore-restore-write");
+        }
         return r;
-    if (id_is_zero(c->m.ids[idx])) {
-        if (mem_is_zero(scratch, len))
-            return 1;
-        if (fallocate(c->req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)off, (off_t)len) == 0)
-            return 1;
-        memset(scratch, 0, len);
-        r = pwrite_full(c->req->fd, scratch, len, off);
-        return r < 0 ? r : 1;
     }
-    uint8_t id[ID_BYTES];
-    id_hmac(&c->repo->keys, NULL, 0, scratch, len, id);
-    return memcmp(id, c->m.ids[idx], ID_BYTES) == 0;
+    struct io_uring_sqe *sqe;
+    int r;
+    while (!(sqe = io_uring_get_sqe(&w->ring))) {
+        if ((r = io_uring_submit(&w->ring)) < 0 || (r = reap(c, &w->ring, w->slots)) < 0)
+            return r;
+    }
+    io_uring_prep_write(sqe, c->req->fd, sg->p, (unsigned)sg->len, sg->off);
+    io_uring_sqe_set_data(sqe, sg);
+    w->slots[sg->slot].pending++;
+    r = io_uring_submit(&w->ring);
+    return r < 0 ? r : 0;
 }
 
-static int fetch(struct restore_ctx *c, uint64_t idx, size_t len, struct buf *stored, struct buf *plain)
+static int leaf_cb(void *ud, const uint8_t id[ID_BYTES], uint64_t start)
 {
-    _cleanup_free_ char *key = chunk_key(c->m.ids[idx]);
-    stored->len = 0;
-    int r = c->repo->be->ops->get(c->repo->be, key, 2 * (size_t)c->m.chunk_size + 4096, stored);
-    if (r == -EFBIG)
-        return -EBADMSG;
-    if (r < 0)
-        return r;
-    r = sealed_unpack(&c->repo->keys, SEALED_CHUNK, c->m.ids[idx], stored->data, stored->len,
-                      c->m.chunk_size, plain);
-    if (r < 0)
-        return r;
-    uint8_t id[ID_BYTES];
-    id_hmac(&c->repo->keys, NULL, 0, plain->data, plain->len, id);
-    if (plain->len != len || memcmp(id, c->m.ids[idx], ID_BYTES))
-        return -EBADMSG;
-    atomic_fetch_add(&c->fetched, 1);
-    atomic_fetch_add(&c->fetched_bytes, stored->len);
-    progress_add(&c->pr, &(struct objstore_progress){ .bytes_uploaded = stored->len,
-                                                      .chunks_uploaded = 1 }, false);
+    struct restore_ctx *c = ud;
+    if (c->nleaves == c->cap) {
+        c->cap = c->cap ? 2 * c->cap : 256;
+        c->leaves = xrealloc(c->leaves, c->cap * sizeof *c->leaves);
+    }
+    memcpy(c->leaves[c->nleaves].id, id, ID_BYTES);
+    c->leaves[c->nleaves++].start = start;
     return 0;
 }
 
-static void *restore_worker(void *arg)
+/* Resume: make the gap [s, e) a hole if it holds data. */
+static int clear_gap(struct restore_ctx *c, uint64_t s, uint64_t e, uint8_t *scratch)
 {
-    struct restore_ctx *c = arg;
-    struct io_uring ring;
-    bool use_ring = io_uring_queue_init(SLOTS * 2, &ring, 0) == 0;
-    struct slot slots[SLOTS] = {};
-    struct buf stored = {};
-    uint8_t *scratch = c->req->resume ? xmalloc(c->m.chunk_size) : NULL;
-    unsigned inflight = 0;
-    int r = 0;
-    for (;;) {
-        if (atomic_load(&c->err))
-            break;
-        if (c->req->cancel && atomic_load(c->req->cancel)) {
-            r = -ECANCELED;
+    for (uint64_t o = s; o < e;) {
+        size_t n = (size_t)MIN(e - o, (uint64_t)LEAF_SPAN);
+        int r = pread_full(c->req->fd, scratch, n, o);
+        if (r < 0)
+            return r;
+        if (!mem_is_zero(scratch, n) &&
+            fallocate(c->req->fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, (off_t)o, (off_t)n) < 0) {
+            memset(scratch, 0, n);
+            if ((r = pwrite_full(c->req->fd, scratch, n, o)) < 0)
+                return r;
+        }
+        o += n;
+    }
+    return 0;
+}
+
+/* Resume: is the target's copy of entry e right? */
+static int entry_in_place(struct restore_ctx *c, const struct map_entry *e, uint8_t *scratch)
+{
+    int r = pread_full(c->req->fd, scratch, e->len, e->off);
+    if (r < 0)
+        return r;
+    const uint8_t *dig;
+    size_t nd;
+    struct cache_ent *ce;
+    if ((r = digests_get(c->repo, e->id, &dig, &nd, &ce)) < 0)
+        return r;
+    size_t first = e->poff / OBJSTORE_BLOCK, nb = (e->len + OBJSTORE_BLOCK - 1) / OBJSTORE_BLOCK;
+    bool ok = (first + nb) * DIGEST_BYTES <= nd;
+    uint8_t d[DIGEST_BYTES * 64];
+    for (size_t b = 0; ok && b < nb; b += 64) {
+        size_t k = MIN((size_t)64, nb - b);
+        size_t bytes = MIN((size_t)k * OBJSTORE_BLOCK, e->len - b * OBJSTORE_BLOCK);
+        block_digests(scratch + b * OBJSTORE_BLOCK, bytes, d);
+        ok = !memcmp(d, dig + (first + b) * DIGEST_BYTES, k * DIGEST_BYTES);
+    }
+    cache_put(c->repo, ce);
+    return ok;
+}
+
+/* Fill the slot's buffer with the leaf's data and list its write runs. */
+static int fill_leaf(struct worker *w, const struct leaf_ref *lr, unsigned si, struct buf *piece,
+                     uint8_t *piece_id_cur, uint8_t *scratch)
+{
+    struct restore_ctx *c = w->c;
+    struct slot *sl = &w->slots[si];
+    struct leaf l = {};
+    int r = map_load_leaf(c->repo, lr->id, lr->start, &l);
+    if (r < 0)
+        return r;
+    uint64_t end = MIN(lr->start + LEAF_SPAN, c->m.volume_size), gap = lr->start;
+    sl->nsegs = 0;
+    sl->segs = xrealloc(sl->segs, (l.n ? l.n : 1) * sizeof *sl->segs);
+    for (size_t i = 0; i < l.n && r == 0; i++) {
+        const struct map_entry *e = &l.e[i];
+        if (e->off + e->len > end) {
+            r = -EBADMSG;
             break;
         }
-        uint64_t i = atomic_fetch_add(&c->next, 1);
-        if (i >= c->ntodo)
-            break;
-        uint64_t idx = c->todo[i], off = idx * c->m.chunk_size;
-        size_t len = (size_t)MIN((uint64_t)c->m.chunk_size, c->m.volume_size - off);
-        if (scratch) {
-            r = already_there(c, idx, len, scratch);
+        if (c->req->resume) {
+            if ((r = clear_gap(c, gap, e->off, scratch)) < 0)
+                break;
+            gap = e->off + e->len;
+            r = entry_in_place(c, e, scratch);
             if (r < 0)
                 break;
             if (r == 1) {
@@ -184,51 +251,93 @@ static void *restore_worker(void *arg)
                 progress_add(&c->pr, &(struct objstore_progress){ .chunks_reused = 1 }, false);
                 continue;
             }
-            if (id_is_zero(c->m.ids[idx]))
-                continue;
         }
-        struct slot *s = NULL;
-        unsigned si = 0;
-        while (!s) {
-            for (si = 0; si < SLOTS; si++)
-                if (!slots[si].busy) {
-                    s = &slots[si];
-                    break;
+        uint8_t *dst = sl->buf + (e->off - lr->start);
+        struct blob_loc loc;
+        if ((r = index_lookup(c->repo, e->id, &loc)) < 0)
+            break;
+        if ((uint64_t)e->poff + e->len > loc.plen) {
+            r = -EBADMSG;
+            break;
+        }
+        uint64_t got = 0;
+        if (e->poff == 0 && e->len == loc.plen) {
+            r = piece_fetch_into(c->repo, e->id, dst, e->len, &got);
+        } else {
+            /* Part of a piece (split by later writes): often the same piece
+             * as the entry before. */
+            if (!piece->len || memcmp(piece_id_cur, e->id, ID_BYTES)) {
+                piece->len = 0;
+                buf_reserve(piece, loc.plen);
+                r = piece_fetch_into(c->repo, e->id, piece->data, loc.plen, &got);
+                if (r == 0) {
+                    piece->len = loc.plen;
+                    memcpy(piece_id_cur, e->id, ID_BYTES);
                 }
-            if (!s) {
-                inflight--;
-                if ((r = reap(c, &ring, slots)) < 0)
-                    goto out;
             }
+            if (r == 0)
+                memcpy(dst, piece->data + e->poff, e->len);
         }
-        if ((r = fetch(c, idx, len, &stored, &s->plain)) < 0)
+        if (r < 0)
             break;
-        s->off = off;
-        if (!use_ring) {
-            if ((r = pwrite_full(c->req->fd, s->plain.data, len, off)) < 0)
+        if (got) {
+            atomic_fetch_add(&c->fetched, 1);
+            atomic_fetch_add(&c->fetched_bytes, got);
+            progress_add(&c->pr, &(struct objstore_progress){ .bytes_uploaded = got, .chunks_uploaded = 1 },
+                         false);
+        }
+        struct seg *last = sl->nsegs ? &sl->segs[sl->nsegs - 1] : NULL;
+        if (last && last->off + last->len == e->off && last->len < RUN_MAX) {
+            last->len += e->len;
+        } else {
+            if (last && (r = submit(w, last)) < 0)
                 break;
-            atomic_fetch_add(&c->written, len);
-            progress_add(&c->pr, &(struct objstore_progress){ .bytes_read = len }, false);
-            continue;
+            sl->segs[sl->nsegs++] = (struct seg){ .slot = si, .off = e->off, .len = e->len, .p = dst };
         }
-        struct io_uring_sqe *sqe = io_uring_get_sqe(&ring);
-        if (!sqe) {
-            r = -EBUSY;
+    }
+    if (r == 0 && sl->nsegs)
+        r = submit(w, &sl->segs[sl->nsegs - 1]);
+    if (r == 0 && c->req->resume)
+        r = clear_gap(c, gap, end, scratch);
+    leaf_free(&l);
+    return r;
+}
+
+static void *restore_worker(void *arg)
+{
+    struct restore_ctx *c = arg;
+    struct worker *w = xcalloc(1, sizeof *w);
+    w->c = c;
+    w->use_ring = io_uring_queue_init(RING_ENTRIES, &w->ring, 0) == 0;
+    for (unsigned i = 0; i < SLOTS; i++)
+        w->slots[i].buf = xmalloc(LEAF_SPAN);
+    struct buf piece = {};
+    uint8_t piece_cur[ID_BYTES] = {};
+    uint8_t *scratch = c->req->resume ? xmalloc(LEAF_SPAN) : NULL;
+    unsigned cur = 0;
+    int r = 0;
+    for (;;) {
+        if (atomic_load(&c->err))
+            break;
+        if (c->req->cancel && atomic_load(c->req->cancel)) {
+            r = -ECANCELED;
             break;
         }
-        io_uring_prep_write(sqe, c->req->fd, s->plain.data, (unsigned)len, off);
-        io_uring_sqe_set_data64(sqe, si);
-        s->busy = true;
-        inflight++;
-        if ((r = io_uring_submit(&ring)) < 0)
+        size_t i = atomic_fetch_add(&c->next, 1);
+        if (i >= c->nleaves)
             break;
-        r = 0;
+        /* The slot's buffer is reused once its writes are done. */
+        while (w->use_ring && w->slots[cur].pending)
+            if ((r = reap(c, &w->ring, w->slots)) < 0)
+                goto out;
+        if ((r = fill_leaf(w, &c->leaves[i], cur, &piece, piece_cur, scratch)) < 0)
+            break;
+        cur = (cur + 1) % SLOTS;
     }
 out:
     /* Drain what is in flight even after an error: the buffers are ours. */
-    while (use_ring && inflight) {
-        inflight--;
-        int r2 = reap(c, &ring, slots);
+    while (w->use_ring && (w->slots[0].pending || w->slots[1].pending)) {
+        int r2 = reap(c, &w->ring, w->slots);
         if (r2 < 0 && r == 0)
             r = r2;
         if (r2 == -EINTR || r2 == -EAGAIN)
@@ -236,11 +345,14 @@ out:
     }
     if (r < 0)
         set_error(c, r);
-    if (use_ring)
-        io_uring_queue_exit(&ring);
-    for (unsigned i = 0; i < SLOTS; i++)
-        buf_free(&slots[i].plain);
-    buf_free(&stored);
+    if (w->use_ring)
+        io_uring_queue_exit(&w->ring);
+    for (unsigned k = 0; k < SLOTS; k++) {
+        free(w->slots[k].buf);
+        free(w->slots[k].segs);
+    }
+    free(w);
+    buf_free(&piece);
     free(scratch);
     return NULL;
 }
@@ -256,10 +368,6 @@ int objstore_restore(struct objstore *repo, const struct objstore_restore_req *r
     int r = manifest_load_prefix(repo, req->manifest, &c.m, mid);
     if (r < 0)
         return r;
-    if (c.m.chunk_size != repo->chunk_size) {
-        r = -EBADMSG;
-        goto out;
-    }
     struct stat st;
     if (fstat(req->fd, &st) < 0) {
         r = -errno;
@@ -270,22 +378,26 @@ int objstore_restore(struct objstore *repo, const struct objstore_restore_req *r
         r = -errno;
         goto out;
     }
-
-    c.todo = xcalloc(c.m.nchunks ? c.m.nchunks : 1, sizeof(uint64_t));
-    uint64_t total = 0, zero = 0;
-    for (uint64_t k = 0; k < c.m.nchunks; k++) {
-        bool z = id_is_zero(c.m.ids[k]);
-        zero += z;
-        if (!z)
-            total += MIN((uint64_t)c.m.chunk_size, c.m.volume_size - k * c.m.chunk_size);
-        if (!z || req->resume)
-            c.todo[c.ntodo++] = k;
+    if ((r = index_refresh(repo, true)) < 0 || (r = map_walk(repo, c.m.root, c.m.root_level, leaf_cb, &c)) < 0)
+        goto out;
+    /* Resume: the holes of leaves that are entirely holes. */
+    if (req->resume) {
+        _cleanup_free_ uint8_t *scratch = xmalloc(LEAF_SPAN);
+        uint64_t pos = 0;
+        for (size_t i = 0; i <= c.nleaves && r == 0; i++) {
+            uint64_t s = i < c.nleaves ? c.leaves[i].start : c.m.volume_size;
+            r = clear_gap(&c, pos, s, scratch);
+            if (i < c.nleaves)
+                pos = MIN(c.leaves[i].start + LEAF_SPAN, c.m.volume_size);
+        }
+        if (r < 0)
+            goto out;
     }
     progress_init(&c.pr, req->progress, req->progress_ud, req->progress_each_chunk);
-    progress_add(&c.pr, &(struct objstore_progress){ .bytes_total = total, .chunks_total = c.ntodo - (req->resume ? zero : 0),
-                                                     .chunks_zero = zero }, true);
+    progress_add(&c.pr, &(struct objstore_progress){ .bytes_total = c.m.data_bytes,
+                                                     .chunks_total = c.m.nentries }, true);
 
-    unsigned n = (unsigned)MIN((uint64_t)default_parallelism(req->parallelism), c.ntodo);
+    unsigned n = (unsigned)MIN((uint64_t)io_parallelism(req->parallelism), (uint64_t)c.nleaves);
     pthread_t *th = xcalloc(n ? n : 1, sizeof *th);
     unsigned started = 0;
     for (; started < n; started++)
@@ -313,12 +425,12 @@ int objstore_restore(struct objstore *repo, const struct objstore_restore_req *r
         res->bytes_fetched = atomic_load(&c.fetched_bytes);
         res->chunks_fetched = atomic_load(&c.fetched);
         res->chunks_skipped = atomic_load(&c.skipped);
-        res->chunks_zero = zero;
+        res->chunks_zero = 0;
         res->seconds = (double)(now_mono_ns() - t0) / 1e9;
     }
     r = 0;
 out:
-    free(c.todo);
+    free(c.leaves);
     manifest_free(&c.m);
     return r;
 }

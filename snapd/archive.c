@@ -262,6 +262,7 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
         .created_ns = s->created_ns, .parallelism = q->parallelism,
         .progress = progress_cb, .progress_ud = &px, .cancel = &px.cancel,
         .progress_each_chunk = px.crash != NULL,
+        .no_changed = true,     /* the archive records no extent lists */
     };
     struct objstore_export_result res = {0};
     log_info("archive", "export of %s (%s) to %s: %s, %zu extents", s->name, s->id, q->repo,
@@ -300,7 +301,9 @@ static int h_export(struct rpc_call *c, const ProtobufCMessage *m)
     fin.snapshot_id = s->id;
     fin.volume_id = s->volume_id;
     fin.volume_name = (char *)(s->volume_name ? s->volume_name : "");
-    return rpc_call_send(c, &fin.base);
+    r = rpc_call_send(c, &fin.base);
+    objstore_export_result_free(&res);
+    return r;
 }
 
 static int h_restore(struct rpc_call *c, const ProtobufCMessage *m)

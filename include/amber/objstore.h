@@ -1,6 +1,8 @@
-/* objstore.h: the object tier. A repository of encrypted, compressed,
- * deduplicated fixed-size chunks and of manifests (one per exported snapshot)
- * in a directory (file:///path) or an S3 bucket prefix
+/* objstore.h: the object tier. A repository (format 2) of encrypted,
+ * compressed, content-addressed pieces of exact changed extents, packed
+ * into pack objects with encrypted indexes, and of manifests (one per
+ * exported snapshot) whose map is a tree of content-addressed map nodes, in
+ * a directory (file:///path) or an S3 bucket prefix
  * (s3://bucket/prefix?endpoint=URL&region=R&style=path|virtual).
  *
  * Every function returns 0 (or a count) on success and a negative errno on
@@ -38,6 +40,10 @@ struct objstore_backend_ops {
     /* Read a whole object into `out` (appended). -ENOENT if absent;
      * objects larger than `max` bytes give -EFBIG. */
     int (*get)(struct objstore_backend *b, const char *key, size_t max, struct buf *out);
+    /* Read bytes [off, off+len) of an object into `out` (appended): exactly
+     * len bytes, or -EBADMSG if the object is shorter. -ENOENT if absent. */
+    int (*get_range)(struct objstore_backend *b, const char *key, uint64_t off, size_t len,
+                     struct buf *out);
     /* Write an object atomically: readers see the old object or the whole
      * new one, never a part, even after a crash. It may become durable
      * (survive a power loss) only at the next flush. */
@@ -70,7 +76,9 @@ void objstore_backend_free(struct objstore_backend *b);
 
 /* ---- Repository -------------------------------------------------------- */
 
-#define OBJSTORE_FORMAT_VERSION 1
+#define OBJSTORE_FORMAT_VERSION 2
+/* Exported ranges are handled in blocks of this size (the unit of `changed`). */
+#define OBJSTORE_BLOCK 4096u
 #define OBJSTORE_CHUNK_MIN (64u << 10)
 #define OBJSTORE_CHUNK_MAX (16u << 20)
 #define OBJSTORE_CHUNK_DEFAULT (1u << 20)
@@ -79,15 +87,18 @@ void objstore_backend_free(struct objstore_backend *b);
 
 struct objstore;
 
-/* Create a repository at `url` with a new random data key wrapped by a key
- * derived from `passphrase` (scrypt). chunk_size 0 means the default; else a
- * power of two in [OBJSTORE_CHUNK_MIN, OBJSTORE_CHUNK_MAX]. -EEXIST if the
- * URL already holds a repository. */
+/* Create a repository (format 2) at `url` with a new random data key wrapped
+ * by a key derived from `passphrase` (scrypt). chunk_size is the largest
+ * piece an extent is cut into: 0 means the default; else a power of two in
+ * [OBJSTORE_CHUNK_MIN, OBJSTORE_CHUNK_MAX]. -EEXIST if the URL already holds
+ * a repository. */
 int objstore_init(const char *url, const char *passphrase, uint32_t chunk_size, char **ret_err);
 
 /* Open a repository. -EKEYREJECTED for a wrong passphrase, -EPROTONOSUPPORT
- * for a newer format, -ENOENT (or the backend's error) when there is no
- * repository; *ret_err says which. */
+ * for another format (a newer one, or format 1, whose fixed-chunk
+ * repositories this version refuses: the message names the version),
+ * -ENOENT (or the backend's error) when there is no repository; *ret_err
+ * says which. A handle may be shared by threads for objstore_read. */
 int objstore_open(const char *url, const char *passphrase, struct objstore **ret, char **ret_err);
 void objstore_close(struct objstore *repo);
 uint32_t objstore_chunk_size(const struct objstore *repo);
@@ -123,11 +134,14 @@ struct objstore_export_req {
     int fd;                         /* the snapshot image, read with pread */
     uint64_t size;                  /* the volume's size in bytes */
     /* Byte ranges to read (changed or allocated extents), any order,
-     * overlapping allowed, inside [0, size). Every chunk a range touches is
-     * read whole. nranges 0 with a parent: nothing changed. */
+     * overlapping allowed, inside [0, size). They are rounded out to
+     * OBJSTORE_BLOCK and only those bytes are read: all-zero blocks become
+     * holes, the rest pieces of at most the chunk size, cut at multiples of
+     * it. Outside the ranges the parent's map holds. nranges 0 with a
+     * parent: nothing changed. */
     const struct objstore_range *ranges;
     size_t nranges;
-    /* Optional parent manifest id or unique prefix: chunks outside the
+    /* Optional parent manifest id or unique prefix: bytes outside the
      * ranges come from its map; without it they are zero. */
     const char *parent;
     const char *snapshot_uuid;      /* source snapshot id (free text, required) */
@@ -135,37 +149,76 @@ struct objstore_export_req {
     const struct objstore_label *labels;
     size_t nlabels;
     uint64_t created_ns;            /* 0: now */
-    unsigned parallelism;           /* 0: number of CPUs (at least 2) */
+    unsigned parallelism;           /* 0: twice the number of CPUs (at least 4) */
     objstore_progress_fn progress;
     void *progress_ud;
     bool progress_each_chunk;
     const atomic_bool *cancel;      /* set to stop: -ECANCELED */
+    /* Skip computing res->changed (which reads the block digests of the
+     * parent's pieces under the ranges: cheap locally, a ranged GET per
+     * parent piece on S3). */
+    bool no_changed;
 };
 
 struct objstore_export_result {
     char manifest[OBJSTORE_ID_LEN + 1];
     uint64_t bytes_read, bytes_uploaded;
+    /* chunks_*: pieces. uploaded: new pieces stored; reused: pieces the
+     * repository had (dedup); zero: all-zero blocks read (holes);
+     * from_parent: map entries kept from the parent. */
     uint64_t chunks_uploaded, chunks_reused, chunks_zero, chunks_from_parent;
+    uint64_t packs_uploaded, nodes_uploaded;
     double seconds;
+    /* The sub-ranges of the request's ranges whose content differs from the
+     * parent's map at the same offsets, at OBJSTORE_BLOCK granularity,
+     * coalesced, ascending (without a parent: the non-zero blocks). NULL
+     * with no_changed. Free with objstore_export_result_free. */
+    struct objstore_range *changed;
+    size_t nchanged;
+    uint64_t bytes_changed;
 };
+void objstore_export_result_free(struct objstore_export_result *res);
 
-/* Export a snapshot image. Uploads only chunks the repository lacks and
- * writes the manifest last: an interrupted export leaves no manifest, and a
- * rerun uploads only the chunks that were not complete. -EBUSY if a gc is
- * running. */
+/* Export a snapshot image. Uploads only pieces the repository lacks, in
+ * packs (each pack's index right after it), then the map nodes, then the
+ * manifest: an interrupted export leaves no manifest, and a rerun uploads
+ * only pieces whose pack was not completely written. Runs concurrently with
+ * gc (see objstore_gc). */
 int objstore_export(struct objstore *repo, const struct objstore_export_req *req,
                     struct objstore_export_result *res);
+
+/* Copy one snapshot (manifest, map nodes, pieces dst lacks) from src into
+ * dst, re-encrypted for dst. If the manifest's parent chain is in dst
+ * (a manifest of the same snapshot_uuid), only the map's difference to the
+ * parent is read and the copy's parent is that manifest; otherwise the
+ * missing ancestors are copied first, oldest first. Reads with ranged GETs,
+ * uploads only what dst lacks; an interrupted copy resumes when run again.
+ * progress/cancel as for export; res->manifest is dst's id of the copy. */
+int objstore_copy(struct objstore *src, struct objstore *dst, const char *manifest,
+                  objstore_progress_fn progress, void *progress_ud, const atomic_bool *cancel,
+                  struct objstore_export_result *res);
+
+/* Read bytes [off, off+len) of a snapshot (holes read as zero; past the
+ * volume's end is -EINVAL) with ranged GETs of the packs. Thread-safe:
+ * several threads may read from one handle; nodes and pieces are kept in a
+ * small cache. */
+int objstore_read(struct objstore *repo, const char *manifest, uint64_t off, void *buf, size_t len);
+
+/* The allocated (non-zero) ranges of a snapshot, coalesced, ascending; *ret
+ * is malloc'd (NULL when there are none). */
+int objstore_extents(struct objstore *repo, const char *manifest, struct objstore_range **ret,
+                     size_t *ret_n);
 
 /* ---- Restore ----------------------------------------------------------- */
 
 struct objstore_restore_req {
     const char *manifest;           /* id or unique prefix */
     int fd;                         /* target, opened O_RDWR, sized to the volume */
-    /* Resume a restore that was interrupted: every data chunk already
-     * present and correct in the target (read back and HMAC-checked) is not
-     * fetched again; zero chunks holding data are punched. */
+    /* Resume a restore that was interrupted: every piece already present
+     * and correct in the target (read back, checked against the piece's
+     * block digests) is not fetched again; holes holding data are punched. */
     bool resume;
-    unsigned parallelism;           /* 0: number of CPUs (at least 2) */
+    unsigned parallelism;           /* 0: twice the number of CPUs (at least 4) */
     objstore_progress_fn progress;
     void *progress_ud;
     bool progress_each_chunk;
@@ -181,9 +234,10 @@ struct objstore_restore_result {
 };
 
 /* Write the manifest's exact bytes into fd with io_uring (pwrite if io_uring
- * is unavailable). Zero chunks are left as holes. Every chunk is
- * authenticated and its HMAC checked before it is written: -EBADMSG on a
- * corrupt chunk, -ENOENT on a missing one, -ENOSPC if the target fills. */
+ * is unavailable), one map leaf (4 MiB) per write batch, on every core.
+ * Holes are left as holes. Every piece is authenticated and its id checked
+ * before it is written: -EBADMSG on a corrupt piece, -ENOENT on a missing
+ * one, -ENOSPC if the target fills. chunks_* count pieces. */
 int objstore_restore(struct objstore *repo, const struct objstore_restore_req *req,
                      struct objstore_restore_result *res);
 
@@ -198,8 +252,9 @@ struct objstore_manifest_info {
     size_t nlabels;
     uint64_t volume_size, created_ns;
     uint32_t chunk_size;
-    uint64_t chunks, data_chunks;       /* all, and not all-zero */
+    uint64_t chunks, data_chunks;       /* chunk-size slots, and map entries */
     uint64_t stored_size;               /* size of the manifest object */
+    uint64_t data_bytes;                /* allocated (non-hole) bytes */
 };
 
 void objstore_manifest_info_free(struct objstore_manifest_info *m);
@@ -219,6 +274,7 @@ int objstore_resolve_manifest(struct objstore *repo, const char *id_or_prefix,
 int objstore_delete_manifest(struct objstore *repo, const char *id_or_prefix);
 
 struct objstore_verify_result {
+    /* chunks_checked: pieces and map nodes checked */
     uint64_t chunks_checked, missing, corrupt;
     /* ids of missing and corrupt chunks (malloc'd arrays of malloc'd
      * strings, at most 1000 each); free with objstore_verify_result_free. */
@@ -227,21 +283,31 @@ struct objstore_verify_result {
 };
 void objstore_verify_result_free(struct objstore_verify_result *v);
 
-/* Fetch, authenticate, decompress and hash-check every distinct chunk the
- * manifest references. Returns 0 if all are good, -EBADMSG if any is
- * missing or corrupt (details in *res), or the error that stopped it. */
+/* Fetch, authenticate, decompress and hash-check every map node and every
+ * distinct piece (and its block digests) the manifest references; with a
+ * NULL id_or_prefix, also every pack and pack index of the repository.
+ * Returns 0 if all are good, -EBADMSG if any is missing or corrupt (details
+ * in *res), or the error that stopped it. */
 int objstore_verify(struct objstore *repo, const char *id_or_prefix, unsigned parallelism,
                     struct objstore_verify_result *res);
 
 struct objstore_gc_result {
+    /* chunks_*: pieces and nodes (blobs) */
     uint64_t chunks_total, chunks_referenced, chunks_deleted, bytes_deleted;
     uint64_t chunks_young;      /* unreferenced but inside the grace period */
+    uint64_t packs_total, packs_deleted, packs_repacked, packs_trashed, packs_restored;
 };
 
-/* Delete chunks that no manifest references and whose last write is older
- * than grace_seconds. Takes the repository's gc lock: -EBUSY while an
- * export holds an export lock (and exports refuse to start during a gc). If
- * any manifest cannot be read, nothing is deleted. */
+/* Garbage collection in two phases, safe against concurrent exports and
+ * readers. Phase 1: packs older than grace_seconds (and older than every
+ * running export) holding no referenced blob are dropped from the index and
+ * moved to the trash; packs mostly unreferenced are repacked (their live
+ * blobs copied into new packs with new indexes, the old pack trashed).
+ * Phase 2 (of a later gc): a trashed pack is deleted once no export that
+ * was running when it was trashed still runs; a trashed blob that a
+ * manifest references by then (an export reused it) is indexed again.
+ * Takes the gc lock (-EBUSY while another gc runs). If any manifest cannot
+ * be read, nothing is changed. */
 int objstore_gc(struct objstore *repo, uint64_t grace_seconds, struct objstore_gc_result *res);
 
 #endif
