@@ -29,6 +29,8 @@ static int id_cmp(const void *a, const void *b)
 /* Sort and deduplicate ids in place; returns the new count. */
 static size_t ids_unique(uint8_t (*ids)[ID_BYTES], size_t n)
 {
+    if (n == 0)
+        return 0;   /* ids may be NULL: qsort must not get it */
     qsort(ids, n, ID_BYTES, id_cmp);
     size_t w = 0;
     for (size_t i = 0; i < n; i++)
