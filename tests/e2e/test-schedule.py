@@ -301,7 +301,17 @@ def test_daemon_stops_clean():
     T.check_eq(rc, 0, "amberd's exit status")
 
 
-sys.exit(T.Tests().run([
+def with_log(fn):
+    """The module's amberd's log is shown when a test fails (the runner
+    shows only those of T.DAEMONS, which it empties after each test)."""
+    def run():
+        T.DAEMONS[:] = [d]
+        fn()
+    run.__name__ = fn.__name__
+    return run
+
+
+sys.exit(T.Tests().run([with_log(f) for f in [
     test_keep_n,
     test_bucket_policies,
     test_protected_snapshots_survive,
@@ -310,4 +320,4 @@ sys.exit(T.Tests().run([
     test_snapshot_mount_ext4,
     test_snapshot_mount_xfs,
     test_daemon_stops_clean,
-]))
+]]))
