@@ -16,24 +16,21 @@ volume (the provisioner's view: ABORTED pending, then the retry):
 Prints seconds and bytes moved, and ratios against rsync in the same run.
 Runs as root. Environment: SIZE_GIB (default 4), CHANGE_PCT (default 1)."""
 import os
-import random
 import re
 import subprocess
 import sys
-import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
 import amber_test as T  # noqa: E402
+from benchdata import GiB, MiB, PCT, SIZE, Data, timed, write  # noqa: E402
 
 import grpc  # noqa: E402
 
 T.genproto()
 import csi_pb2 as pb  # noqa: E402
 
-GiB, MiB = 1 << 30, 1 << 20
-SIZE = int(os.environ.get("SIZE_GIB", "4")) * GiB
-PCT = float(os.environ.get("CHANGE_PCT", "1"))
-rnd = random.Random(5)
+data = Data(5)
+blob = data.blob
 AMBERCTL = os.path.join(T.BUILD, "amberctl")
 PLUGIN = os.path.join(T.BUILD, "amber-csi")
 D = T.tmpdir("amber-bench-cluster-")
@@ -50,34 +47,6 @@ subprocess.run([AMBERCTL, "repo", "init", "--repo", REPO, "--password-file", PWF
 ARCH = os.path.join(D, "archives.conf")
 with open(ARCH, "w") as f:
     f.write("main %s %s\n" % (REPO, PWF))
-
-
-def blob(n):
-    if rnd.random() < 0.5:
-        return rnd.randbytes(n)
-    w = rnd.randbytes(256)
-    return (w * (n // 256 + 1))[:n]
-
-
-def write(dev, chunks):
-    fd = os.open(dev, os.O_RDWR)
-    for off, data in chunks:
-        os.pwrite(fd, data, off)
-    os.fsync(fd)
-    os.close(fd)
-
-
-def drop_caches():
-    subprocess.run(["sync"])
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
-def timed(fn):
-    drop_caches()
-    t0 = time.monotonic()
-    out = fn()
-    return time.monotonic() - t0, out
 
 
 class Node:
@@ -137,13 +106,7 @@ rows = []
 secs, b1 = timed(lambda: pvc(n2, "first", s1.snapshot_id))
 rows.append(("cluster: first copy (CSI CreateVolume)", secs, job(n2, b1)["bytes_on_wire"]))
 
-total = int(SIZE * PCT / 100)
-chunks = []
-for _ in range(8):
-    n = total // 2 // 8 // 4096 * 4096
-    chunks.append((rnd.randrange(0, SIZE - n, 4096), blob(n)))
-for _ in range(total // 2 // 4096):
-    chunks.append((rnd.randrange(0, SIZE, 4096), blob(4096)))
+total, chunks = data.change()
 write(dev, chunks)
 n1.a.ctl("volume", "detach", vid)
 s2 = n1.snap(pb.CreateSnapshotRequest(name="s2", source_volume_id=v.volume_id), timeout=60).snapshot

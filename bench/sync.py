@@ -13,7 +13,6 @@ Prints a table of seconds and bytes on the wire, with the compressed size
 of the changed data (zstd -1) for reference. Runs as root.
 Environment: SIZE_GIB (default 4), CHANGE_PCT (default 1)."""
 import os
-import random
 import re
 import subprocess
 import sys
@@ -21,39 +20,10 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "tests", "lib"))
 import amber_test as T  # noqa: E402
+from benchdata import GiB, MiB, PCT, SIZE, Data, timed, write  # noqa: E402
 
-GiB, MiB = 1 << 30, 1 << 20
-SIZE = int(os.environ.get("SIZE_GIB", "4")) * GiB
-PCT = float(os.environ.get("CHANGE_PCT", "1"))
-rnd = random.Random(4)
-
-
-def blob(n):
-    if rnd.random() < 0.5:
-        return rnd.randbytes(n)
-    w = rnd.randbytes(256)
-    return (w * (n // 256 + 1))[:n]
-
-
-def write(dev, chunks):
-    fd = os.open(dev, os.O_RDWR)
-    for off, data in chunks:
-        os.pwrite(fd, data, off)
-    os.fsync(fd)
-    os.close(fd)
-
-
-def drop_caches():
-    subprocess.run(["sync"])
-    with open("/proc/sys/vm/drop_caches", "w") as f:
-        f.write("3\n")
-
-
-def timed(fn):
-    drop_caches()
-    t0 = time.monotonic()
-    out = fn()
-    return time.monotonic() - t0, out
+data = Data(4)
+blob = data.blob
 
 
 A = T.Amberd(size="%dG" % (SIZE // GiB + 3), extra=["--peer-listen", "127.0.0.1:0"])
@@ -71,13 +41,7 @@ s1 = A.ctl("snapshot", "create", "vol", "--name", "s1")
 B.ctl("sync", "pull", "a", "vol")
 
 # 1 %: half clustered runs, half scattered blocks.
-total = int(SIZE * PCT / 100)
-chunks = []
-for _ in range(8):
-    n = total // 2 // 8 // 4096 * 4096
-    chunks.append((rnd.randrange(0, SIZE - n, 4096), blob(n)))
-for _ in range(total // 2 // 4096):
-    chunks.append((rnd.randrange(0, SIZE, 4096), blob(4096)))
+total, chunks = data.change()
 write(dev, chunks)
 A.ctl("volume", "detach", "vol")
 s2 = A.ctl("snapshot", "create", "vol", "--name", "s2")

@@ -196,10 +196,18 @@ void row_list_free(const struct row_type *t, void *items, size_t n);
  * 0, -ENOENT without a message when there is no row (the caller words it),
  * or the step's error. */
 int row_get(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, void *ret);
+/* The cached statement sql with the text keys a, b, c bound as ?1, ?2, ?3
+ * (as many as it has parameters; NULL binds NULL). */
+int row_stmt(struct catalog *cat, const char *sql, const char *a, const char *b, const char *c,
+             sqlite3_stmt **ret);
 /* Run the cached query sql with the text keys a, b, c as ?1, ?2, ?3 (as
  * many as it has; NULL binds NULL) and return its first row as row_get. */
 int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
               const char *a, const char *b, const char *c, void *ret);
+/* The same for a query of one text column: its first row's value in *ret,
+ * -ENOENT without a message when there is no row, or the step's error. */
+int row_query_text(struct catalog *cat, const char *sql, const char *a, const char *b,
+                   const char *c, char **ret);
 /* Every row of the cached query sql with the text keys a, b as ?1, ?2 (as
  * many as it has), into a new array as row_list with no limit. */
 int row_query_all(struct catalog *cat, const char *sql, const struct row_type *t,

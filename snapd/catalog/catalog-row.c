@@ -181,10 +181,8 @@ int row_list(struct catalog *cat, sqlite3_stmt *st, const struct row_type *t, si
     return r;
 }
 
-/* The cached statement sql with the text keys bound as ?1, ?2, ?3, as many
- * as it has parameters. */
-static int stmt_keyed(struct catalog *cat, const char *sql, const char *a, const char *b,
-                      const char *c, sqlite3_stmt **ret)
+int row_stmt(struct catalog *cat, const char *sql, const char *a, const char *b,
+             const char *c, sqlite3_stmt **ret)
 {
     int r = cat_stmt(cat, sql, ret);
     if (r < 0)
@@ -200,15 +198,29 @@ int row_query(struct catalog *cat, const char *sql, const struct row_type *t,
               const char *a, const char *b, const char *c, void *ret)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = stmt_keyed(cat, sql, a, b, c, &st);
+    int r = row_stmt(cat, sql, a, b, c, &st);
     return r < 0 ? r : row_get(cat, st, t, ret);
+}
+
+int row_query_text(struct catalog *cat, const char *sql, const char *a, const char *b,
+                   const char *c, char **ret)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = row_stmt(cat, sql, a, b, c, &st);
+    if (r < 0)
+        return r;
+    r = cat_step_row(cat, st);
+    if (r <= 0)
+        return r < 0 ? r : -ENOENT;
+    *ret = col_str(st, 0);
+    return 0;
 }
 
 int row_query_all(struct catalog *cat, const char *sql, const struct row_type *t,
                   const char *a, const char *b, void *ret_items, size_t *ret_n)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = stmt_keyed(cat, sql, a, b, NULL, &st);
+    int r = row_stmt(cat, sql, a, b, NULL, &st);
     return r < 0 ? r : row_list(cat, st, t, 0, ret_items, ret_n);
 }
 
@@ -216,7 +228,7 @@ int row_change(struct catalog *cat, const char *sql, const char *a, const char *
                const char *fmt, ...)
 {
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = stmt_keyed(cat, sql, a, b, c, &st);
+    int r = row_stmt(cat, sql, a, b, c, &st);
     if (r < 0)
         return r;
     va_list ap;

@@ -11,25 +11,21 @@
 
 #include "snapd/catalog/catalog-internal.h"
 
-void cat_store_info_clear(struct cat_store_info *i)
-{
-    if (!i)
-        return;
-    free(i->snapshot_id);
-    free(i->volume_id);
-    free(i->manifest);
-    memset(i, 0, sizeof *i);
-}
-
 #define INFO_COLS "s.id, s.volume_id, x.manifest, coalesce(x.resident, 1), x.extents IS NOT NULL"
 
-static void read_info(sqlite3_stmt *st, struct cat_store_info *i)
+static const struct col info_cols[] = {
+    COL_STR(struct cat_store_info, snapshot_id),
+    COL_STR(struct cat_store_info, volume_id),
+    COL_STR(struct cat_store_info, manifest),
+    COL_BOOL(struct cat_store_info, resident),
+    COL_BOOL(struct cat_store_info, has_extents),
+};
+static const struct row_type info_row = ROW_TYPE(struct cat_store_info, info_cols);
+
+void cat_store_info_clear(struct cat_store_info *i)
 {
-    i->snapshot_id = col_str(st, 0);
-    i->volume_id = col_str(st, 1);
-    i->manifest = col_str(st, 2);
-    i->resident = sqlite3_column_int(st, 3) != 0;
-    i->has_extents = sqlite3_column_int(st, 4) != 0;
+    if (i)
+        row_clear(&info_row, i);
 }
 
 int cat_store_get(struct catalog *cat, const char *snapshot_id, struct cat_store_info *ret)
@@ -39,15 +35,12 @@ int cat_store_get(struct catalog *cat, const char *snapshot_id, struct cat_store
     if (!snapshot_id)
         return cat_err(-EINVAL, "no snapshot id");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
+    struct cat_store_info *i;
+    int r = row_query(cat, sql, &info_row, snapshot_id, NULL, NULL, &i);
     if (r < 0)
-        return r;
-    bind_text(st, 1, snapshot_id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : cat_err(-ENOENT, "no snapshot %s", snapshot_id);
-    read_info(st, ret);
+        return r == -ENOENT ? cat_err(r, "no snapshot %s", snapshot_id) : r;
+    *ret = *i;
+    free(i);
     return 0;
 }
 
@@ -145,10 +138,9 @@ int cat_store_get_extents(struct catalog *cat, const char *snapshot_id,
         return cat_err(-EINVAL, "no snapshot id");
     CAT_LOCKED(cat);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
+    int r = row_stmt(cat, sql, snapshot_id, NULL, NULL, &st);
     if (r < 0)
         return r;
-    bind_text(st, 1, snapshot_id);
     r = cat_step_row(cat, st);
     if (r <= 0)
         return r < 0 ? r : -ENOENT;
@@ -232,23 +224,7 @@ int cat_store_list(struct catalog *cat, struct cat_store_info **ret, size_t *ret
     static const char sql[] = "SELECT " INFO_COLS " FROM snapshot_store x "
                               "JOIN snapshots s ON s.id = x.snapshot_id ORDER BY s.created_ns, s.id";
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    struct cat_store_info *v = NULL;
-    size_t n = 0;
-    while ((r = cat_step_row(cat, st)) > 0)
-        read_info(st, ARRAY_PUSH(v, n));
-    if (r < 0) {
-        for (size_t i = 0; i < n; i++)
-            cat_store_info_clear(&v[i]);
-        free(v);
-        return r;
-    }
-    *ret = v;
-    *ret_n = n;
-    return 0;
+    return row_query_all(cat, sql, &info_row, NULL, NULL, ret, ret_n);
 }
 
 int cat_store_counts(struct catalog *cat, uint64_t *ret_resident, uint64_t *ret_stored,
@@ -303,14 +279,5 @@ int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id)
     if (!snapshot_id)
         return cat_err(-EINVAL, "no snapshot id");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, snapshot_id);
-    r = cat_step_row(cat, st);
-    if (r <= 0)
-        return r < 0 ? r : -ENOENT;
-    *ret_id = col_str(st, 0);
-    return 0;
+    return row_query_text(cat, sql, snapshot_id, NULL, NULL, ret_id);
 }

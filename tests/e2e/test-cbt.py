@@ -17,7 +17,6 @@ them that keeps the HTTP/2 flow-control books sees the fake's window used
 up) while amber-csi's resident memory stays bounded, then the whole stream arrives intact; a
 client that cancels mid-stream cancels amber-csi's amberd stream."""
 import concurrent.futures
-import mmap
 import os
 import sys
 import threading
@@ -36,31 +35,13 @@ except ImportError:
 if not os.path.exists("/dev/loop-control"):
     T.skip("no /dev/loop-control")
 T.genproto()
-import amber_pb2 as apb  # noqa: E402
 import csi_pb2 as pb  # noqa: E402
+from cbt import (FAKE_ID, N_EXT, FakeDiff, blocks_of, pwrite_direct, rss_kib,  # noqa: E402
+                 tuples as tuples_)
 
 KiB = 1 << 10
 MiB = 1 << 20
 
-
-def pwrite_direct(dev, off, data):
-    """One O_DIRECT write (aligned buffer), made durable."""
-    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
-    try:
-        buf = mmap.mmap(-1, len(data))
-        buf.write(data)
-        os.pwritev(fd, [buf], off)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def blocks_of(ranges):
-    """The set of 4 KiB blocks a list of (offset, length) covers."""
-    out = set()
-    for off, n in ranges:
-        out.update(range(off // 4096, (off + n + 4095) // 4096))
-    return out
 
 PLUGIN = os.path.join(T.BUILD, "amber-csi")
 Code = grpc.StatusCode
@@ -118,18 +99,7 @@ def delta(base, target, start=0, max_results=0):
 
 
 def tuples(msgs, cap=SIZE):
-    """The tuples of a stream, checked against the spec's rules."""
-    out = []
-    for m in msgs:
-        T.check_eq(m.block_metadata_type, pb.VARIABLE_LENGTH, "block_metadata_type")
-        T.check_eq(m.volume_capacity_bytes, cap, "volume_capacity_bytes")
-        for b in m.block_metadata:
-            T.check(b.size_bytes > 0, "a tuple of size 0")
-            T.check(not out or out[-1][0] + out[-1][1] <= b.byte_offset,
-                    "tuples overlap or go backwards: %r then %r" % (out[-1:], b))
-            T.check(b.byte_offset + b.size_bytes <= cap, "a tuple beyond the capacity")
-            out.append((b.byte_offset, b.size_bytes))
-    return out
+    return tuples_(msgs, cap)
 
 
 # Writes before snapshot A, between A and B, between B and C: (offset, length).
@@ -239,70 +209,10 @@ def test_error_codes():
 
 # --- a fake amberd with millions of extents ---------------------------------------
 
-N_EXT = 4_000_000
-PER_MSG = 4096
-FAKE_SIZE = N_EXT * 8192
-FAKE_ID = str(uuid.uuid4())
-
-
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7f) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def diff_message(first):
-    """A DiffResponse of PER_MSG extents (offset k*8 KiB, 4 KiB), encoded
-    by hand: the Python protobuf runtime would take minutes for 4M."""
-    parts = []
-    for k in range(first, min(first + PER_MSG, N_EXT)):
-        e = b"\x08" + varint(k * 8192) + b"\x10\x80\x20"
-        parts.append(b"\x0a" + varint(len(e)) + e)
-    return b"".join(parts)
-
-
-class Fake:
-    def __init__(self):
-        self.sent = 0              # extents handed to gRPC
-        self.lock = threading.Lock()
-        self.done = threading.Event()
-        self.cancelled = threading.Event()
-        self.streams = 0
-
-    def get_snapshot(self, req, ctx):
-        if req.snapshot != FAKE_ID:
-            ctx.abort(Code.NOT_FOUND, "snapshot %s not found" % req.snapshot)
-        return apb.Snapshot(id=FAKE_ID, name="big", volume_id=str(uuid.uuid4()), state="ready",
-                            size_bytes=FAKE_SIZE, created_ns=1)
-
-    def diff(self, req, ctx):
-        self.streams += 1
-        self.sent = 0
-        self.done.clear()
-        ctx.add_callback(lambda: None if self.done.is_set() else self.cancelled.set())
-        for first in range(0, N_EXT, PER_MSG):
-            if not ctx.is_active():
-                self.cancelled.set()
-                return
-            yield diff_message(first)
-            with self.lock:
-                self.sent = min(first + PER_MSG, N_EXT)
-        self.done.set()
-
-
-fake = Fake()
+fake = FakeDiff()
 FSOCK = os.path.join(D, "fake-amberd.sock")
 server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=8))
-server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("amber.v1.Amber", {
-    "GetSnapshot": grpc.unary_unary_rpc_method_handler(
-        fake.get_snapshot, request_deserializer=apb.SnapshotRef.FromString,
-        response_serializer=apb.Snapshot.SerializeToString),
-    "Diff": grpc.unary_stream_rpc_method_handler(
-        fake.diff, request_deserializer=apb.DiffRequest.FromString, response_serializer=lambda b: b),
-})])
+server.add_generic_rpc_handlers([fake.handlers("amber.v1.Amber")])
 server.add_insecure_port("unix://" + FSOCK)
 server.start()
 T.cleanup.add("stop the fake amberd", lambda: server.stop(0))
@@ -460,14 +370,6 @@ class FlowRelay:
 
 RELAY = FlowRelay(os.path.join(D, "relay.sock"), FSOCK)
 BIG_PROC, BIG = start_plugin("csi-big", os.path.join(D, "relay.sock"))
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def wait_blocked(limit_s=120):

@@ -22,11 +22,9 @@ a client of n2 that stops reading holds n9 back while n2's amberd stays
 small (both hops bounded), then the whole stream arrives; a client that
 cancels cancels n2's stream from n9."""
 import concurrent.futures
-import mmap
 import os
 import subprocess
 import sys
-import threading
 import time
 import uuid
 
@@ -42,6 +40,8 @@ except ImportError:
 T.genproto()
 import amber_pb2 as apb  # noqa: E402
 import csi_pb2 as pb  # noqa: E402
+from cbt import (FAKE_ID, FAKE_SIZE, N_EXT, FakeDiff, blocks_of, pwrite_direct,  # noqa: E402
+                 rss_kib, tuples as tuples_)
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -110,34 +110,8 @@ class Node:
             max_results=max_results), timeout=60))
 
 
-def pwrite_direct(dev, off, data):
-    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
-    try:
-        buf = mmap.mmap(-1, len(data))
-        buf.write(data)
-        os.pwritev(fd, [buf], off)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def blocks_of(ranges):
-    out = set()
-    for off, n in ranges:
-        out.update(range(off // 4096, (off + n + 4095) // 4096))
-    return out
-
-
 def tuples(msgs, cap=SIZE):
-    out = []
-    for m in msgs:
-        T.check_eq(m.block_metadata_type, pb.VARIABLE_LENGTH, "block_metadata_type")
-        T.check_eq(m.volume_capacity_bytes, cap, "volume_capacity_bytes")
-        for b in m.block_metadata:
-            T.check(b.size_bytes > 0, "a tuple of size 0")
-            T.check(not out or out[-1][0] + out[-1][1] <= b.byte_offset, "tuples overlap or go backwards")
-            out.append((b.byte_offset, b.size_bytes))
-    return out
+    return tuples_(msgs, cap)
 
 
 N1, N2 = Node("n1"), Node("n2")
@@ -252,56 +226,6 @@ def test_peer_port_refuses_a_peer_of_another_cluster():
 # --- a fake holder: node n9, a gRPC server with a certificate the cluster CA
 # signed, serving ClusterPeer with a Diff of 4,000,000 extents made on the fly.
 
-N_EXT = 4_000_000
-PER_MSG = 4096
-FAKE_SIZE = N_EXT * 8192
-FAKE_ID = str(uuid.uuid4())
-
-
-def varint(n):
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7f) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def diff_message(first):
-    """A DiffResponse of PER_MSG extents (offset k*8 KiB, 4 KiB), encoded by
-    hand: the Python protobuf runtime would take minutes for 4M."""
-    parts = []
-    for k in range(first, min(first + PER_MSG, N_EXT)):
-        e = b"\x08" + varint(k * 8192) + b"\x10\x80\x20"
-        parts.append(b"\x0a" + varint(len(e)) + e)
-    return b"".join(parts)
-
-
-class FakeHolder:
-    def __init__(self):
-        self.sent = 0
-        self.done = threading.Event()
-        self.cancelled = threading.Event()
-
-    def get_snapshot(self, req, ctx):
-        if req.snapshot != FAKE_ID:
-            ctx.abort(Code.NOT_FOUND, "snapshot %s not found" % req.snapshot)
-        return apb.Snapshot(id=FAKE_ID, name="big", volume_id=str(uuid.uuid4()), state="ready",
-                            size_bytes=FAKE_SIZE, created_ns=1)
-
-    def diff(self, req, ctx):
-        self.sent = 0
-        self.done.clear()
-        ctx.add_callback(lambda: None if self.done.is_set() else self.cancelled.set())
-        for first in range(0, N_EXT, PER_MSG):
-            if not ctx.is_active():
-                self.cancelled.set()
-                return
-            yield diff_message(first)
-            self.sent = min(first + PER_MSG, N_EXT)
-        self.done.set()
-
-
 def start_fake_holder():
     out = os.path.join(D, "n9")
     run(AMBERCTL, "cluster", "issue", "n9", "--ca", CA, "--out", out)
@@ -309,29 +233,15 @@ def start_fake_holder():
     creds = grpc.ssl_server_credentials([(rd(os.path.join(out, "n9.key")), rd(os.path.join(out, "n9.crt")))],
                                         root_certificates=rd(os.path.join(CA, "ca.crt")),
                                         require_client_auth=True)
-    fake = FakeHolder()
+    fake = FakeDiff()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
-    server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("amber.v1.ClusterPeer", {
-        "GetSnapshot": grpc.unary_unary_rpc_method_handler(
-            fake.get_snapshot, request_deserializer=apb.SnapshotRef.FromString,
-            response_serializer=apb.Snapshot.SerializeToString),
-        "Diff": grpc.unary_stream_rpc_method_handler(
-            fake.diff, request_deserializer=apb.DiffRequest.FromString, response_serializer=lambda b: b),
-    })])
+    server.add_generic_rpc_handlers([fake.handlers("amber.v1.ClusterPeer")])
     port = server.add_secure_port("127.0.0.1:0", creds)
     server.start()
     T.cleanup.add("stop the fake holder", lambda: server.stop(0))
     with open(os.path.join(REG, "n9"), "w") as f:
         f.write("127.0.0.1:%d\n" % port)
     return fake
-
-
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmRSS")
 
 
 def wait_quiet(fake, quiet_s=1.5, limit_s=120):
