@@ -326,6 +326,13 @@ class HoldProxy:
             pass
         for x in (src, dst):
             try:
+                # shutdown first: a close() does not end a connection whose
+                # other direction's thread is blocked in recv() on it, so the
+                # receiver never saw the sender vanish
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+            try:
                 x.close()
             except OSError:
                 pass
