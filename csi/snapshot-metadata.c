@@ -25,11 +25,15 @@
  * max_results, snapshots of two volumes, or a base newer than the target:
  * INVALID_ARGUMENT; an unknown or deleted snapshot: NOT_FOUND; a snapshot
  * not ready (being created, or a replica still arriving): FAILED_PRECONDITION.
- * A deleted base cannot be answered: amberd computes a delta from the
- * base's own record (its subvolume and generation), and deleting a snapshot
- * removes both; the caller falls back to GetMetadataAllocated, which is
- * what the spec's NOT_FOUND recovery says. Deleting snapshots between base
- * and target changes nothing: the delta is computed from the pair alone.
+ * A deleted base is answered exactly: amberd keeps a tombstone of a deleted
+ * snapshot's place in its volume's chain with its exact extents
+ * (snapd/store/store-diff.c), so the delta is the union of the recorded
+ * extents of the chain members after it up to the target. A base id that
+ * never existed (or whose tombstone was collected: no later snapshot of the
+ * volume remained) is NOT_FOUND, one of another volume INVALID_ARGUMENT;
+ * with --store-off nothing was recorded and the answer is
+ * FAILED_PRECONDITION (the caller falls back to GetMetadataAllocated).
+ * Deleting snapshots between base and target changes nothing.
  *
  * Any node answers for any snapshot of the cluster (the sidecar has one
  * address for the whole driver). A handle naming another node (NODE/UUID,
@@ -132,6 +136,33 @@ static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
         *ret_node = NULL;
         return r;
     }
+    return 0;
+}
+
+/* Whether the base handle names a snapshot that no longer exists: 0 with
+ * *ret_id (and *ret_node as md_get_snapshot) set when it is gone, so the
+ * delta is asked of amberd by id, which answers from the snapshot's
+ * tombstone; 0 with *ret_id NULL when it exists (or the lookup failed:
+ * md_snapshot looks again and words the error). */
+static int md_deleted_base(struct rpc_call *c, const char *handle, char **ret_id, char **ret_node)
+{
+    _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
+    _cleanup_free_ char *node = NULL, *id = NULL, *holder = NULL;
+    struct rpc_status st = {0};
+    *ret_id = NULL;
+    int code = md_get_snapshot(c, handle, &s, &holder, &st);
+    rpc_status_clear(&st);
+    if (code != RPC_NOT_FOUND)
+        return 0;
+    if (csi_handle_split(handle, &node, &id) < 0 || !uuid_is_valid(id))
+        return csi_error(c, RPC_NOT_FOUND, "base snapshot %s not found", handle);
+    if (node && strcmp(node, CSI(c)->node_id) == 0) {
+        free(node);
+        node = NULL;
+    }
+    *ret_id = TAKE_PTR(id);
+    free(*ret_node);
+    *ret_node = TAKE_PTR(node);
     return 0;
 }
 
@@ -360,12 +391,25 @@ static int h_get_metadata_delta(struct rpc_call *c, const ProtobufCMessage *m)
     if (q->starting_offset < 0 || q->max_results < 0)
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *b = NULL, *t = NULL;
-    _cleanup_free_ char *bnode = NULL, *tnode = NULL;
-    int r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode);
+    _cleanup_free_ char *bnode = NULL, *tnode = NULL, *bid = NULL;
+    int r = md_deleted_base(c, q->base_snapshot_id, &bid, &bnode);
     if (r < 0)
+        return r;
+    if (!bid && (r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode)) < 0)
         return r;
     if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode)) < 0)
         return r;
+    Amber__V1__Snapshot gone = AMBER__V1__SNAPSHOT__INIT;
+    if (bid) {
+        /* A deleted base: amberd answers from its tombstone (or says
+         * NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION itself). */
+        if ((bnode || tnode) && (!bnode || !tnode || strcmp(bnode, tnode) != 0))
+            return csi_error(c, RPC_INVALID_ARGUMENT, "snapshots %s and %s are of different volumes "
+                             "(on nodes %s and %s)", q->base_snapshot_id, q->target_snapshot_id,
+                             bnode ? bnode : CSI(c)->node_id, tnode ? tnode : CSI(c)->node_id);
+        gone.id = bid;
+        return md_stream(c, tnode, &gone, t, q->starting_offset, q->max_results, true);
+    }
     /* A volume lives on one node: snapshots on two nodes are of two volumes
      * (a replica has its own id), whatever their ids. */
     if ((bnode || tnode) && (!bnode || !tnode || strcmp(bnode, tnode) != 0))
