@@ -16,15 +16,20 @@ answered by the other node (the group itself is not: group ids carry no
 node); n1's ClusterPeer service refuses a pinned peer of another cluster
 (PERMISSION_DENIED); with n1 stopped, n2 answers UNAVAILABLE.
 
-Against a fake holder n9 (a Python gRPC server with a certificate the
-cluster CA signed, serving ClusterPeer with a Diff of 4,000,000 extents):
-a client of n2 that stops reading holds n9 back while n2's amberd stays
-small (both hops bounded), then the whole stream arrives; a client that
-cancels cancels n2's stream from n9."""
+Against a fake holder n9 (a Python gRPC server serving ClusterPeer with a
+Diff of 4,000,000 extents, behind a relay that ends the mutual TLS with a
+certificate the cluster CA signed and keeps the HTTP/2 flow-control books):
+a client of n2 that stops reading holds n9 back (the books show n9's window
+used up) while n2's amberd stays small (both hops bounded), then the whole
+stream arrives; a client that cancels cancels n2's stream from n9."""
 import concurrent.futures
 import os
+import select
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -40,7 +45,7 @@ except ImportError:
 T.genproto()
 import amber_pb2 as apb  # noqa: E402
 import csi_pb2 as pb  # noqa: E402
-from cbt import (FAKE_ID, FAKE_SIZE, N_EXT, FakeDiff, blocks_of, pwrite_direct,  # noqa: E402
+from cbt import (FAKE_ID, FAKE_SIZE, N_EXT, FakeDiff, H2Books, blocks_of, pwrite_direct,  # noqa: E402
                  rss_kib, tuples as tuples_)
 
 KiB = 1 << 10
@@ -226,50 +231,144 @@ def test_peer_port_refuses_a_peer_of_another_cluster():
 # --- a fake holder: node n9, a gRPC server with a certificate the cluster CA
 # signed, serving ClusterPeer with a Diff of 4,000,000 extents made on the fly.
 
+class TlsFlowRelay:
+    """Node n9's peer port: it ends the mutual TLS that n2's amberd speaks
+    (n9's certificate, which the cluster CA signed; the client's checked
+    against the CA) and passes the plain HTTP/2 on to the fake holder on a
+    unix socket, keeping each connection's flow-control books (cbt.H2Books)
+    as it goes. It reads everything the holder sends at once (buffering what
+    n2 has not taken), so its books are never behind the holder's: when they
+    show a stream's window used up, the holder is blocked. One thread per
+    connection drives both sockets and the TLS object (memory BIOs), so the
+    TLS state is never touched by two threads."""
+
+    def __init__(self, crt, key, ca, upstream):
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(crt, key)
+        self.ctx.load_verify_locations(ca)
+        self.ctx.verify_mode = ssl.CERT_REQUIRED
+        self.ctx.set_alpn_protocols(["h2"])
+        self.upstream = upstream
+        self.lock = threading.Lock()
+        self.books = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(16)
+        self.port = self.ls.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+        T.cleanup.add("stop the TLS relay", self.ls.close)
+
+    def blocked(self):
+        with self.lock:
+            books = list(self.books)
+        return any(b.blocked() for b in books)
+
+    def _accept(self):
+        while True:
+            try:
+                a, _ = self.ls.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._serve, args=(a,), daemon=True).start()
+
+    def _serve(self, a):
+        inc, out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        tls = self.ctx.wrap_bio(inc, out, server_side=True)
+        books, b, shook = H2Books(), None, False
+        to_a, to_b = bytearray(), bytearray()
+        try:
+            while True:
+                if not shook:
+                    try:
+                        tls.do_handshake()
+                        shook = True
+                        b = socket.socket(socket.AF_UNIX)
+                        b.connect(self.upstream)
+                        with self.lock:
+                            self.books.append(books)
+                    except ssl.SSLWantReadError:
+                        pass
+                while shook:                        # n2 to the holder
+                    try:
+                        d = tls.read(65536)
+                    except ssl.SSLWantReadError:
+                        break
+                    if not d:
+                        raise EOFError
+                    books.client_sent(d)
+                    to_b += d
+                to_a += out.read()
+                rl = [a] + ([b] if b else [])
+                wl = ([a] if to_a else []) + ([b] if to_b else [])
+                r, w, _ = select.select(rl, wl, [])
+                if a in r:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    inc.write(d)
+                if b in r:                          # the holder to n2: read at once
+                    d = b.recv(65536)
+                    if not d:
+                        break
+                    books.server_sent(d)
+                    view = memoryview(d)
+                    while view:
+                        view = view[tls.write(view):]
+                if a in w:
+                    del to_a[:a.send(to_a)]
+                if b in w:
+                    del to_b[:b.send(to_b)]
+        except (OSError, EOFError, ssl.SSLError):
+            pass
+        with self.lock:
+            if books in self.books:
+                self.books.remove(books)
+        for x in (a, b):
+            if x:
+                x.close()
+
+
 def start_fake_holder():
     out = os.path.join(D, "n9")
     run(AMBERCTL, "cluster", "issue", "n9", "--ca", CA, "--out", out)
-    rd = lambda p: open(p, "rb").read()  # noqa: E731
-    creds = grpc.ssl_server_credentials([(rd(os.path.join(out, "n9.key")), rd(os.path.join(out, "n9.crt")))],
-                                        root_certificates=rd(os.path.join(CA, "ca.crt")),
-                                        require_client_auth=True)
     fake = FakeDiff()
     server = grpc.server(concurrent.futures.ThreadPoolExecutor(max_workers=4))
     server.add_generic_rpc_handlers([fake.handlers("amber.v1.ClusterPeer")])
-    port = server.add_secure_port("127.0.0.1:0", creds)
+    plain = os.path.join(D, "n9.sock")
+    server.add_insecure_port("unix://" + plain)
     server.start()
     T.cleanup.add("stop the fake holder", lambda: server.stop(0))
+    relay = TlsFlowRelay(os.path.join(out, "n9.crt"), os.path.join(out, "n9.key"), os.path.join(CA, "ca.crt"),
+                         plain)
     with open(os.path.join(REG, "n9"), "w") as f:
-        f.write("127.0.0.1:%d\n" % port)
-    return fake
+        f.write("127.0.0.1:%d\n" % relay.port)
+    return fake, relay
 
 
-def wait_quiet(fake, quiet_s=1.5, limit_s=120):
-    """Wait until the holder's count stops changing for quiet_s (the pipe is
-    full and the holder blocked), or it finished. The checks after it hold
-    either way: a holder that is not held back runs to the end."""
+def wait_blocked(fake, relay, limit_s=120):
+    """Wait until the holder has used up the window n2's amberd granted it
+    (the pipe is full and the holder blocked), or it finished (the checks
+    after it then fail)."""
     end = time.monotonic() + limit_s
-    last, since = fake.sent, time.monotonic()
-    while time.monotonic() < end and not fake.done.wait(0.1):
-        if fake.sent != last:
-            last, since = fake.sent, time.monotonic()
-        elif time.monotonic() - since >= quiet_s:
+    while time.monotonic() < end and not relay.blocked():
+        if fake.done.wait(0.01):
             break
-    return fake.sent
+    with fake.lock:
+        return fake.sent
 
 
 def test_proxy_hop_bounded_memory():
     """A client of n2 that stops reading a 4M-extent stream of n9's: n9 is
     held back (backpressure through both hops) and n2's amberd stays small;
     then every extent arrives, in order."""
-    fake = start_fake_holder()
+    fake, relay = start_fake_holder()
     pid = N2.amberd.proc.pid
     base = rss_kib(pid)
     it = N2.alloc_(pb.GetMetadataAllocatedRequest(snapshot_id="n9/" + FAKE_ID, max_results=4096), timeout=600)
     first = next(it)
     T.check_eq(first.volume_capacity_bytes, FAKE_SIZE)
     T.check_eq(len(first.block_metadata), 4096, "the first message")
-    sent = wait_quiet(fake)
+    sent = wait_blocked(fake, relay)
     stalled = rss_kib(pid)
     print("stalled client: n9 sent %d of %d extents; n2 amberd RSS %d -> %d KiB" % (sent, N_EXT, base, stalled))
     T.check(not fake.done.is_set() and sent < N_EXT // 2,
