@@ -12,8 +12,11 @@ answer; resumption from a starting_offset inside an extent; max_results;
 base and target on different nodes is INVALID_ARGUMENT; an unknown
 snapshot of n1 is NOT_FOUND; a snapshot that is on n2 is still answered
 locally; group member handles name their node and their metadata is
-answered by the other node (the group itself is not: group ids carry no
-node); n1's ClusterPeer service refuses a pinned peer of another cluster
+answered by the other node; group ids name their node too, so a group of
+n1's volumes is made, found and deleted through n2 (n2's amberd asks n1's
+over the peer connection, which takes group snapshots only), the same
+name again is the same group, and members on two nodes are
+INVALID_ARGUMENT naming both; n1's ClusterPeer service refuses a pinned peer of another cluster
 (PERMISSION_DENIED); with n1 stopped, n2 answers UNAVAILABLE.
 
 Against a fake holder n9 (a Python gRPC server serving ClusterPeer with a
@@ -101,6 +104,8 @@ class Node:
                              pb.CreateVolumeGroupSnapshotResponse)
         self.get_group = g.unary("GetVolumeGroupSnapshot", pb.GetVolumeGroupSnapshotRequest,
                                  pb.GetVolumeGroupSnapshotResponse)
+        self.delete_group = g.unary("DeleteVolumeGroupSnapshot", pb.DeleteVolumeGroupSnapshotRequest,
+                                    pb.DeleteVolumeGroupSnapshotResponse)
 
     def ctl(self, *a, **kw):
         return self.amberd.ctl(*a, **kw)
@@ -190,9 +195,87 @@ def test_group_members_answered_by_another_node():
     T.check(all(m.snapshot_id.startswith("n1/") for m in g.snapshots), g)
     m1 = [m for m in g.snapshots if m.source_volume_id == "n1/" + vols[1]][0]
     T.check_eq(blocks_of(tuples(N2.alloc(m1.snapshot_id), cap=16 * MiB)), blocks_of([(2 * MiB, 8 * KiB)]))
-    # Group ids carry no node: another node does not find the group.
-    T.expect_status(Code.NOT_FOUND, N2.get_group, pb.GetVolumeGroupSnapshotRequest(
+    # The group id names its node: another node finds the group through it.
+    T.check(g.group_snapshot_id.startswith("n1/group-"), g.group_snapshot_id)
+    got = N2.get_group(pb.GetVolumeGroupSnapshotRequest(group_snapshot_id=g.group_snapshot_id), timeout=30)
+    T.check_eq(sorted(m.snapshot_id for m in got.group_snapshot.snapshots),
+               sorted(m.snapshot_id for m in g.snapshots), "n2 answers for n1's group")
+    T.check_eq(got.group_snapshot.group_snapshot_id, g.group_snapshot_id)
+
+
+def group_ids(g):
+    return sorted(m.snapshot_id for m in g.snapshots)
+
+
+def test_groups_routed_to_their_node():
+    vols = ["n1/" + N1.ctl("volume", "create", "r%d" % i, "--size", "16M")["id"] for i in range(3)]
+    # Made through n2 with members on n1: n1 takes them, in one step.
+    q = pb.CreateVolumeGroupSnapshotRequest(name="routed", source_volume_ids=vols)
+    g = N2.group(q, timeout=60).group_snapshot
+    T.check(g.group_snapshot_id.startswith("n1/group-"), g.group_snapshot_id)
+    T.check_eq(len(g.snapshots), 3)
+    T.check(all(m.snapshot_id.startswith("n1/") and m.ready_to_use for m in g.snapshots), g)
+    T.check_eq({m.source_volume_id for m in g.snapshots}, set(vols))
+    for m in g.snapshots:
+        s = N1.ctl("snapshot", "show", m.snapshot_id.split("/")[1])
+        T.check_eq(s["volume_id"], m.source_volume_id.split("/")[1], "the member is n1's")
+    # The same name again, through either node: the same group.
+    T.check_eq(group_ids(N1.group(q, timeout=60).group_snapshot), group_ids(g), "idempotent through n1")
+    T.check_eq(group_ids(N2.group(q, timeout=60).group_snapshot), group_ids(g), "idempotent through n2")
+    e = T.expect_status(Code.ALREADY_EXISTS, N2.group, pb.CreateVolumeGroupSnapshotRequest(
+        name="routed", source_volume_ids=vols[:2]), timeout=60)
+    # Get through both nodes, with and without the member list; the old id
+    # form (no node) still works on the holder.
+    for n in (N1, N2):
+        got = n.get_group(pb.GetVolumeGroupSnapshotRequest(group_snapshot_id=g.group_snapshot_id,
+                                                           snapshot_ids=group_ids(g)), timeout=30)
+        T.check_eq(group_ids(got.group_snapshot), group_ids(g), "get through %s" % n.name)
+    bare = g.group_snapshot_id.split("/")[1]
+    got = N1.get_group(pb.GetVolumeGroupSnapshotRequest(group_snapshot_id=bare), timeout=30)
+    T.check_eq([m.split("/")[1] for m in group_ids(got.group_snapshot)], [m.split("/")[1] for m in group_ids(g)],
+               "an id without a node: the holder's own")
+    T.expect_status(Code.NOT_FOUND, N2.get_group, pb.GetVolumeGroupSnapshotRequest(group_snapshot_id=bare),
+                    timeout=30)
+    T.expect_status(Code.INVALID_ARGUMENT, N2.get_group, pb.GetVolumeGroupSnapshotRequest(
+        group_snapshot_id=g.group_snapshot_id, snapshot_ids=group_ids(g)[:2]), timeout=30)
+    # Members on two nodes: one amberd cannot take them at one instant.
+    local = "n2/" + N2.ctl("volume", "create", "r-n2", "--size", "16M")["id"]
+    for n in (N1, N2):
+        e = T.expect_status(Code.INVALID_ARGUMENT, n.group, pb.CreateVolumeGroupSnapshotRequest(
+            name="split", source_volume_ids=[vols[0], local]), timeout=60)
+        T.check("n1" in e.details() and "n2" in e.details(), "the message names both nodes: " + e.details())
+    T.expect_status(Code.NOT_FOUND, N2.group, pb.CreateVolumeGroupSnapshotRequest(
+        name="missing", source_volume_ids=["n1/" + str(uuid.uuid4())]), timeout=60)
+    # Deleted through n2: n1's members go; again is success.
+    N2.delete_group(pb.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=g.group_snapshot_id,
+                                                        snapshot_ids=group_ids(g)), timeout=60)
+    for m in g.snapshots:
+        N1.amberd.ctl_fail("NOT_FOUND", "snapshot", "show", m.snapshot_id.split("/")[1])
+    T.expect_status(Code.NOT_FOUND, N1.get_group, pb.GetVolumeGroupSnapshotRequest(
         group_snapshot_id=g.group_snapshot_id), timeout=30)
+    N2.delete_group(pb.DeleteVolumeGroupSnapshotRequest(group_snapshot_id=g.group_snapshot_id,
+                                                        snapshot_ids=group_ids(g)), timeout=60)
+
+
+def test_peers_touch_group_snapshots_only():
+    """Through the cluster routing a node makes, lists and deletes another
+    node's group snapshots only: n1's ordinary snapshot B stays."""
+    import cluster_pb2 as cpb
+    ch = grpc.insecure_channel("unix://" + N2.amberd.sock)
+    T.cleanup.add("close channel", ch.close)
+    st = T.Stub(ch, "amber.v1.Cluster", cpb)
+    delete = st.unary("NodeDeleteSnapshot", cpb.ClusterSnapshotRef, apb.Empty)
+    lst = st.unary("NodeListSnapshots", cpb.ClusterListSnapshotsRequest, apb.ListSnapshotsResponse)
+    make = st.unary("NodeCreateSnapshots", cpb.ClusterCreateSnapshotsRequest, apb.CreateSnapshotsResponse)
+    T.expect_status(Code.PERMISSION_DENIED, delete, cpb.ClusterSnapshotRef(node="n1", snapshot=B.split("/")[1]),
+                    timeout=30)
+    N1.ctl("snapshot", "show", B.split("/")[1])
+    T.expect_status(Code.INVALID_ARGUMENT, lst, cpb.ClusterListSnapshotsRequest(
+        node="n1", request=apb.ListSnapshotsRequest()), timeout=30)
+    T.expect_status(Code.INVALID_ARGUMENT, make, cpb.ClusterCreateSnapshotsRequest(
+        node="n1", request=apb.CreateSnapshotsRequest(snapshots=[apb.CreateSnapshotRequest(
+            volume=VOL, name="sneaky")])), timeout=30)
+    T.check(not [s for s in N1.ctl("snapshot", "list", "--volume", VOL) if s["name"] == "sneaky"], "not made")
 
 
 def spki_fingerprint(cert):
@@ -428,6 +511,8 @@ sys.exit(T.Tests().run([logged(f) for f in [
     test_resume_and_max_results_through_another_node,
     test_error_codes_through_another_node,
     test_group_members_answered_by_another_node,
+    test_groups_routed_to_their_node,
+    test_peers_touch_group_snapshots_only,
     test_peer_port_refuses_a_peer_of_another_cluster,
     test_proxy_hop_bounded_memory,
     test_holder_stopped_is_unavailable,
