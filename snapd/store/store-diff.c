@@ -345,7 +345,12 @@ int store_snapshot_deleting(struct amberd *d, const struct cat_snapshot *s)
 {
     struct store_state *st = S(d);
     _cleanup_free_ char *child = NULL;
-    int r = cat_store_child(d->cat, s->id, &child);
+    struct cat_tombstone old = {0};
+    int r = cat_tombstone_get(d->cat, s->id, &old);
+    cat_tombstone_clear(&old);
+    if (r == 0)
+        return 0;               /* done before a crash: one transaction did it all */
+    r = cat_store_child(d->cat, s->id, &child);
     if (r == -ENOENT)
         return 0;               /* the newest: nothing builds on it, no tombstone */
     if (r < 0)

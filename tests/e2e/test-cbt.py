@@ -201,24 +201,27 @@ WP = {1: [(52 * MiB, 4 * KiB), (53 * MiB + 4 * KiB, 12 * KiB)],
       5: [(57 * MiB, 4 * KiB)]}
 
 
+WP6 = [(58 * MiB, 4 * KiB), (57 * MiB, 4 * KiB)]
+
+
 def expect_between(i, j):
     return blocks_of([w for k in range(i + 1, j + 1) for w in WP[k]])
 
 
-def check_deleted_bases(p, when):
-    for i, j in ((0, 4), (1, 4), (1, 5), (2, 4), (2, 5), (3, 4), (3, 5), (0, 5), (4, 5)):
+def check_deleted_bases(p, when, pairs=((0, 4), (1, 4), (1, 5), (2, 4), (2, 5), (3, 4), (3, 5), (0, 5), (4, 5))):
+    for i, j in pairs:
         want = expect_between(i, j)
         T.check_eq(blocks_of(tuples(delta(p[i], p[j]))), want, "%s: delta p%d..p%d" % (when, i, j))
         T.check_eq(ctl_blocks(p[i], p[j]), want, "%s: amberctl diff p%d..p%d" % (when, i, j))
     # Resumed in the middle of the chain's extents, still exact.
-    full = tuples(delta(p[1], p[5]))
+    full = tuples(delta(p[1], p[-1]))
     mid = full[len(full) // 2][0] + 4 * KiB
-    T.check_eq(tuples(delta(p[1], p[5], start=mid)),
+    T.check_eq(tuples(delta(p[1], p[-1], start=mid)),
                [(max(o, mid), o + n - max(o, mid)) for o, n in full if o + n > mid], "%s: resumed" % when)
     # A deleted base newer than its target, and one of another volume.
     T.expect_status(Code.INVALID_ARGUMENT, delta, p[3], p[0])
     T.expect_status(Code.INVALID_ARGUMENT, delta, p[1], S_OTHER)
-    T.expect_status(Code.NOT_FOUND, delta, str(uuid.uuid4()), p[5])
+    T.expect_status(Code.NOT_FOUND, delta, str(uuid.uuid4()), p[-1])
 
 
 def test_delta_from_a_deleted_base():
@@ -247,11 +250,29 @@ def test_delta_from_a_deleted_base():
     T.expect_status(Code.INVALID_ARGUMENT, delta, o1, p[5])
     d.ctl("snapshot", "delete", o2, json_out=False)
     T.expect_status(Code.NOT_FOUND, delta, o1, S_OTHER)
-    # The tombstones outlive a restart.
+    # A crash right after the pool deleted p5's subvolume: recovery finishes
+    # the delete and the chain stays exact.
+    for off, n in WP6:
+        pwrite_direct(DEV, off, b"\x16" * n)
+    p6 = snap("p6")
     d.ctl("volume", "detach", VOL)
     T.check_eq(d.stop(), 0, "amberd stopped cleanly")
+    d.start(env={"AMBER_CRASH_AT": "snapshot-delete:pool"})
+    d.ctl("snapshot", "delete", p[5], check=False, json_out=False)
+    T.check(d.proc.wait(timeout=60) != 0, "amberd crashed at snapshot-delete:pool")
+    T.check("AMBER_CRASH_AT=snapshot-delete:pool" in d.log(), "crashed elsewhere")
+    d.kill()
+    # The tombstones outlive a restart.
     d.start()
-    check_deleted_bases(p, "after a restart")
+    d.ctl_fail("NOT_FOUND", "snapshot", "show", p[5])
+    WP[6] = WP6
+    p.append(p6)
+    want = blocks_of(WP6)
+    T.check_eq(blocks_of(tuples(delta(p[5], p6))), want, "delta from p5, deleted in a crash")
+    T.check_eq(ctl_blocks(p[5], p6), want, "amberctl diff from p5")
+    T.check_eq(blocks_of(tuples(delta(p[4], p6))), expect_between(4, 6), "delta p4..p6 over p5")
+    check_deleted_bases(p, "after a restart", ((0, 4), (1, 4), (2, 4), (3, 4), (0, 6), (1, 6), (2, 6),
+                                               (3, 6), (4, 6), (5, 6)))
 
 
 def test_deleted_base_with_store_off():
