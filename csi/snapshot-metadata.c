@@ -109,14 +109,26 @@ static int md_get_snapshot(struct rpc_call *c, const char *handle, Amber__V1__Sn
 
 /* Look `id` up and check it can be answered for; 0 with *ret (and
  * *ret_node, as md_get_snapshot), or the recorded CSI error. `what` names
- * it in messages ("", "base", "target"). */
+ * it in messages ("", "base", "target"). With ret_gone (a base): a
+ * snapshot id that is not found is 0 with *ret NULL, *ret_gone its id and
+ * *ret_node its node, for amberd to answer from its tombstone. */
 static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
-                       Amber__V1__Snapshot **ret, char **ret_node)
+                       Amber__V1__Snapshot **ret, char **ret_node, char **ret_gone)
 {
     struct rpc_status st = {0};
     int code = md_get_snapshot(c, id, ret, ret_node, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
+        _cleanup_free_ char *node = NULL, *sid = NULL;
+        if (ret_gone && csi_handle_split(id, &node, &sid) == 0 && uuid_is_valid(sid)) {
+            if (node && strcmp(node, CSI(c)->node_id) == 0) {
+                free(node);
+                node = NULL;
+            }
+            *ret_gone = TAKE_PTR(sid);
+            *ret_node = TAKE_PTR(node);
+            return 0;
+        }
         return csi_error(c, RPC_NOT_FOUND, "%s snapshot %s not found", what, id);
     }
     if (code == RPC_UNAVAILABLE && strchr(id, '/')) {
@@ -136,33 +148,6 @@ static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
         *ret_node = NULL;
         return r;
     }
-    return 0;
-}
-
-/* Whether the base handle names a snapshot that no longer exists: 0 with
- * *ret_id (and *ret_node as md_get_snapshot) set when it is gone, so the
- * delta is asked of amberd by id, which answers from the snapshot's
- * tombstone; 0 with *ret_id NULL when it exists (or the lookup failed:
- * md_snapshot looks again and words the error). */
-static int md_deleted_base(struct rpc_call *c, const char *handle, char **ret_id, char **ret_node)
-{
-    _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    _cleanup_free_ char *node = NULL, *id = NULL, *holder = NULL;
-    struct rpc_status st = {0};
-    *ret_id = NULL;
-    int code = md_get_snapshot(c, handle, &s, &holder, &st);
-    rpc_status_clear(&st);
-    if (code != RPC_NOT_FOUND)
-        return 0;
-    if (csi_handle_split(handle, &node, &id) < 0 || !uuid_is_valid(id))
-        return csi_error(c, RPC_NOT_FOUND, "base snapshot %s not found", handle);
-    if (node && strcmp(node, CSI(c)->node_id) == 0) {
-        free(node);
-        node = NULL;
-    }
-    *ret_id = TAKE_PTR(id);
-    free(*ret_node);
-    *ret_node = TAKE_PTR(node);
     return 0;
 }
 
@@ -377,7 +362,7 @@ static int h_get_metadata_allocated(struct rpc_call *c, const ProtobufCMessage *
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
     _cleanup_free_ char *node = NULL;
-    int r = md_snapshot(c, q->snapshot_id, "", &s, &node);
+    int r = md_snapshot(c, q->snapshot_id, "", &s, &node, NULL);
     if (r < 0)
         return r;
     return md_stream(c, node, NULL, s, q->starting_offset, q->max_results, false);
@@ -392,12 +377,10 @@ static int h_get_metadata_delta(struct rpc_call *c, const ProtobufCMessage *m)
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *b = NULL, *t = NULL;
     _cleanup_free_ char *bnode = NULL, *tnode = NULL, *bid = NULL;
-    int r = md_deleted_base(c, q->base_snapshot_id, &bid, &bnode);
+    int r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode, &bid);
     if (r < 0)
         return r;
-    if (!bid && (r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode)) < 0)
-        return r;
-    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode)) < 0)
+    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode, NULL)) < 0)
         return r;
     Amber__V1__Snapshot gone = AMBER__V1__SNAPSHOT__INIT;
     if (bid) {
