@@ -368,8 +368,9 @@ int snap_diff(struct amberd *d, const char *from, const char *to, const char *vo
     /* The store knows the exact extents of snapshots moved off the pool. */
     r = store_diff(d, f, t, v ? v->id : NULL, cb, userdata, ret_method);
     if (r == -ENODATA)
-        return op_fail(e, RPC_FAILED_PRECONDITION, r, "snapshot %s was deleted and no changed "
-                       "extents were recorded for the snapshots after it (--store-off)", from);
+        return op_fail(e, RPC_FAILED_PRECONDITION, r, "snapshot %s was deleted and the changed "
+                       "extents after it were not recorded: ask for its successor's allocated "
+                       "extents", from);
     if (r < 0 && r != -ECANCELED)
         return op_fail(e, 0, r, "diff: %s", strerror(-r));
     return r;
