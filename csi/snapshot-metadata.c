@@ -30,10 +30,12 @@
  * (snapd/store/store-diff.c), so the delta is the union of the recorded
  * extents of the chain members after it up to the target. A base id that
  * never existed (or whose tombstone was collected: no later snapshot of the
- * volume remained) is NOT_FOUND, one of another volume INVALID_ARGUMENT;
- * with --store-off nothing was recorded and the answer is
- * FAILED_PRECONDITION (the caller falls back to GetMetadataAllocated).
- * Deleting snapshots between base and target changes nothing.
+ * volume remained) is NOT_FOUND, one of another volume INVALID_ARGUMENT
+ * (so is a deleted base newer than the target). With --store-off the
+ * delete computes the same extents (every snapshot is resident); a
+ * tombstone without extents is FAILED_PRECONDITION (the caller falls back
+ * to GetMetadataAllocated). Deleting snapshots between base and target
+ * changes nothing.
  *
  * Any node answers for any snapshot of the cluster (the sidecar has one
  * address for the whole driver). A handle naming another node (NODE/UUID,
