@@ -30,12 +30,25 @@
  * "false") and label.amber.csi.dev/KEY: V, as for VolumeSnapshotClass;
  * csi-snapshotter's --extra-create-metadata gives the VolumeGroupSnapshot's
  * namespace and name, recorded as the members' k8s_namespace and the label
- * amber.csi.dev/group-name. All members sit in one amberd: volumes of
- * other nodes are NOT_FOUND here, as the group must be taken in one step. */
+ * amber.csi.dev/group-name.
+ *
+ * Across the cluster (--node-handles): a group is taken in one step by one
+ * amberd, so every member must be on one node (volumes of two nodes:
+ * INVALID_ARGUMENT naming both), and the group's id names that node as a
+ * snapshot handle does ("NODE/group-<hex>"; the label keeps the bare id,
+ * and an id without a node, made before, means this node). A VolumeGroup-
+ * SnapshotContent need not carry the per-node label the node-deployed
+ * csi-snapshotter filters on, so any node's plugin may be asked: for a
+ * group on another node, Create, Get and Delete go through our amberd's
+ * cluster service (amber.v1.Cluster/NodeCreateSnapshots,
+ * NodeListSnapshots, NodeDeleteSnapshot), which asks the holder over the
+ * mutual-TLS peer connection; the holder lets a peer touch group snapshots
+ * only (snapd/cluster/node-group.c). */
 #include <string.h>
 #include <openssl/evp.h>
 
 #include "amber/log.h"
+#include "cluster.pb-c.h"
 #include "csi/csi.h"
 
 #define GROUP_LABEL "amber.csi.dev/group"
@@ -69,10 +82,49 @@ static bool group_id_valid(const char *id)
     return true;
 }
 
-/* The group's members in amberd, ordered by id. RPC_OK with *ret (possibly
- * empty), or a code with st set. */
-static int group_members(struct rpc_call *c, const char *gid, Amber__V1__ListSnapshotsResponse **ret,
-                         struct rpc_status *st)
+/* A call into our amberd's cluster service (amber.v1.Cluster/NAME), within
+ * the caller's deadline. */
+static int cluster_call(struct rpc_call *c, const char *name, const ProtobufCMessage *req,
+                        const ProtobufCMessageDescriptor *desc, uint64_t timeout_ms,
+                        ProtobufCMessage **ret, struct rpc_status *st)
+{
+    uint64_t deadline = rpc_call_deadline(c);
+    if (deadline) {
+        uint64_t now = now_mono_ns();
+        uint64_t left = deadline > now ? (deadline - now) / 1000000 + 1 : 1;
+        if (left < timeout_ms)
+            timeout_ms = left;
+    }
+    _cleanup_free_ char *path = xasprintf("/amber.v1.Cluster/%s", name);
+    return rpc_client_call(CSI(c)->amberd, path, req, desc, timeout_ms, ret, st);
+}
+
+/* A handle's node (NULL: this node, or a handle without one) and id. */
+static int handle_parts(struct csi *p, const char *handle, char **ret_node, char **ret_id)
+{
+    if (csi_handle_split(handle, ret_node, ret_id) < 0)
+        return -EINVAL;
+    if (*ret_node && strcmp(*ret_node, p->node_id) == 0) {
+        free(*ret_node);
+        *ret_node = NULL;
+    }
+    return 0;
+}
+
+/* The handle of `id` held by `node` (NULL: this node). */
+static void fmt_on(struct csi *p, const char *node, const char *id, char out[CSI_HANDLE_MAX])
+{
+    if (node)
+        snprintf(out, CSI_HANDLE_MAX, "%s/%s", node, id);
+    else
+        csi_handle_fmt(p, id, out);
+}
+
+/* The members of group `gid` (the bare "group-..." id) held by `node`
+ * (NULL: our amberd; else asked of that node's through ours), ordered by
+ * id. RPC_OK with *ret (possibly empty), or a code with st set. */
+static int group_members(struct rpc_call *c, const char *node, const char *gid,
+                         Amber__V1__ListSnapshotsResponse **ret, struct rpc_status *st)
 {
     Amber__V1__Label l = AMBER__V1__LABEL__INIT;
     l.key = GROUP_LABEL;
@@ -82,6 +134,13 @@ static int group_members(struct rpc_call *c, const char *gid, Amber__V1__ListSna
     q.labels = &pl;
     q.n_labels = 1;
     q.max_entries = GROUP_MAX + 1;
+    if (node) {
+        Amber__V1__ClusterListSnapshotsRequest cq = AMBER__V1__CLUSTER_LIST_SNAPSHOTS_REQUEST__INIT;
+        cq.node = (char *)node;
+        cq.request = &q;
+        return cluster_call(c, "NodeListSnapshots", &cq.base, &amber__v1__list_snapshots_response__descriptor,
+                            30000, (ProtobufCMessage **)ret, st);
+    }
     return amberd_call(c, "ListSnapshots", &q.base, &amber__v1__list_snapshots_response__descriptor, 30000,
                        (ProtobufCMessage **)ret, st);
 }
@@ -97,8 +156,8 @@ struct group_out {
     char (*ids)[2][CSI_HANDLE_MAX];     /* handles: snapshot, source volume */
 };
 
-static void group_out_init(struct csi *p, struct group_out *o, const char *gid, Amber__V1__Snapshot **s,
-                           size_t n)
+static void group_out_init(struct csi *p, struct group_out *o, const char *node, const char *gid,
+                           Amber__V1__Snapshot **s, size_t n)
 {
     Csi__V1__VolumeGroupSnapshot g = CSI__V1__VOLUME_GROUP_SNAPSHOT__INIT;
     Google__Protobuf__Timestamp ts0 = GOOGLE__PROTOBUF__TIMESTAMP__INIT;
@@ -114,8 +173,8 @@ static void group_out_init(struct csi *p, struct group_out *o, const char *gid, 
         o->sts[i].seconds = s[i]->created_ns / 1000000000;
         o->sts[i].nanos = (int32_t)(s[i]->created_ns % 1000000000);
         m.size_bytes = (int64_t)s[i]->size_bytes;
-        csi_handle_fmt(p, s[i]->id, o->ids[i][0]);
-        csi_handle_fmt(p, s[i]->volume_id, o->ids[i][1]);
+        fmt_on(p, node, s[i]->id, o->ids[i][0]);
+        fmt_on(p, node, s[i]->volume_id, o->ids[i][1]);
         m.snapshot_id = o->ids[i][0];
         m.source_volume_id = o->ids[i][1];
         m.creation_time = &o->sts[i];
@@ -155,14 +214,31 @@ static void ids_free(struct ids *x)
     free(x->v);
 }
 
+/* The id of `handle` when it names an object on `node` (NULL: this node),
+ * else NULL. Caller frees. */
+static char *id_on(struct csi *p, const char *node, const char *handle)
+{
+    char *hn = NULL, *id = NULL;
+    if (handle_parts(p, handle, &hn, &id) < 0)
+        return NULL;
+    bool same = (!hn && !node) || (hn && node && strcmp(hn, node) == 0);
+    free(hn);
+    if (!same) {
+        free(id);
+        return NULL;
+    }
+    return id;
+}
+
 /* Whether the members are exactly the volumes `vols` (each named once). */
-static bool same_volumes(struct csi *p, Amber__V1__Snapshot **s, size_t n, char *const *vols, size_t nv)
+static bool same_volumes(struct csi *p, const char *node, Amber__V1__Snapshot **s, size_t n,
+                         char *const *vols, size_t nv)
 {
     if (n != nv)
         return false;
     for (size_t i = 0; i < nv; i++) {
         bool found = false;
-        _cleanup_free_ char *lid = csi_local_id(p, vols[i]);
+        _cleanup_free_ char *lid = id_on(p, node, vols[i]);
         for (size_t k = 0; k < n && !found && lid; k++)
             found = strcmp(s[k]->volume_id, lid) == 0;
         if (!found)
@@ -171,26 +247,35 @@ static bool same_volumes(struct csi *p, Amber__V1__Snapshot **s, size_t n, char 
     return true;
 }
 
-/* Whether snapshot `id` exists in amberd (RPC_OK or RPC_NOT_FOUND), or
- * another code with st set. */
+/* Whether snapshot `handle` exists (RPC_OK or RPC_NOT_FOUND), or another
+ * code with st set: asked of the node it names. */
 static int snapshot_exists(struct rpc_call *c, const char *handle, struct rpc_status *st)
 {
+    _cleanup_free_ char *node = NULL, *id = NULL;
+    if (handle_parts(CSI(c), handle, &node, &id) < 0 || !uuid_is_valid(id))
+        return RPC_NOT_FOUND;
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
-    return amberd_get_snapshot(c, handle, &s, st);
+    if (!node)
+        return amberd_get_snapshot(c, handle, &s, st);
+    Amber__V1__ClusterSnapshotRef ref = AMBER__V1__CLUSTER_SNAPSHOT_REF__INIT;
+    ref.node = node;
+    ref.snapshot = id;
+    return cluster_call(c, "GetNodeSnapshot", &ref.base, &amber__v1__snapshot__descriptor, 30000,
+                        (ProtobufCMessage **)&s, st);
 }
 
-/* The snapshot_ids a CO sent against the members: every member must be
- * named, and every id must be a member; with `gone_ok` (Delete, which may
- * be a retry) an id that no longer exists at all is accepted. An empty
- * list is not checked. */
-static int check_ids(struct rpc_call *c, Amber__V1__Snapshot **s, size_t n, char *const *ids, size_t nids,
-                     bool gone_ok)
+/* The snapshot_ids a CO sent against the members (held by `node`): every
+ * member must be named, and every id must be a member; with `gone_ok`
+ * (Delete, which may be a retry) an id that no longer exists at all is
+ * accepted. An empty list is not checked. */
+static int check_ids(struct rpc_call *c, const char *node, Amber__V1__Snapshot **s, size_t n,
+                     char *const *ids, size_t nids, bool gone_ok)
 {
     if (nids == 0)
         return 0;
     for (size_t i = 0; i < nids; i++) {
         bool found = false;
-        _cleanup_free_ char *lid = csi_local_id(CSI(c), ids[i]);
+        _cleanup_free_ char *lid = id_on(CSI(c), node, ids[i]);
         for (size_t k = 0; k < n && !found && lid; k++)
             found = strcmp(s[k]->id, lid) == 0;
         if (found)
@@ -210,11 +295,26 @@ static int check_ids(struct rpc_call *c, Amber__V1__Snapshot **s, size_t n, char
     for (size_t k = 0; k < n; k++) {
         bool found = false;
         for (size_t i = 0; i < nids && !found; i++) {
-            _cleanup_free_ char *lid = csi_local_id(CSI(c), ids[i]);
+            _cleanup_free_ char *lid = id_on(CSI(c), node, ids[i]);
             found = lid && strcmp(s[k]->id, lid) == 0;
         }
         if (!found)
             return csi_error(c, RPC_INVALID_ARGUMENT, "snapshot_ids leaves out member %s", s[k]->id);
+    }
+    return 0;
+}
+
+/* A group handle: its node (NULL: this node) and bare id, or -EINVAL when
+ * it is none of ours. */
+static int group_handle(struct csi *p, const char *handle, char **ret_node, char **ret_gid)
+{
+    if (handle_parts(p, handle, ret_node, ret_gid) < 0)
+        return -EINVAL;
+    if (!group_id_valid(*ret_gid)) {
+        free(*ret_node);
+        free(*ret_gid);
+        *ret_node = *ret_gid = NULL;
+        return -EINVAL;
     }
     return 0;
 }
@@ -235,10 +335,13 @@ static int h_group_get_capabilities(struct rpc_call *c, const ProtobufCMessage *
     return rpc_call_send(c, &r.base);
 }
 
-static int send_group(struct rpc_call *c, const char *gid, Amber__V1__Snapshot **s, size_t n, bool create)
+static int send_group(struct rpc_call *c, const char *node, const char *gid, Amber__V1__Snapshot **s,
+                      size_t n, bool create)
 {
     struct group_out o;
-    group_out_init(CSI(c), &o, gid, s, n);
+    char handle[CSI_HANDLE_MAX];
+    fmt_on(CSI(c), node, gid, handle);
+    group_out_init(CSI(c), &o, node, handle, s, n);
     int r;
     if (create) {
         Csi__V1__CreateVolumeGroupSnapshotResponse resp = CSI__V1__CREATE_VOLUME_GROUP_SNAPSHOT_RESPONSE__INIT;
@@ -313,6 +416,21 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     for (size_t i = 0; i < n_labels; i++)
         plabels[i] = &labels[i];
 
+    /* One amberd takes the group in one step: every member on one node. */
+    _cleanup_free_ char *node = NULL;
+    for (size_t i = 0; i < q->n_source_volume_ids; i++) {
+        _cleanup_free_ char *vn = NULL, *vid = NULL;
+        if (handle_parts(p, q->source_volume_ids[i], &vn, &vid) < 0)
+            return csi_error(c, RPC_NOT_FOUND, "source volume %s not found", q->source_volume_ids[i]);
+        if (i == 0) {
+            node = TAKE_PTR(vn);
+        } else if ((node || vn) && (!node || !vn || strcmp(node, vn) != 0)) {
+            return csi_error(c, RPC_INVALID_ARGUMENT, "the volumes of a group snapshot must be on one node: "
+                             "%s is on node %s, %s on node %s", q->source_volume_ids[0],
+                             node ? node : p->node_id, q->source_volume_ids[i], vn ? vn : p->node_id);
+        }
+    }
+
     /* The group's id is the key, as for Delete: a Create and a Delete of
      * one group never run at once. */
     _cleanup_held_ struct csi_held held = { .p = p };
@@ -323,22 +441,24 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
 
     /* The same name again: the same group, if it has the same volumes. */
     _cleanup_pb_ Amber__V1__ListSnapshotsResponse *old = NULL;
-    int code = group_members(c, gid, &old, &st);
+    int code = group_members(c, node, gid, &old, &st);
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the group");
     if (old->n_snapshots > 0) {
-        if (!same_volumes(CSI(c), old->snapshots, old->n_snapshots, q->source_volume_ids, q->n_source_volume_ids))
+        if (!same_volumes(p, node, old->snapshots, old->n_snapshots, q->source_volume_ids,
+                          q->n_source_volume_ids))
             return csi_error(c, RPC_ALREADY_EXISTS, "group snapshot %s exists with other volumes", q->name);
-        return send_group(c, gid, old->snapshots, old->n_snapshots, true);
+        return send_group(c, node, gid, old->snapshots, old->n_snapshots, true);
     }
 
-    /* Every volume must be one of ours (an id, never a name). */
+    /* Every volume must be one of that node's (an id, never a name); our
+     * own are looked up first, another node's answer for themselves. */
     _cleanup_(ids_free) struct ids lid = { xcalloc(q->n_source_volume_ids, sizeof(char *)),
                                            q->n_source_volume_ids };
     char **lids = lid.v;
     for (size_t i = 0; i < q->n_source_volume_ids; i++)
-        lids[i] = csi_local_id(CSI(c), q->source_volume_ids[i]);
-    for (size_t i = 0; i < q->n_source_volume_ids; i++) {
+        lids[i] = id_on(p, node, q->source_volume_ids[i]);
+    for (size_t i = 0; i < q->n_source_volume_ids && !node; i++) {
         _cleanup_pb_ Amber__V1__Volume *v = NULL;
         code = amberd_get_volume(c, q->source_volume_ids[i], &v, &st);
         if (code == RPC_NOT_FOUND) {
@@ -368,8 +488,16 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     aq.snapshots = preqs;
     aq.n_snapshots = n;
     _cleanup_pb_ Amber__V1__CreateSnapshotsResponse *made = NULL;
-    code = amberd_call(c, "CreateSnapshots", &aq.base, &amber__v1__create_snapshots_response__descriptor,
-                       120000, (ProtobufCMessage **)&made, &st);
+    if (node) {
+        Amber__V1__ClusterCreateSnapshotsRequest cq = AMBER__V1__CLUSTER_CREATE_SNAPSHOTS_REQUEST__INIT;
+        cq.node = node;
+        cq.request = &aq;
+        code = cluster_call(c, "NodeCreateSnapshots", &cq.base, &amber__v1__create_snapshots_response__descriptor,
+                            120000, (ProtobufCMessage **)&made, &st);
+    } else {
+        code = amberd_call(c, "CreateSnapshots", &aq.base, &amber__v1__create_snapshots_response__descriptor,
+                           120000, (ProtobufCMessage **)&made, &st);
+    }
     if (code == RPC_ALREADY_EXISTS) {
         rpc_status_clear(&st);
         return csi_error(c, RPC_ALREADY_EXISTS, "group snapshot %s: a volume has a snapshot of that name "
@@ -377,9 +505,9 @@ static int h_create_group(struct rpc_call *c, const ProtobufCMessage *m)
     }
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "creating the group snapshot");
-    log_info("group", "created group snapshot %s id=%s of %zu volumes%s", q->name, gid, n,
-             freeze ? " (frozen)" : "");
-    return send_group(c, gid, made->snapshots, made->n_snapshots, true);
+    log_info("group", "created group snapshot %s id=%s of %zu volumes%s%s%s", q->name, gid, n,
+             freeze ? " (frozen)" : "", node ? " on node " : "", node ? node : "");
+    return send_group(c, node, gid, made->snapshots, made->n_snapshots, true);
 }
 
 static int h_delete_group(struct rpc_call *c, const ProtobufCMessage *m)
@@ -389,25 +517,34 @@ static int h_delete_group(struct rpc_call *c, const ProtobufCMessage *m)
     if (!*q->group_snapshot_id)
         return csi_error(c, RPC_INVALID_ARGUMENT, "group_snapshot_id is required");
     Csi__V1__DeleteVolumeGroupSnapshotResponse out = CSI__V1__DELETE_VOLUME_GROUP_SNAPSHOT_RESPONSE__INIT;
-    if (!group_id_valid(q->group_snapshot_id))
+    _cleanup_free_ char *node = NULL, *gid = NULL;
+    if (group_handle(p, q->group_snapshot_id, &node, &gid) < 0)
         return rpc_call_send(c, &out.base);    /* never one of ours: nothing to delete */
     _cleanup_held_ struct csi_held held = { .p = p };
-    int r = csi_op_lock(c, "groupid:%s", q->group_snapshot_id, &held.key);
+    int r = csi_op_lock(c, "groupid:%s", gid, &held.key);
     if (r < 0)
         return r;
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__ListSnapshotsResponse *g = NULL;
-    int code = group_members(c, q->group_snapshot_id, &g, &st);
+    int code = group_members(c, node, gid, &g, &st);
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the group");
-    if ((r = check_ids(c, g->snapshots, g->n_snapshots, q->snapshot_ids, q->n_snapshot_ids, true)) < 0)
+    if ((r = check_ids(c, node, g->snapshots, g->n_snapshots, q->snapshot_ids, q->n_snapshot_ids, true)) < 0)
         return r;
     for (size_t i = 0; i < g->n_snapshots; i++) {
-        Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
-        ref.snapshot = g->snapshots[i]->id;
         _cleanup_pb_ Amber__V1__Empty *e = NULL;
-        code = amberd_call(c, "DeleteSnapshot", &ref.base, &amber__v1__empty__descriptor, 120000,
-                           (ProtobufCMessage **)&e, &st);
+        if (node) {
+            Amber__V1__ClusterSnapshotRef ref = AMBER__V1__CLUSTER_SNAPSHOT_REF__INIT;
+            ref.node = node;
+            ref.snapshot = g->snapshots[i]->id;
+            code = cluster_call(c, "NodeDeleteSnapshot", &ref.base, &amber__v1__empty__descriptor, 120000,
+                                (ProtobufCMessage **)&e, &st);
+        } else {
+            Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
+            ref.snapshot = g->snapshots[i]->id;
+            code = amberd_call(c, "DeleteSnapshot", &ref.base, &amber__v1__empty__descriptor, 120000,
+                               (ProtobufCMessage **)&e, &st);
+        }
         if (code == RPC_NOT_FOUND)
             rpc_status_clear(&st);
         else if (code != RPC_OK)
@@ -423,19 +560,20 @@ static int h_get_group(struct rpc_call *c, const ProtobufCMessage *m)
     const Csi__V1__GetVolumeGroupSnapshotRequest *q = (const void *)m;
     if (!*q->group_snapshot_id)
         return csi_error(c, RPC_INVALID_ARGUMENT, "group_snapshot_id is required");
-    if (!group_id_valid(q->group_snapshot_id))
+    _cleanup_free_ char *node = NULL, *gid = NULL;
+    if (group_handle(CSI(c), q->group_snapshot_id, &node, &gid) < 0)
         return csi_error(c, RPC_NOT_FOUND, "group snapshot %s not found", q->group_snapshot_id);
     struct rpc_status st = {0};
     _cleanup_pb_ Amber__V1__ListSnapshotsResponse *g = NULL;
-    int code = group_members(c, q->group_snapshot_id, &g, &st);
+    int code = group_members(c, node, gid, &g, &st);
     if (code != RPC_OK)
         return amberd_fail(c, code, &st, "looking up the group");
     if (g->n_snapshots == 0)
         return csi_error(c, RPC_NOT_FOUND, "group snapshot %s not found", q->group_snapshot_id);
-    int r = check_ids(c, g->snapshots, g->n_snapshots, q->snapshot_ids, q->n_snapshot_ids, false);
+    int r = check_ids(c, node, g->snapshots, g->n_snapshots, q->snapshot_ids, q->n_snapshot_ids, false);
     if (r < 0)
         return r;
-    return send_group(c, q->group_snapshot_id, g->snapshots, g->n_snapshots, false);
+    return send_group(c, node, gid, g->snapshots, g->n_snapshots, false);
 }
 
 #define M(name, in, out, fn) \

@@ -25,11 +25,17 @@
  * max_results, snapshots of two volumes, or a base newer than the target:
  * INVALID_ARGUMENT; an unknown or deleted snapshot: NOT_FOUND; a snapshot
  * not ready (being created, or a replica still arriving): FAILED_PRECONDITION.
- * A deleted base cannot be answered: amberd computes a delta from the
- * base's own record (its subvolume and generation), and deleting a snapshot
- * removes both; the caller falls back to GetMetadataAllocated, which is
- * what the spec's NOT_FOUND recovery says. Deleting snapshots between base
- * and target changes nothing: the delta is computed from the pair alone.
+ * A deleted base is answered exactly: amberd keeps a tombstone of a deleted
+ * snapshot's place in its volume's chain with its exact extents
+ * (snapd/store/store-diff.c), so the delta is the union of the recorded
+ * extents of the chain members after it up to the target. A base id that
+ * never existed (or whose tombstone was collected: no later snapshot of the
+ * volume remained) is NOT_FOUND, one of another volume INVALID_ARGUMENT
+ * (so is a deleted base newer than the target). With --store-off the
+ * delete computes the same extents (every snapshot is resident); a
+ * tombstone without extents is FAILED_PRECONDITION (the caller falls back
+ * to GetMetadataAllocated). Deleting snapshots between base and target
+ * changes nothing.
  *
  * Any node answers for any snapshot of the cluster (the sidecar has one
  * address for the whole driver). A handle naming another node (NODE/UUID,
@@ -105,14 +111,26 @@ static int md_get_snapshot(struct rpc_call *c, const char *handle, Amber__V1__Sn
 
 /* Look `id` up and check it can be answered for; 0 with *ret (and
  * *ret_node, as md_get_snapshot), or the recorded CSI error. `what` names
- * it in messages ("", "base", "target"). */
+ * it in messages ("", "base", "target"). With ret_gone (a base): a
+ * snapshot id that is not found is 0 with *ret NULL, *ret_gone its id and
+ * *ret_node its node, for amberd to answer from its tombstone. */
 static int md_snapshot(struct rpc_call *c, const char *id, const char *what,
-                       Amber__V1__Snapshot **ret, char **ret_node)
+                       Amber__V1__Snapshot **ret, char **ret_node, char **ret_gone)
 {
     struct rpc_status st = {0};
     int code = md_get_snapshot(c, id, ret, ret_node, &st);
     if (code == RPC_NOT_FOUND) {
         rpc_status_clear(&st);
+        _cleanup_free_ char *node = NULL, *sid = NULL;
+        if (ret_gone && csi_handle_split(id, &node, &sid) == 0 && uuid_is_valid(sid)) {
+            if (node && strcmp(node, CSI(c)->node_id) == 0) {
+                free(node);
+                node = NULL;
+            }
+            *ret_gone = TAKE_PTR(sid);
+            *ret_node = TAKE_PTR(node);
+            return 0;
+        }
         return csi_error(c, RPC_NOT_FOUND, "%s snapshot %s not found", what, id);
     }
     if (code == RPC_UNAVAILABLE && strchr(id, '/')) {
@@ -346,7 +364,7 @@ static int h_get_metadata_allocated(struct rpc_call *c, const ProtobufCMessage *
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *s = NULL;
     _cleanup_free_ char *node = NULL;
-    int r = md_snapshot(c, q->snapshot_id, "", &s, &node);
+    int r = md_snapshot(c, q->snapshot_id, "", &s, &node, NULL);
     if (r < 0)
         return r;
     return md_stream(c, node, NULL, s, q->starting_offset, q->max_results, false);
@@ -360,12 +378,23 @@ static int h_get_metadata_delta(struct rpc_call *c, const ProtobufCMessage *m)
     if (q->starting_offset < 0 || q->max_results < 0)
         return csi_error(c, RPC_INVALID_ARGUMENT, "starting_offset and max_results must not be negative");
     _cleanup_pb_ Amber__V1__Snapshot *b = NULL, *t = NULL;
-    _cleanup_free_ char *bnode = NULL, *tnode = NULL;
-    int r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode);
+    _cleanup_free_ char *bnode = NULL, *tnode = NULL, *bid = NULL;
+    int r = md_snapshot(c, q->base_snapshot_id, "base", &b, &bnode, &bid);
     if (r < 0)
         return r;
-    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode)) < 0)
+    if ((r = md_snapshot(c, q->target_snapshot_id, "target", &t, &tnode, NULL)) < 0)
         return r;
+    Amber__V1__Snapshot gone = AMBER__V1__SNAPSHOT__INIT;
+    if (bid) {
+        /* A deleted base: amberd answers from its tombstone (or says
+         * NOT_FOUND, INVALID_ARGUMENT, FAILED_PRECONDITION itself). */
+        if ((bnode || tnode) && (!bnode || !tnode || strcmp(bnode, tnode) != 0))
+            return csi_error(c, RPC_INVALID_ARGUMENT, "snapshots %s and %s are of different volumes "
+                             "(on nodes %s and %s)", q->base_snapshot_id, q->target_snapshot_id,
+                             bnode ? bnode : CSI(c)->node_id, tnode ? tnode : CSI(c)->node_id);
+        gone.id = bid;
+        return md_stream(c, tnode, &gone, t, q->starting_offset, q->max_results, true);
+    }
     /* A volume lives on one node: snapshots on two nodes are of two volumes
      * (a replica has its own id), whatever their ids. */
     if ((bnode || tnode) && (!bnode || !tnode || strcmp(bnode, tnode) != 0))

@@ -593,6 +593,7 @@ static const struct {
     { peer_admin_methods, &peer_admin_methods_n },           /* sync-api.c */
     { api_check_methods, &api_check_methods_n },             /* selfcheck.c */
     { cluster_api_methods, &cluster_api_methods_n },         /* cluster/cluster-api.c */
+    { cluster_group_api_methods, &cluster_group_api_methods_n }, /* cluster/node-group.c */
     { store_api_methods, &store_api_methods_n },             /* store/store-api.c */
 };
 

@@ -309,6 +309,7 @@ int snap_delete(struct amberd *d, const char *ref, struct op_err *e)
                 "snapshot %s: %s", s->name, r == -EBUSY ? "attached (mounted for browsing?)" : strerror(-r));
         cat_begin(d->cat);
         cat_snapshot_set_state(d->cat, s->id, CAT_SNAP_READY);
+        cat_tombstone_delete(d->cat, s->id);    /* S is back in the chain itself */
         cat_intent_delete(d->cat, intent);
         cat_commit(d->cat);
         busy_release(d, s->volume_id);
@@ -341,10 +342,19 @@ int snap_diff(struct amberd *d, const char *from, const char *to, const char *vo
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *f = NULL, *t = NULL;
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
     int r;
-    if (from && *from && (r = snap_find(d, from, &f, e)) < 0)
-        return r;
+    /* A deleted base: its tombstone keeps its place in the chain. */
+    bool gone = false;
+    if (from && *from && (r = snap_find(d, from, &f, e)) < 0) {
+        if (e->code != RPC_NOT_FOUND || store_tombstone_find(d, from, &f) < 0)
+            return r;
+        op_err_clear(e);
+        gone = true;
+    }
     if (to && *to && (r = snap_find(d, to, &t, e)) < 0)
         return r;
+    if (gone && t && strcmp(t->volume_id, f->volume_id) == 0 && t->created_ns < f->created_ns)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL,
+                       "the base snapshot %s (deleted) is newer than %s", from, to);
     if (!f && !t && (r = vol_find(d, vol, &v, e)) < 0)
         return r;
     if (f) {
@@ -357,6 +367,10 @@ int snap_diff(struct amberd *d, const char *from, const char *to, const char *vo
     }
     /* The store knows the exact extents of snapshots moved off the pool. */
     r = store_diff(d, f, t, v ? v->id : NULL, cb, userdata, ret_method);
+    if (r == -ENODATA)
+        return op_fail(e, RPC_FAILED_PRECONDITION, r, "snapshot %s was deleted and the changed "
+                       "extents after it were not recorded: ask for its successor's allocated "
+                       "extents", from);
     if (r < 0 && r != -ECANCELED)
         return op_fail(e, 0, r, "diff: %s", strerror(-r));
     return r;

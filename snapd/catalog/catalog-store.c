@@ -5,13 +5,22 @@
  * A snapshot without a row is resident, unstored and without extents, so
  * every snapshot made before the store existed (or with --store-off) needs
  * no row. The extents are a blob of little-endian (offset, length) u64
- * pairs: one read per diff step, whatever the number of ranges. */
+ * pairs: one read per diff step, whatever the number of ranges.
+ *
+ * Tombstones (snapshot_tombstones) keep a deleted snapshot's place in its
+ * volume's chain: its id, volume, creation time and exact extents against
+ * the chain's previous member, so a delta from it is exact. Its child then
+ * keeps its own extents against the tombstone (own_extents), while extents
+ * stays against the live parent (what the mover exports against). The
+ * trigger snapshots_tombstones_collect drops a tombstone once no later
+ * snapshot of its volume remains. */
 #include <endian.h>
 #include <string.h>
 
 #include "snapd/catalog/catalog-internal.h"
 
-#define INFO_COLS "s.id, s.volume_id, x.manifest, coalesce(x.resident, 1), x.extents IS NOT NULL"
+#define INFO_COLS "s.id, s.volume_id, x.manifest, coalesce(x.resident, 1), x.extents IS NOT NULL, " \
+                  "x.own_extents IS NOT NULL"
 
 static const struct col info_cols[] = {
     COL_STR(struct cat_store_info, snapshot_id),
@@ -19,6 +28,7 @@ static const struct col info_cols[] = {
     COL_STR(struct cat_store_info, manifest),
     COL_BOOL(struct cat_store_info, resident),
     COL_BOOL(struct cat_store_info, has_extents),
+    COL_BOOL(struct cat_store_info, has_own_extents),
 };
 static const struct row_type info_row = ROW_TYPE(struct cat_store_info, info_cols);
 
@@ -114,40 +124,66 @@ static void bind_blob(sqlite3_stmt *st, const void *data)
     sqlite3_bind_blob64(st, 2, b->n ? b->p : "", b->n, SQLITE_STATIC);
 }
 
-int cat_store_set_extents(struct catalog *cat, const char *snapshot_id,
-                          const struct cat_range *v, size_t n)
+/* The ranges as a blob of little-endian u64 pairs (free *ret). */
+static int encode(const struct cat_range *v, size_t n, uint64_t **ret)
 {
-    static const char sql[] = "UPDATE snapshot_store SET extents = ?2 WHERE snapshot_id = ?1";
     if (n > (SIZE_MAX / 16))
         return cat_err(-EINVAL, "too many extents");
-    _cleanup_free_ uint64_t *enc = xmalloc(n ? n * 16 : 1);
+    uint64_t *enc = xmalloc(n ? n * 16 : 1);
     for (size_t i = 0; i < n; i++) {
         enc[2 * i] = htole64(v[i].off);
         enc[2 * i + 1] = htole64(v[i].len);
     }
+    *ret = enc;
+    return 0;
+}
+
+static int set_ranges(struct catalog *cat, const char *sql, const char *snapshot_id,
+                      const struct cat_range *v, size_t n)
+{
+    _cleanup_free_ uint64_t *enc = NULL;
+    int r = encode(v, n, &enc);
+    if (r < 0)
+        return r;
     struct blob b = { enc, n * 16 };
     return update_row(cat, sql, snapshot_id, bind_blob, &b);
 }
 
-int cat_store_get_extents(struct catalog *cat, const char *snapshot_id,
-                          struct cat_range **ret, size_t *ret_n)
+int cat_store_set_extents(struct catalog *cat, const char *snapshot_id,
+                          const struct cat_range *v, size_t n)
 {
-    static const char sql[] = "SELECT extents FROM snapshot_store WHERE snapshot_id = ?1 "
-                              "AND extents IS NOT NULL";
-    if (!snapshot_id)
+    static const char sql[] = "UPDATE snapshot_store SET extents = ?2 WHERE snapshot_id = ?1";
+    return set_ranges(cat, sql, snapshot_id, v, n);
+}
+
+int cat_store_set_own_extents(struct catalog *cat, const char *snapshot_id,
+                              const struct cat_range *v, size_t n)
+{
+    static const char sql[] = "UPDATE snapshot_store SET own_extents = ?2 WHERE snapshot_id = ?1";
+    return set_ranges(cat, sql, snapshot_id, v, n);
+}
+
+/* The blob column of the first row of sql (?1 = id) as ranges; -ENOENT
+ * when there is no row or the value is NULL. */
+static int get_ranges(struct catalog *cat, const char *sql, const char *id, struct cat_range **ret,
+                      size_t *ret_n)
+{
+    if (!id)
         return cat_err(-EINVAL, "no snapshot id");
     CAT_LOCKED(cat);
     _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = row_stmt(cat, sql, snapshot_id, NULL, NULL, &st);
+    int r = row_stmt(cat, sql, id, NULL, NULL, &st);
     if (r < 0)
         return r;
     r = cat_step_row(cat, st);
     if (r <= 0)
         return r < 0 ? r : -ENOENT;
+    if (sqlite3_column_type(st, 0) == SQLITE_NULL)
+        return -ENOENT;
     const uint8_t *p = sqlite3_column_blob(st, 0);
     size_t len = (size_t)sqlite3_column_bytes(st, 0);
     if (len % 16)
-        return cat_err(-EIO, "snapshot %s: corrupt extents (%zu bytes)", snapshot_id, len);
+        return cat_err(-EIO, "snapshot %s: corrupt extents (%zu bytes)", id, len);
     size_t n = len / 16;
     struct cat_range *v = n ? xmalloc(n * sizeof *v) : NULL;
     for (size_t i = 0; i < n; i++) {
@@ -159,6 +195,21 @@ int cat_store_get_extents(struct catalog *cat, const char *snapshot_id,
     *ret = v;
     *ret_n = n;
     return 0;
+}
+
+int cat_store_get_extents(struct catalog *cat, const char *snapshot_id,
+                          struct cat_range **ret, size_t *ret_n)
+{
+    static const char sql[] = "SELECT extents FROM snapshot_store WHERE snapshot_id = ?1";
+    return get_ranges(cat, sql, snapshot_id, ret, ret_n);
+}
+
+int cat_store_get_own_extents(struct catalog *cat, const char *snapshot_id,
+                              struct cat_range **ret, size_t *ret_n)
+{
+    static const char sql[] = "SELECT coalesce(own_extents, extents) FROM snapshot_store "
+                              "WHERE snapshot_id = ?1";
+    return get_ranges(cat, sql, snapshot_id, ret, ret_n);
 }
 
 /* Collect the first text column of every row into a NULL-terminated array. */
@@ -280,4 +331,105 @@ int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id)
         return cat_err(-EINVAL, "no snapshot id");
     CAT_LOCKED(cat);
     return row_query_text(cat, sql, snapshot_id, NULL, NULL, ret_id);
+}
+
+/* --- tombstones ------------------------------------------------------------------ */
+
+#define TOMB_COLS "id, volume_id, created_ns, size_bytes, extents IS NOT NULL"
+
+static const struct col tomb_cols[] = {
+    COL_STR(struct cat_tombstone, id),
+    COL_STR(struct cat_tombstone, volume_id),
+    COL_U64(struct cat_tombstone, created_ns),
+    COL_U64(struct cat_tombstone, size_bytes),
+    COL_BOOL(struct cat_tombstone, has_extents),
+};
+static const struct row_type tomb_row = ROW_TYPE(struct cat_tombstone, tomb_cols);
+
+void cat_tombstone_clear(struct cat_tombstone *t)
+{
+    if (t)
+        row_clear(&tomb_row, t);
+}
+
+void cat_tombstone_list_free(struct cat_tombstone *v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        row_clear(&tomb_row, &v[i]);
+    free(v);
+}
+
+int cat_tombstone_put(struct catalog *cat, const struct cat_tombstone *t,
+                      const struct cat_range *v, size_t n)
+{
+    static const char sql[] = "INSERT OR REPLACE INTO snapshot_tombstones "
+                              "(id, volume_id, created_ns, size_bytes, extents) "
+                              "VALUES (?1, ?2, ?3, ?4, ?5)";
+    if (!t->id || !t->volume_id)
+        return cat_err(-EINVAL, "no snapshot or volume id");
+    _cleanup_free_ uint64_t *enc = NULL;
+    int r;
+    if (v && (r = encode(v, n, &enc)) < 0)
+        return r;
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    if ((r = cat_stmt(cat, sql, &st)) < 0)
+        return r;
+    bind_text(st, 1, t->id);
+    bind_text(st, 2, t->volume_id);
+    bind_u64(st, 3, t->created_ns);
+    bind_u64(st, 4, t->size_bytes);
+    if (v)
+        sqlite3_bind_blob64(st, 5, n ? (const void *)enc : "", n * 16, SQLITE_STATIC);
+    else
+        sqlite3_bind_null(st, 5);
+    r = cat_step_done(cat, st);
+    return r < 0 ? r : 0;
+}
+
+int cat_tombstone_get(struct catalog *cat, const char *id, struct cat_tombstone *ret)
+{
+    static const char sql[] = "SELECT " TOMB_COLS " FROM snapshot_tombstones WHERE id = ?1";
+    if (!id)
+        return cat_err(-EINVAL, "no snapshot id");
+    CAT_LOCKED(cat);
+    struct cat_tombstone *t;
+    int r = row_query(cat, sql, &tomb_row, id, NULL, NULL, &t);
+    if (r < 0)
+        return r;
+    *ret = *t;
+    free(t);
+    return 0;
+}
+
+int cat_tombstone_get_extents(struct catalog *cat, const char *id, struct cat_range **ret,
+                              size_t *ret_n)
+{
+    static const char sql[] = "SELECT extents FROM snapshot_tombstones WHERE id = ?1";
+    return get_ranges(cat, sql, id, ret, ret_n);
+}
+
+int cat_tombstone_delete(struct catalog *cat, const char *id)
+{
+    static const char sql[] = "DELETE FROM snapshot_tombstones WHERE id = ?1";
+    if (!id)
+        return cat_err(-EINVAL, "no snapshot id");
+    CAT_LOCKED(cat);
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = row_stmt(cat, sql, id, NULL, NULL, &st);
+    if (r < 0)
+        return r;
+    r = cat_step_done(cat, st);
+    return r < 0 ? r : 0;
+}
+
+int cat_tombstone_list(struct catalog *cat, const char *volume_id, struct cat_tombstone **ret,
+                       size_t *ret_n)
+{
+    static const char sql[] = "SELECT " TOMB_COLS " FROM snapshot_tombstones WHERE volume_id = ?1 "
+                              "ORDER BY created_ns, id";
+    if (!volume_id)
+        return cat_err(-EINVAL, "no volume id");
+    CAT_LOCKED(cat);
+    return row_query_all(cat, sql, &tomb_row, volume_id, NULL, ret, ret_n);
 }

@@ -418,6 +418,25 @@ static const char *const migrations[] = {
     "  resident INTEGER NOT NULL DEFAULT 1,"  /* the subvolume exists */
     "  extents BLOB);"                  /* exact changed extents vs the parent */
     "CREATE INDEX snapshot_store_resident ON snapshot_store (resident, manifest);",
+    /* Tombstones (catalog-store.c): a deleted snapshot's place in its
+     * volume's chain, so a delta from it stays exact. own_extents: a
+     * snapshot's exact extents against the chain's previous member when
+     * that is a tombstone (extents stay against its live parent). */
+    [3] =
+    "CREATE TABLE snapshot_tombstones ("
+    "  id TEXT PRIMARY KEY NOT NULL,"
+    "  volume_id TEXT NOT NULL,"
+    "  created_ns INTEGER NOT NULL,"
+    "  size_bytes INTEGER NOT NULL DEFAULT 0,"
+    "  extents BLOB);"                  /* vs the previous member; NULL: none recorded */
+    "CREATE INDEX snapshot_tombstones_volume ON snapshot_tombstones (volume_id, created_ns);"
+    "ALTER TABLE snapshot_store ADD COLUMN own_extents BLOB;"
+    /* Collected once no later snapshot of the chain remains. */
+    "CREATE TRIGGER snapshots_tombstones_collect AFTER DELETE ON snapshots BEGIN"
+    "  DELETE FROM snapshot_tombstones WHERE volume_id = OLD.volume_id AND NOT EXISTS ("
+    "    SELECT 1 FROM snapshots n WHERE n.volume_id = OLD.volume_id"
+    "    AND (n.created_ns, n.id) > (snapshot_tombstones.created_ns, snapshot_tombstones.id));"
+    "END;",
 };
 _Static_assert(ARRAY_SIZE(migrations) == CAT_SCHEMA_VERSION + 1,
                "one migration per schema version");

@@ -42,7 +42,7 @@ struct catalog;
 
 /* The schema version this build writes; older catalogs are migrated at open,
  * newer ones are refused with -EPROTO. */
-#define CAT_SCHEMA_VERSION 2
+#define CAT_SCHEMA_VERSION 3
 /* Where the daemon keeps the catalog, relative to the pool's root. */
 #define CAT_POOL_RELPATH ".amber/catalog.db"
 
@@ -525,6 +525,7 @@ struct cat_store_info {
     char *manifest;             /* NULL: not in the local store */
     bool resident;
     bool has_extents;
+    bool has_own_extents;       /* against a tombstone (catalog-store.c) */
 };
 void cat_store_info_clear(struct cat_store_info *i);
 /* The row of one snapshot (defaults when it has none). -ENOENT if the
@@ -555,5 +556,36 @@ int cat_store_nearest_resident(struct catalog *cat, const char *volume_id, uint6
                                const char *except_id, char **ret_id);
 /* The child of a snapshot (the one whose parent it is), -ENOENT if none. */
 int cat_store_child(struct catalog *cat, const char *snapshot_id, char **ret_id);
+/* A snapshot's exact extents against the chain's previous member (a
+ * tombstone or its parent): own_extents, else extents; -ENOENT if none. */
+int cat_store_get_own_extents(struct catalog *cat, const char *snapshot_id,
+                              struct cat_range **ret, size_t *ret_n);
+int cat_store_set_own_extents(struct catalog *cat, const char *snapshot_id,
+                              const struct cat_range *v, size_t n);
+
+/* Tombstones: a deleted snapshot's place in its volume's chain (never
+ * listed, never cloned or restored; collected when no later snapshot of
+ * the volume remains), with its exact extents against the chain's previous
+ * member (has_extents false: none were recorded, --store-off). */
+struct cat_tombstone {
+    char *id;
+    char *volume_id;
+    uint64_t created_ns;
+    uint64_t size_bytes;
+    bool has_extents;
+};
+void cat_tombstone_clear(struct cat_tombstone *t);
+void cat_tombstone_list_free(struct cat_tombstone *v, size_t n);
+/* Insert or replace; v NULL: no extents recorded. */
+int cat_tombstone_put(struct catalog *cat, const struct cat_tombstone *t,
+                      const struct cat_range *v, size_t n);
+int cat_tombstone_get(struct catalog *cat, const char *id, struct cat_tombstone *ret);
+/* -ENOENT when it has none (or does not exist). */
+int cat_tombstone_get_extents(struct catalog *cat, const char *id, struct cat_range **ret,
+                              size_t *ret_n);
+int cat_tombstone_delete(struct catalog *cat, const char *id);
+/* A volume's tombstones, oldest first. */
+int cat_tombstone_list(struct catalog *cat, const char *volume_id, struct cat_tombstone **ret,
+                       size_t *ret_n);
 
 #endif

@@ -181,6 +181,17 @@ extern const size_t cluster_peer_methods_n;
 int cluster_h_get_node_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
 int cluster_h_node_diff(struct rpc_call *c, const ProtobufCMessage *m);
 
+/* --- node-group.c: another node's group snapshots, for GroupController ------------ */
+
+/* amber.v1.ClusterPeer/ListSnapshots, CreateSnapshots, DeleteSnapshot (in
+ * cluster_peer_methods) and amber.v1.Cluster/NodeListSnapshots,
+ * NodeCreateSnapshots, NodeDeleteSnapshot (a table of api.c's). */
+int cluster_h_peer_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m);
+int cluster_h_peer_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m);
+int cluster_h_peer_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
+extern const struct rpc_method cluster_group_api_methods[];
+extern const size_t cluster_group_api_methods_n;
+
 /* --- cluster-api.c --------------------------------------------------------------- */
 
 extern const struct rpc_method cluster_api_methods[];

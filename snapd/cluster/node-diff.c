@@ -121,6 +121,12 @@ static int h_peer_diff(struct rpc_call *c, const ProtobufCMessage *m)
 const struct rpc_method cluster_peer_methods[] = {
     P("GetSnapshot", snapshot_ref, snapshot, RPC_UNARY, h_peer_get_snapshot),
     P("Diff", diff_request, diff_response, RPC_SERVER_STREAM, h_peer_diff),
+    /* node-group.c */
+    P("ListSnapshots", list_snapshots_request, list_snapshots_response, RPC_UNARY,
+      cluster_h_peer_list_snapshots),
+    P("CreateSnapshots", create_snapshots_request, create_snapshots_response, RPC_UNARY,
+      cluster_h_peer_create_snapshots),
+    P("DeleteSnapshot", snapshot_ref, empty, RPC_UNARY, cluster_h_peer_delete_snapshot),
 };
 const size_t cluster_peer_methods_n = ARRAY_SIZE(cluster_peer_methods);
 

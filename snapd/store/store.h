@@ -106,10 +106,15 @@ int store_copy_to(struct amberd *d, const struct cat_snapshot *s, struct objstor
                   struct objstore_export_result *res);
 
 /* snap_delete calls this after its intent and before the pool delete: it
- * keeps the child's exact extents exact (their union with S's, or S's plus
- * the diff S..child when the child has none yet), so the chain stays exact
- * without S. Idempotent (recovery may run it again). */
+ * leaves a tombstone of S with S's own exact extents, keeps the child's own
+ * extents against S and makes its extents the union with S's (computing
+ * what is missing while S is resident), so the chain stays exact without S
+ * and a diff from S stays exact (store-diff.c). Idempotent (recovery may
+ * run it again). */
 int store_snapshot_deleting(struct amberd *d, const struct cat_snapshot *s);
+/* A deleted snapshot's tombstone as a snapshot record (state deleting, no
+ * parent) that store_diff takes as the base of a diff; -ENOENT if none. */
+int store_tombstone_find(struct amberd *d, const char *id, struct cat_snapshot **ret);
 /* After the row is gone: forget S's manifest in the local store. */
 void store_snapshot_deleted(struct amberd *d, const char *manifest);
 

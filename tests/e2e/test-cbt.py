@@ -7,8 +7,9 @@ snapshots written at known offsets with direct I/O are exact (every
 written 4 KiB block is reported, nothing else), resumption from a
 starting_offset inside an extent cuts that extent at the offset,
 max_results bounds every message, a delta stays exact when snapshots
-between base and target are deleted, a deleted base is NOT_FOUND, and bad
-handles and offsets get the spec's codes.
+between base and target are deleted, a delta from a deleted base is exact
+(CSI and amberctl, before and after a restart; FAILED_PRECONDITION with
+--store-off), and bad handles and offsets get the spec's codes.
 
 Against a fake amberd (a Python gRPC server serving GetSnapshot and a Diff
 of 4,000,000 extents generated on the fly): a client that stops reading
@@ -180,12 +181,131 @@ def test_delta_across_deleted_snapshots():
     # A snapshot between base and target is gone: the delta is unchanged.
     T.check_eq(blocks_of(tuples(delta(x, z))), blocks_of([(50 * MiB, 8 * KiB), (51 * MiB, 4 * KiB)]),
                "delta over a deleted snapshot")
-    # The base itself is gone (its VolumeSnapshot and the snapshot): NOT_FOUND,
-    # the spec's answer; the client falls back to GetMetadataAllocated.
+    # The base itself is gone too: its tombstone keeps the delta exact.
     d.ctl("snapshot", "delete", x, json_out=False)
-    e = T.expect_status(Code.NOT_FOUND, delta, x, z)
-    T.check("base" in e.details(), "the message names the base: " + e.details())
+    T.check_eq(blocks_of(tuples(delta(x, z))), blocks_of([(50 * MiB, 8 * KiB), (51 * MiB, 4 * KiB)]),
+               "delta from a deleted base over a deleted snapshot")
     T.check(len(tuples(alloc(z))) > 0, "the target still answers")
+
+
+def ctl_blocks(base, target):
+    out = d.ctl("snapshot", "diff", base, target)
+    return blocks_of([(e["offset"], e["length"]) for e in out["extents"]])
+
+
+# Writes between p[i-1] and p[i] (overlapping some earlier ones).
+WP = {1: [(52 * MiB, 4 * KiB), (53 * MiB + 4 * KiB, 12 * KiB)],
+      2: [(52 * MiB, 4 * KiB), (54 * MiB, 8 * KiB)],
+      3: [(55 * MiB, 4 * KiB), (53 * MiB + 8 * KiB, 4 * KiB)],
+      4: [(56 * MiB, 16 * KiB), (52 * MiB + 4 * KiB, 4 * KiB)],
+      5: [(57 * MiB, 4 * KiB)]}
+
+
+WP6 = [(58 * MiB, 4 * KiB), (57 * MiB, 4 * KiB)]
+
+
+def expect_between(i, j):
+    return blocks_of([w for k in range(i + 1, j + 1) for w in WP[k]])
+
+
+def check_deleted_bases(p, when, pairs=((0, 4), (1, 4), (1, 5), (2, 4), (2, 5), (3, 4), (3, 5), (0, 5), (4, 5))):
+    for i, j in pairs:
+        want = expect_between(i, j)
+        T.check_eq(blocks_of(tuples(delta(p[i], p[j]))), want, "%s: delta p%d..p%d" % (when, i, j))
+        T.check_eq(ctl_blocks(p[i], p[j]), want, "%s: amberctl diff p%d..p%d" % (when, i, j))
+    # Resumed in the middle of the chain's extents, still exact.
+    full = tuples(delta(p[1], p[-1]))
+    mid = full[len(full) // 2][0] + 4 * KiB
+    T.check_eq(tuples(delta(p[1], p[-1], start=mid)),
+               [(max(o, mid), o + n - max(o, mid)) for o, n in full if o + n > mid], "%s: resumed" % when)
+    # A deleted base newer than its target, and one of another volume.
+    T.expect_status(Code.INVALID_ARGUMENT, delta, p[3], p[0])
+    T.expect_status(Code.INVALID_ARGUMENT, delta, p[1], S_OTHER)
+    T.expect_status(Code.NOT_FOUND, delta, str(uuid.uuid4()), p[-1])
+
+
+def test_delta_from_a_deleted_base():
+    p = [snap("p0")]
+    for i in range(1, 6):
+        for off, n in WP[i]:
+            pwrite_direct(DEV, off, bytes([0x10 + i]) * n)
+        p.append(snap("p%d" % i))
+    # At once (the store may not have recorded p1's or p2's extents yet: they
+    # are computed while p1 is still there), then with everything stored,
+    # the older subvolumes dropped: p3's child's recorded extents, then a
+    # tombstone next to a tombstone.
+    d.ctl("snapshot", "delete", p[1], json_out=False)
+    d.ctl("store", "status", "--wait")
+    d.ctl("snapshot", "delete", p[3], json_out=False)
+    d.ctl("snapshot", "delete", p[2], json_out=False)
+    for k in (1, 2, 3):
+        d.ctl_fail("NOT_FOUND", "snapshot", "show", p[k])
+    T.check(not {p[1], p[2], p[3]} & {s["id"] for s in d.ctl("snapshot", "list", "--volume", VOL)},
+            "a deleted snapshot is never listed")
+    check_deleted_bases(p, "live")
+    # Tombstones of another volume: collected once no later snapshot remains.
+    o1, o2 = snap("o1", OTHER), snap("o2", OTHER)
+    d.ctl("snapshot", "delete", o1, json_out=False)
+    T.check_eq(tuples(delta(o1, o2), 16 * MiB), [], "nothing written between o1 and o2")
+    T.expect_status(Code.INVALID_ARGUMENT, delta, o1, p[5])
+    d.ctl("snapshot", "delete", o2, json_out=False)
+    T.expect_status(Code.NOT_FOUND, delta, o1, S_OTHER)
+    # A crash right after the pool deleted p5's subvolume: recovery finishes
+    # the delete and the chain stays exact.
+    for off, n in WP6:
+        pwrite_direct(DEV, off, b"\x16" * n)
+    p6 = snap("p6")
+    d.ctl("volume", "detach", VOL)
+    T.check_eq(d.stop(), 0, "amberd stopped cleanly")
+    d.start(env={"AMBER_CRASH_AT": "snapshot-delete:pool"})
+    d.ctl("snapshot", "delete", p[5], check=False, json_out=False)
+    T.check(d.proc.wait(timeout=60) != 0, "amberd crashed at snapshot-delete:pool")
+    T.check("AMBER_CRASH_AT=snapshot-delete:pool" in d.log(), "crashed elsewhere")
+    d.kill()
+    # The tombstones outlive a restart.
+    d.start()
+    d.ctl_fail("NOT_FOUND", "snapshot", "show", p[5])
+    WP[6] = WP6
+    p.append(p6)
+    want = blocks_of(WP6)
+    T.check_eq(blocks_of(tuples(delta(p[5], p6))), want, "delta from p5, deleted in a crash")
+    T.check_eq(ctl_blocks(p[5], p6), want, "amberctl diff from p5")
+    T.check_eq(blocks_of(tuples(delta(p[4], p6))), expect_between(4, 6), "delta p4..p6 over p5")
+    check_deleted_bases(p, "after a restart", ((0, 4), (1, 4), (2, 4), (3, 4), (0, 6), (1, 6), (2, 6),
+                                               (3, 6), (4, 6), (5, 6)))
+
+
+def test_deleted_base_with_store_off():
+    # Without the mover nothing records extents ahead of time, but every
+    # snapshot is resident, so a delete computes what its tombstone and its
+    # child need right then: a delta from a deleted base is exact too.
+    off = T.Amberd(size="1G", extra=["--store-off"])
+    _, OC = start_plugin("csi-store-off", off.sock)
+    off.ctl("volume", "create", "so", "--size", "16M")
+    dev = off.ctl("volume", "attach", "so", json_out=False).strip()
+    T.cleanup.add("detach so", lambda: off.ctl("volume", "detach", "so", check=False))
+    w = {1: [(1 * MiB, 8 * KiB)], 2: [(2 * MiB, 4 * KiB), (1 * MiB, 4 * KiB)], 3: [(3 * MiB, 12 * KiB)]}
+    q = [off.ctl("snapshot", "create", "so", "--name", "q0")["id"]]
+    for i in (1, 2, 3):
+        for o, n in w[i]:
+            pwrite_direct(dev, o, bytes([0x20 + i]) * n)
+        q.append(off.ctl("snapshot", "create", "so", "--name", "q%d" % i)["id"])
+    off.ctl("snapshot", "delete", q[1], json_out=False)
+    off.ctl("snapshot", "delete", q[2], json_out=False)
+
+    def od(b, t):
+        return blocks_of(tuples(list(OC["delta"](pb.GetMetadataDeltaRequest(
+            base_snapshot_id=b, target_snapshot_id=t), timeout=60)), 16 * MiB))
+    T.check_eq(od(q[1], q[3]), blocks_of(w[2] + w[3]), "--store-off: delta from deleted q1")
+    T.check_eq(od(q[2], q[3]), blocks_of(w[3]), "--store-off: delta from deleted q2")
+    T.check_eq(od(q[0], q[3]), blocks_of(w[1] + w[2] + w[3]), "--store-off: delta over both")
+    out = off.ctl("snapshot", "diff", q[1], q[3])
+    T.check_eq(blocks_of([(e["offset"], e["length"]) for e in out["extents"]]), blocks_of(w[2] + w[3]),
+               "--store-off: amberctl diff from deleted q1")
+    T.expect_status(Code.NOT_FOUND, lambda: list(OC["delta"](pb.GetMetadataDeltaRequest(
+        base_snapshot_id=str(uuid.uuid4()), target_snapshot_id=q[3]), timeout=60)))
+    off.ctl("volume", "detach", "so")
+    T.check_eq(off.stop(), 0)
 
 
 def test_error_codes():
@@ -435,6 +555,8 @@ sys.exit(T.Tests().run([
     test_max_results,
     test_delta_across_deleted_snapshots,
     test_error_codes,
+    test_delta_from_a_deleted_base,
+    test_deleted_base_with_store_off,
     test_stalled_client_bounded_memory,
     test_cancel_mid_stream,
 ]))

@@ -126,3 +126,71 @@ class FakeDiff:
                 self.diff, request_deserializer=apb.DiffRequest.FromString,
                 response_serializer=lambda b: b),
         })
+
+
+class H2Books:
+    """The HTTP/2 flow-control books of one connection, kept from the frames
+    going by in plain text: the window the client granted on the connection
+    and on each stream (SETTINGS, WINDOW_UPDATE) less the DATA the server
+    sent. When a stream's window is used up the server cannot send another
+    byte on it until the client grants more: "the producer is blocked" as a
+    fact, not as a pause."""
+
+    PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.conn, self.init, self.streams, self.sent_on = 65535, 65535, {}, set()
+        self.up_buf, self.down_buf, self.preface = b"", b"", True
+
+    @staticmethod
+    def frames(buf):
+        """Complete frames at the front of buf: [(type, flags, stream, payload)], rest."""
+        out = []
+        while len(buf) >= 9:
+            n = int.from_bytes(buf[0:3], "big")
+            if len(buf) < 9 + n:
+                break
+            out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n]))
+            buf = buf[9 + n:]
+        return out, buf
+
+    def client_sent(self, d):
+        self.up_buf += d
+        if self.preface:
+            if len(self.up_buf) < len(self.PREFACE):
+                return
+            self.up_buf, self.preface = self.up_buf[len(self.PREFACE):], False
+        frames, self.up_buf = self.frames(self.up_buf)
+        with self.lock:
+            for typ, flags, sid, pl in frames:
+                if typ == 4 and not flags & 1:          # SETTINGS
+                    for i in range(0, len(pl) - 5, 6):
+                        if int.from_bytes(pl[i:i + 2], "big") == 4:     # INITIAL_WINDOW_SIZE
+                            v = int.from_bytes(pl[i + 2:i + 6], "big")
+                            for k in self.streams:
+                                self.streams[k] += v - self.init
+                            self.init = v
+                elif typ == 1 and sid not in self.streams:     # HEADERS: a stream opens
+                    self.streams[sid] = self.init
+                elif typ == 8:                                  # WINDOW_UPDATE
+                    inc = int.from_bytes(pl[0:4], "big") & 0x7fffffff
+                    if sid == 0:
+                        self.conn += inc
+                    elif sid in self.streams:
+                        self.streams[sid] += inc
+
+    def server_sent(self, d):
+        self.down_buf += d
+        frames, self.down_buf = self.frames(self.down_buf)
+        with self.lock:
+            for typ, flags, sid, pl in frames:
+                if typ == 0 and sid in self.streams:           # DATA
+                    self.sent_on.add(sid)
+                    self.conn -= len(pl)
+                    self.streams[sid] -= len(pl)
+
+    def blocked(self):
+        """Whether the server has used up the window of a stream it sends on."""
+        with self.lock:
+            return any(min(self.conn, self.streams[sid]) <= 0 for sid in self.sent_on)
