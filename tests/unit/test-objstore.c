@@ -35,6 +35,31 @@ static void test_init_open(void)
     objstore_close(repo);
     repo = NULL;
 
+    /* The derived key is kept: a second open runs no scrypt; a wrong
+     * passphrase is still refused (derived each time, never kept); another
+     * repository (its own salt) derives its own; clearing forgets. */
+    uint64_t runs = objstore_kdf_runs();
+    CHECK_EQ(objstore_open(url, PASS, &repo, NULL), 0);
+    objstore_close(repo);
+    repo = NULL;
+    CHECK_EQ(objstore_kdf_runs(), runs);
+    CHECK_EQ(objstore_open(url, "wrong passphrase", &repo, NULL), -EKEYREJECTED);
+    CHECK_EQ(objstore_kdf_runs(), runs + 1);
+    CHECK_EQ(objstore_open(url, "wrong passphrase", &repo, NULL), -EKEYREJECTED);
+    CHECK_EQ(objstore_kdf_runs(), runs + 2);
+    _cleanup_free_ char *url2 = repo_url("r-init2");
+    CHECK_EQ(objstore_init(url2, PASS, 0, NULL), 0);
+    runs = objstore_kdf_runs();
+    CHECK_EQ(objstore_open(url2, PASS, &repo, NULL), 0);   /* its own salt: derived */
+    objstore_close(repo);
+    repo = NULL;
+    CHECK_EQ(objstore_kdf_runs(), runs + 1);
+    objstore_key_cache_clear();
+    CHECK_EQ(objstore_open(url, PASS, &repo, NULL), 0);
+    objstore_close(repo);
+    repo = NULL;
+    CHECK_EQ(objstore_kdf_runs(), runs + 2);
+
     const char *bad[] = { "http://x", "file://relative/path", "", "file:///a/../b",
                           "s3://", "s3://Bad_Bucket/x", "s3://bucket/p?endpoint=ftp://h",
                           "s3://bucket/p?style=sideways", "s3://bucket/p?nonsense=1",
