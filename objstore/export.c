@@ -169,8 +169,11 @@ static bool should_stop(struct export_ctx *c)
 /* The image is read with O_DIRECT where the filesystem allows it (a second
  * descriptor opened through /proc/self/fd): no copy through the page cache,
  * which was a tenth of a full export's CPU, and no eviction of the node's
- * cache by a volume read once. Reads that are not block-aligned (a volume's
- * end), or that the filesystem refuses (EINVAL), use the caller's fd. */
+ * cache by a volume read once. Small reads (scattered 4 KiB changes: on
+ * btrfs a direct read of 4 KiB took twice as long as a buffered one), reads
+ * that are not block-aligned (a volume's end), and reads the filesystem
+ * refuses (EINVAL) use the caller's fd. */
+#define DIRECT_READ_MIN (256u << 10)
 struct fd_src {
     int fd, dfd;
     atomic_bool direct;
@@ -201,7 +204,8 @@ static int fd_read(void *ud, void *p, size_t len, uint64_t off)
     if (faultpoint("export-read") < 0)    /* tests: a disk read error */
         return -EIO;
     struct fd_src *s = ud;
-    if (s->dfd >= 0 && atomic_load(&s->direct) && !(len % OBJSTORE_BLOCK) && !(off % OBJSTORE_BLOCK) &&
+    if (s->dfd >= 0 && atomic_load(&s->direct) && len >= DIRECT_READ_MIN && !(len % OBJSTORE_BLOCK) &&
+        !(off % OBJSTORE_BLOCK) &&
         !((uintptr_t)p % OBJSTORE_BLOCK)) {
         int r = pread_all(s->dfd, p, len, off);
         if (r != -EINVAL)
