@@ -9,11 +9,15 @@
  * each directory after each object (a lost pack is only uploaded again,
  * since the manifest is written after the flush), and instead of syncfs,
  * which would also wait for every other writer's dirty data on the same
- * filesystem. put_if_absent links the temporary file instead of
+ * filesystem (the directories are fsynced from several threads at once, so
+ * the filesystem commits them together). Locks (locks/...) are written
+ * without an fsync: they only matter while their holder runs. Objects of a
+ * MiB and more (packs) are written with O_DIRECT. put_if_absent links the temporary file instead of
  * renaming it, which fails atomically if the name exists. Listing skips
  * temporary files. Parent directories are created on demand; the root
  * itself is created by the first write (objstore_init). */
 #include <dirent.h>
+#include <stdatomic.h>
 #include <fcntl.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -123,8 +127,69 @@ static int fsync_dir_of(const char *path)
     return fsync(fd) < 0 ? -errno : 0;
 }
 
-/* Write data to a fresh temporary file beside `path`; returns its name. */
-static int write_tmp(const char *path, const void *data, size_t len, char **ret_tmp)
+static int write_all(int fd, const uint8_t *p, size_t left)
+{
+    while (left) {
+        ssize_t n = write(fd, p, left);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += n, left -= (size_t)n;
+    }
+    return 0;
+}
+
+/* Large objects (packs) are written with O_DIRECT, through an aligned
+ * bounce buffer: a buffered write of a pack cost more CPU than sealing it
+ * (page-cache pages allocated, copied, accounted and written back), and a
+ * pack is not read again soon. Writes the block-aligned head of the data
+ * and says how much in *ret_done; the caller writes the rest buffered. Where
+ * the filesystem refuses O_DIRECT (tmpfs) nothing is written this way. */
+#define DIRECT_MIN (1u << 20)
+#define DIRECT_BOUNCE (1u << 20)
+#define DIRECT_ALIGN 4096u
+
+static int write_direct(int fd, const void *data, size_t len, size_t *ret_done)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_DIRECT) < 0)
+        return 0;
+    uint8_t *bounce = NULL;
+    if (posix_memalign((void **)&bounce, DIRECT_ALIGN, DIRECT_BOUNCE) != 0) {
+        fcntl(fd, F_SETFL, fl);
+        return 0;
+    }
+    size_t aligned = len / DIRECT_ALIGN * DIRECT_ALIGN, done = 0;
+    int r = 0;
+    while (done < aligned) {
+        size_t n = MIN((size_t)DIRECT_BOUNCE, aligned - done);
+        memcpy(bounce, (const uint8_t *)data + done, n);
+        ssize_t w = write(fd, bounce, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w < 0 && errno == EINVAL)
+            break;              /* not here after all: the rest buffered */
+        if (w < 0) {
+            r = -errno;
+            break;
+        }
+        done += (size_t)w;
+        if ((size_t)w % DIRECT_ALIGN)
+            break;              /* short and unaligned: buffered from here */
+    }
+    free(bounce);
+    if (fcntl(fd, F_SETFL, fl) < 0 && r == 0)
+        r = -errno;
+    *ret_done = done;
+    return r;
+}
+
+/* Write data to a fresh temporary file beside `path`; returns its name.
+ * Without `sync` the data is not fsynced (locks: a lock lost with the
+ * machine's power protects nothing any more). */
+static int write_tmp(const char *path, const void *data, size_t len, bool sync, char **ret_tmp)
 {
     uint8_t rnd[8];
     int r = random_bytes(rnd, sizeof rnd);
@@ -144,20 +209,11 @@ static int write_tmp(const char *path, const void *data, size_t len, char **ret_
     }
     if (fd < 0)
         return -errno;
-    const uint8_t *p = data;
-    size_t left = len;
-    r = 0;
-    while (left) {
-        ssize_t n = write(fd, p, left);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            r = -errno;
-            break;
-        }
-        p += n, left -= (size_t)n;
-    }
-    if (r == 0 && fsync(fd) < 0)
+    size_t done = 0;
+    r = len >= DIRECT_MIN ? write_direct(fd, data, len, &done) : 0;
+    if (r == 0)
+        r = write_all(fd, (const uint8_t *)data + done, len - done);
+    if (r == 0 && sync && fsync(fd) < 0)
         r = -errno;
     if (close(fd) < 0 && r == 0)
         r = -errno;
@@ -173,7 +229,7 @@ static int fs_put(struct objstore_backend *b, const char *key, const void *data,
 {
     struct fs_backend *fs = (struct fs_backend *)b;
     _cleanup_free_ char *p = fs_path(fs, key), *tmp = NULL;
-    int r = write_tmp(p, data, len, &tmp);
+    int r = write_tmp(p, data, len, strncmp(key, "locks/", 6) != 0, &tmp);
     if (r < 0)
         return r;
     if (rename(tmp, p) < 0) {
@@ -189,38 +245,67 @@ static int fs_put(struct objstore_backend *b, const char *key, const void *data,
     return 0;
 }
 
+struct dir_sync {
+    char **dirs;
+    size_t n;
+    atomic_size_t next;
+    atomic_int err;
+};
+
+static void *dir_sync_worker(void *arg)
+{
+    struct dir_sync *ds = arg;
+    for (size_t i; (i = atomic_fetch_add(&ds->next, 1)) < ds->n;) {
+        if (atomic_load(&ds->err))
+            break;
+        int fd = open(ds->dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC), r = 0;
+        if (fd < 0 && errno != ENOENT)
+            r = -errno;
+        if (fd >= 0) {
+            if (fsync(fd) < 0)
+                r = -errno;
+            close(fd);
+        }
+        if (r < 0) {
+            int zero = 0;
+            atomic_compare_exchange_strong(&ds->err, &zero, r);
+        }
+    }
+    return NULL;
+}
+
+/* A full export dirties up to 256 pack directories: their fsyncs run from
+ * several threads, so that the filesystem commits them together (one
+ * journal commit for many, on ext4 and xfs) instead of one after another. */
+#define FLUSH_THREADS 16
+
 static int fs_flush(struct objstore_backend *b)
 {
     struct fs_backend *fs = (struct fs_backend *)b;
     pthread_mutex_lock(&fs->lock);
-    char **dirs = fs->dirty;
-    size_t n = fs->ndirty;
+    struct dir_sync ds = { .dirs = fs->dirty, .n = fs->ndirty };
     fs->dirty = NULL;
     fs->ndirty = 0;
     pthread_mutex_unlock(&fs->lock);
-    int r = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (r == 0 && dirs[i]) {
-            int fd = open(dirs[i], O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-            if (fd < 0 && errno != ENOENT)
-                r = -errno;
-            if (fd >= 0) {
-                if (fsync(fd) < 0)
-                    r = -errno;
-                close(fd);
-            }
-        }
-        free(dirs[i]);
-    }
-    free(dirs);
-    return r;
+    pthread_t th[FLUSH_THREADS];
+    size_t nth = 0;
+    for (; ds.n > 2 && nth < MIN((size_t)FLUSH_THREADS, ds.n / 2); nth++)
+        if (pthread_create(&th[nth], NULL, dir_sync_worker, &ds) != 0)
+            break;
+    dir_sync_worker(&ds);
+    for (size_t i = 0; i < nth; i++)
+        pthread_join(th[i], NULL);
+    for (size_t i = 0; i < ds.n; i++)
+        free(ds.dirs[i]);
+    free(ds.dirs);
+    return atomic_load(&ds.err);
 }
 
 static int fs_put_if_absent(struct objstore_backend *b, const char *key, const void *data, size_t len)
 {
     struct fs_backend *fs = (struct fs_backend *)b;
     _cleanup_free_ char *p = fs_path(fs, key), *tmp = NULL;
-    int r = write_tmp(p, data, len, &tmp);
+    int r = write_tmp(p, data, len, true, &tmp);
     if (r < 0)
         return r;
     r = link(tmp, p) < 0 ? -errno : 0;

@@ -22,8 +22,10 @@
  * filling) and uploads only the rest. An export holds an "export" lock
  * (with its start time) that gc reads: gc never deletes a pack an export
  * that was running when gc trashed it may have decided to reuse. */
+#include <fcntl.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "amber/crashpoint.h"
 #include "internal.h"
@@ -164,11 +166,21 @@ static bool should_stop(struct export_ctx *c)
     return false;
 }
 
-static int fd_read(void *ud, void *p, size_t len, uint64_t off)
+/* The image is read with O_DIRECT where the filesystem allows it (a second
+ * descriptor opened through /proc/self/fd): no copy through the page cache,
+ * which was a tenth of a full export's CPU, and no eviction of the node's
+ * cache by a volume read once. Small reads (scattered 4 KiB changes: on
+ * btrfs a direct read of 4 KiB took twice as long as a buffered one), reads
+ * that are not block-aligned (a volume's end), and reads the filesystem
+ * refuses (EINVAL) use the caller's fd. */
+#define DIRECT_READ_MIN (256u << 10)
+struct fd_src {
+    int fd, dfd;
+    atomic_bool direct;
+};
+
+static int pread_all(int fd, uint8_t *p, size_t len, uint64_t off)
 {
-    if (faultpoint("export-read") < 0)    /* tests: a disk read error */
-        return -EIO;
-    int fd = *(int *)ud;
     size_t got = 0;
     while (got < len) {
         ssize_t n = pread(fd, (uint8_t *)p + got, len - got, (off_t)(off + got));
@@ -185,6 +197,22 @@ static int fd_read(void *ud, void *p, size_t len, uint64_t off)
         got += (size_t)n;
     }
     return 0;
+}
+
+static int fd_read(void *ud, void *p, size_t len, uint64_t off)
+{
+    if (faultpoint("export-read") < 0)    /* tests: a disk read error */
+        return -EIO;
+    struct fd_src *s = ud;
+    if (s->dfd >= 0 && atomic_load(&s->direct) && len >= DIRECT_READ_MIN && !(len % OBJSTORE_BLOCK) &&
+        !(off % OBJSTORE_BLOCK) &&
+        !((uintptr_t)p % OBJSTORE_BLOCK)) {
+        int r = pread_all(s->dfd, p, len, off);
+        if (r != -EINVAL)
+            return r;
+        atomic_store(&s->direct, false);
+    }
+    return pread_all(s->fd, p, len, off);
 }
 
 static void add_range(struct objstore_range **v, size_t *n, uint64_t off, uint64_t len)
@@ -399,7 +427,9 @@ static void *export_worker(void *arg)
 {
     struct export_ctx *c = arg;
     size_t cs = c->repo->chunk_size, nb = cs / OBJSTORE_BLOCK;
-    uint8_t *data = xmalloc(cs), *dig = xmalloc(nb * (DIGEST_BYTES + 1));
+    uint8_t *data = NULL, *dig = xmalloc(nb * (DIGEST_BYTES + 1));
+    if (posix_memalign((void **)&data, OBJSTORE_BLOCK, cs) != 0)
+        data = xmalloc(cs);     /* unaligned: fd_read reads buffered */
     struct pack_writer w = { .stats = &c->ps };
     struct cmp_state cst = {};
     for (;;) {
@@ -716,7 +746,16 @@ int objstore_export(struct objstore *repo, const struct objstore_export_req *req
 {
     if (!req || req->fd < 0)
         return -EINVAL;
-    int fd = req->fd;
-    struct export_src src = { .read = fd_read, .ud = &fd };
-    return export_run(repo, req, &src, res);
+    struct fd_src fs = { .fd = req->fd, .dfd = -1 };
+    struct stat st;
+    if (fstat(req->fd, &st) == 0 && S_ISREG(st.st_mode)) {
+        _cleanup_free_ char *path = xasprintf("/proc/self/fd/%d", req->fd);
+        fs.dfd = open(path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+    }
+    atomic_init(&fs.direct, fs.dfd >= 0);
+    struct export_src src = { .read = fd_read, .ud = &fs };
+    int r = export_run(repo, req, &src, res);
+    if (fs.dfd >= 0)
+        close(fs.dfd);
+    return r;
 }

@@ -22,8 +22,18 @@
  * longer read), is refused with -EPROTONOSUPPORT and a message naming the
  * version before its passphrase is tried. KDF
  * parameters read from a config are bounded so a hostile config cannot make
- * us allocate gigabytes. */
+ * us allocate gigabytes.
+ *
+ * scrypt costs ~100 ms and 32 MiB on purpose; a daemon opens the same
+ * repository for every export and restore. So the derived kek is kept for
+ * the process's lifetime in a small table (KEK_CACHE entries, least recently
+ * used replaced) under a tag HMAC-SHA256(a random per-process key, salt ||
+ * N || r || p || passphrase): nothing about the passphrase can be read from
+ * the table without the process's memory, which holds the data keys of open
+ * repositories anyway. Only a kek that unwrapped the keys is kept; the key
+ * hierarchy and the config are unchanged. */
 #include <limits.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <string.h>
 
@@ -120,13 +130,108 @@ static int hex_decode(const char *s, uint8_t *out, size_t n)
     return 0;
 }
 
+static atomic_uint_fast64_t kdf_runs;
+
 static int derive_kek(const char *pass, const uint8_t *salt, uint64_t n, uint64_t r, uint64_t p,
                       uint8_t kek[KEY_BYTES])
 {
     uint64_t mem = 128 * r * n + 128 * r * p + (1u << 20);
+    atomic_fetch_add(&kdf_runs, 1);
     if (EVP_PBE_scrypt(pass, strlen(pass), salt, SALT_BYTES, n, r, p, mem, kek, KEY_BYTES) != 1)
         return -ENOMEM;
     return 0;
+}
+
+uint64_t objstore_kdf_runs(void)
+{
+    return atomic_load(&kdf_runs);
+}
+
+#define KEK_CACHE 8
+static struct kek_ent {
+    uint8_t tag[ID_BYTES];
+    uint8_t kek[KEY_BYTES];
+    uint64_t used;              /* 0: empty */
+} kek_cache[KEK_CACHE];
+static uint8_t kek_secret[KEY_BYTES];
+static uint64_t kek_tick;
+static bool kek_have_secret;
+static pthread_mutex_t kek_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_once_t kek_once = PTHREAD_ONCE_INIT;
+
+static void kek_secret_init(void)
+{
+    kek_have_secret = random_bytes(kek_secret, sizeof kek_secret) == 0;
+}
+
+/* The cache tag of (passphrase, salt, parameters); false without a secret. */
+static bool kek_tag(const char *pass, const uint8_t *salt, uint64_t n, uint64_t r, uint64_t p,
+                    uint8_t tag[ID_BYTES])
+{
+    pthread_once(&kek_once, kek_secret_init);
+    if (!kek_have_secret)
+        return false;
+    struct repo_keys k = {};
+    memcpy(k.mac, kek_secret, KEY_BYTES);
+    size_t plen = strlen(pass);
+    _cleanup_free_ uint8_t *msg = xmalloc(SALT_BYTES + 24 + plen);
+    memcpy(msg, salt, SALT_BYTES);
+    uint64_t params[3] = { n, r, p };
+    memcpy(msg + SALT_BYTES, params, sizeof params);
+    memcpy(msg + SALT_BYTES + 24, pass, plen);
+    static const char dom[] = "amber-kek-cache";
+    id_hmac(&k, dom, sizeof dom, msg, SALT_BYTES + 24 + plen, tag);
+    OPENSSL_cleanse(msg, SALT_BYTES + 24 + plen);
+    OPENSSL_cleanse(&k, sizeof k);
+    return true;
+}
+
+static bool kek_lookup(const uint8_t tag[ID_BYTES], uint8_t kek[KEY_BYTES])
+{
+    bool hit = false;
+    pthread_mutex_lock(&kek_lock);
+    for (size_t i = 0; i < KEK_CACHE && !hit; i++)
+        if (kek_cache[i].used && !memcmp(kek_cache[i].tag, tag, ID_BYTES)) {
+            memcpy(kek, kek_cache[i].kek, KEY_BYTES);
+            kek_cache[i].used = ++kek_tick;
+            hit = true;
+        }
+    pthread_mutex_unlock(&kek_lock);
+    return hit;
+}
+
+static void kek_remember(const uint8_t tag[ID_BYTES], const uint8_t kek[KEY_BYTES])
+{
+    pthread_mutex_lock(&kek_lock);
+    size_t v = 0;
+    for (size_t i = 0; i < KEK_CACHE; i++) {
+        if (kek_cache[i].used && !memcmp(kek_cache[i].tag, tag, ID_BYTES)) {
+            v = i;
+            break;
+        }
+        if (kek_cache[i].used < kek_cache[v].used)
+            v = i;
+    }
+    memcpy(kek_cache[v].tag, tag, ID_BYTES);
+    memcpy(kek_cache[v].kek, kek, KEY_BYTES);
+    kek_cache[v].used = ++kek_tick;
+    pthread_mutex_unlock(&kek_lock);
+}
+
+static void kek_forget(const uint8_t tag[ID_BYTES])
+{
+    pthread_mutex_lock(&kek_lock);
+    for (size_t i = 0; i < KEK_CACHE; i++)
+        if (kek_cache[i].used && !memcmp(kek_cache[i].tag, tag, ID_BYTES))
+            OPENSSL_cleanse(&kek_cache[i], sizeof kek_cache[i]);
+    pthread_mutex_unlock(&kek_lock);
+}
+
+void objstore_key_cache_clear(void)
+{
+    pthread_mutex_lock(&kek_lock);
+    OPENSSL_cleanse(kek_cache, sizeof kek_cache);
+    pthread_mutex_unlock(&kek_lock);
 }
 
 int objstore_init(const char *url, const char *passphrase, uint32_t chunk_size, char **ret_err)
@@ -294,11 +399,17 @@ int objstore_open(const char *url, const char *passphrase, struct objstore **ret
         r = -EKEYREJECTED;
         goto out;
     }
-    if ((r = derive_kek(passphrase, salt, n, rr, p, kek)) < 0) {
+    uint8_t tag[ID_BYTES];
+    bool tagged = kek_tag(passphrase, salt, n, rr, p, tag), cached = tagged && kek_lookup(tag, kek);
+    if (!cached && (r = derive_kek(passphrase, salt, n, rr, p, kek)) < 0) {
         set_err(ret_err, "key derivation failed");
         goto out;
     }
     r = aead_open(kek, blob, aad, aad_len, blob + 12, WRAP_BYTES - 12, keys);
+    if (tagged && r == 0 && !cached)
+        kek_remember(tag, kek);
+    else if (cached && r < 0)
+        kek_forget(tag);
     if (r == -EBADMSG) {
         set_err(ret_err, "wrong passphrase (or a damaged repository config)");
         r = -EKEYREJECTED;

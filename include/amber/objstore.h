@@ -101,6 +101,12 @@ int objstore_init(const char *url, const char *passphrase, uint32_t chunk_size, 
  * says which. A handle may be shared by threads for objstore_read. */
 int objstore_open(const char *url, const char *passphrase, struct objstore **ret, char **ret_err);
 void objstore_close(struct objstore *repo);
+/* objstore_open keeps each key it derived from a passphrase (scrypt) for the
+ * process's lifetime, so that a daemon opening the same repository for every
+ * operation pays for the derivation once. Clear forgets them all; runs
+ * counts derivations done (tests). */
+void objstore_key_cache_clear(void);
+uint64_t objstore_kdf_runs(void);
 uint32_t objstore_chunk_size(const struct objstore *repo);
 /* The backend, for tools and tests (owned by the repository). */
 struct objstore_backend *objstore_get_backend(struct objstore *repo);
