@@ -51,7 +51,31 @@ struct store_state {
     uint64_t nblocked;
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes, deleted_manifests;
     uint64_t defrag_cursor_vol;     /* round robin over volumes */
+    /* The gate (store_create_begin/end): creates open now; the mover waits
+     * on `gate` at its step boundaries while it is > 0. */
+    unsigned creating;
+    pthread_cond_t gate;
+    bool gate_waiting;              /* the mover is paused at the gate */
+    uint64_t gate_pauses;
+    uint64_t defrag_next_ns;        /* monotonic: the next defragmenter step is due */
+    bool defrag_busy;               /* the last step did work */
+    uint64_t defrag_sweeps;
+    uint64_t drops_paced;           /* passes that left a drop for the cleaner */
+    unsigned exp;                   /* STORE_EXP_* (bench A/B switches, AMBER_STORE_EXP) */
 };
+
+#define STORE_EXP_NOGATE       1u
+#define STORE_EXP_NOINTERLEAVE 2u
+#define STORE_EXP_NODROPPACE   4u
+#define STORE_EXP_DRAIN        8u
+#define STORE_EXP_PRESYNC      16u
+#define STORE_EXP_NOSWEEP      32u
+
+/* The mover's side of the gate: wait while a snapshot create is open (at
+ * most STORE_GATE_MAX_NS at a time, so a stream of creates cannot starve
+ * the mover for good). Returns true if it paused. */
+#define STORE_GATE_MAX_NS (2000ull * 1000000ull)
+bool store_gate(struct store_state *st);
 
 static inline struct store_state *S(struct amberd *d) { return d->store; }
 

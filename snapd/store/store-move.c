@@ -33,8 +33,10 @@
  * against the pool's reserve, so the store never eats the room volumes
  * were promised. */
 #include <fcntl.h>
+#include <linux/btrfs.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "amber/log.h"
@@ -45,6 +47,7 @@
 #define STORE_READ (1u << 20)
 #define STORE_BACKLOG_BATCH 64
 #define STORE_RETRY_NS (30ull * 1000000000ull)
+#define STORE_DROP_RETRY_NS (200ull * 1000000ull)
 
 static int collect(uint64_t off, uint64_t len, void *ud)
 {
@@ -285,6 +288,16 @@ static int candidate_ranges(struct store_state *st, const struct cat_snapshot *s
 }
 #endif
 
+/* The export's progress callback (each piece): the gate inside a long
+ * export, so it too pauses for a snapshot create. objstore calls it one
+ * call at a time under its progress lock, so every worker stops at its
+ * next piece. */
+static void export_progress(void *ud, const struct objstore_progress *p)
+{
+    (void)p;
+    store_gate(ud);
+}
+
 /* Move snapshot ID. 1 moved, 0 nothing to do, -ENOSPC no room, -errno. */
 static int move_one(struct store_state *st, const char *id)
 {
@@ -368,6 +381,8 @@ static int move_one(struct store_state *st, const char *id)
         .fd = fd, .size = s->size_bytes, .ranges = ranges, .nranges = next,
         .parent = pi.manifest, .snapshot_uuid = s->id, .volume_name = s->volume_name,
         .created_ns = s->created_ns, .parallelism = 2, .cancel = &st->cancel,
+        .progress = (st->exp & STORE_EXP_NOGATE) ? NULL : export_progress, .progress_ud = st,
+        .progress_each_chunk = true,
     };
     struct objstore_export_result res = {0};
     uint64_t t0 = now_mono_ns();
@@ -441,6 +456,34 @@ out:
 }
 
 /* --- dropping subvolumes --------------------------------------------------------- */
+
+/* Pacing the drops: btrfs frees a deleted subvolume in its cleaner thread
+ * after the deleting transaction commits, and every snapshot's commit
+ * carries the delayed reference updates of what the cleaner freed since
+ * the last one; drops queued faster than the cleaner frees them pile up
+ * into bursts. So a drop waits until the cleaner's queue of deleted
+ * subvolumes is empty (BTRFS_IOC_SUBVOL_SYNC_WAIT, COUNT mode: Linux 6.8;
+ * not asking, it does not block): at most one is in flight. Older
+ * kernels and other filesystems: no pacing. */
+#ifndef BTRFS_IOC_SUBVOL_SYNC_WAIT
+struct btrfs_ioctl_subvol_wait {
+    __u64 subvolid;
+    __u32 mode;
+    __u32 count;
+};
+#define BTRFS_SUBVOL_SYNC_COUNT 2
+#define BTRFS_IOC_SUBVOL_SYNC_WAIT _IOW(BTRFS_IOCTL_MAGIC, 65, struct btrfs_ioctl_subvol_wait)
+#endif
+
+static bool cleaner_busy(struct store_state *st)
+{
+    if (st->exp & STORE_EXP_NODROPPACE)
+        return false;
+    struct btrfs_ioctl_subvol_wait w = { .mode = BTRFS_SUBVOL_SYNC_COUNT };
+    if (ioctl(st->d->pool->dirfd, BTRFS_IOC_SUBVOL_SYNC_WAIT, &w) < 0)
+        return false;
+    return w.count > 0;
+}
 
 /* 1 dropped, 0 left (pinned, attached, changed), -errno. */
 static int drop_one(struct store_state *st, const char *id)
@@ -521,8 +564,11 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
      * rest of their chain waits (each export builds on the previous). */
     char **skip = NULL;
     size_t nskip = 0;
+    /* One move a pass (unless A/B says otherwise), so the defragmenter's
+     * interleaved steps and the drops keep up with a busy backlog. */
+    bool one = !(st->exp & STORE_EXP_NOINTERLEAVE);
     if (cat_store_backlog(d->cat, STORE_BACKLOG_BATCH, &ids) == 0) {
-        for (size_t i = 0; ids[i] && !st->stop; i++) {
+        for (size_t i = 0; ids[i] && !st->stop && !(one && did); i++) {
             struct cat_snapshot *s = NULL;
             if (cat_snapshot_get(d->cat, ids[i], &s) < 0)
                 continue;
@@ -530,6 +576,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
                 cat_snapshot_free(s);
                 continue;
             }
+            store_gate(st);
             int r = move_one(st, ids[i]);
             if (r > 0) {
                 did++;
@@ -556,6 +603,16 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
     ids = NULL;
     if (!st->stop && cat_store_droppable(d->cat, st->opts.resident, &ids) == 0) {
         for (size_t i = 0; ids[i] && !st->stop; i++) {
+            if (cleaner_busy(st)) {
+                /* The next pass tries again (soon: the cleaner runs after
+                 * each commit, and every snapshot is one). */
+                st->drops_paced++;
+                uint64_t at = now_mono_ns() + STORE_DROP_RETRY_NS;
+                if (!*ret_retry_ns || at < *ret_retry_ns)
+                    *ret_retry_ns = at;
+                break;
+            }
+            store_gate(st);
             int r = drop_one(st, ids[i]);
             if (r > 0)
                 did++;
@@ -571,6 +628,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
     st->deleted_manifests = 0;
     pthread_mutex_unlock(&st->lock);
     if (gc && !st->stop) {
+        store_gate(st);
         struct objstore_gc_result g = {0};
         int r = objstore_gc(st->mover_repo, 0, &g);
         if (r < 0)

@@ -123,6 +123,67 @@ void store_end_drop(struct store_state *st)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* --- the gate: snapshot creates first ------------------------------------------ */
+
+void store_create_begin(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->creating++;
+    if (st->exp & STORE_EXP_DRAIN) {
+        /* (A/B only) wait for the mover to reach the gate or be idle. */
+        uint64_t end = now_mono_ns() + 100 * 1000000ull;
+        while (!st->gate_waiting && !st->idle && now_mono_ns() < end) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_nsec += 5 * 1000000;
+            if (ts.tv_nsec >= 1000000000) {
+                ts.tv_sec++;
+                ts.tv_nsec -= 1000000000;
+            }
+            pthread_cond_timedwait(&st->changed, &st->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+void store_create_end(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    if (st->creating > 0 && --st->creating == 0)
+        pthread_cond_broadcast(&st->gate);
+    pthread_mutex_unlock(&st->lock);
+}
+
+bool store_gate(struct store_state *st)
+{
+    if (st->exp & STORE_EXP_NOGATE)
+        return false;
+    pthread_mutex_lock(&st->lock);
+    bool paused = st->creating > 0 && !st->stop;
+    if (paused) {
+        st->gate_pauses++;
+        st->gate_waiting = true;
+        pthread_cond_broadcast(&st->changed);
+        uint64_t end = now_mono_ns() + STORE_GATE_MAX_NS;
+        struct timespec ts = { .tv_sec = (time_t)(end / 1000000000ull),
+                               .tv_nsec = (long)(end % 1000000000ull) };
+        while (st->creating > 0 && !st->stop &&
+               pthread_cond_timedwait(&st->gate, &st->lock, &ts) != ETIMEDOUT)
+            ;
+        st->gate_waiting = false;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (paused)
+        store_crashpoint("store-gate:paused");
+    return paused;
+}
+
 /* --- the mover thread ------------------------------------------------------------ */
 
 void store_kick(struct amberd *d)
@@ -137,20 +198,42 @@ void store_kick(struct amberd *d)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* One defragmenter step if one is due: after a pass that did nothing, or
+ * (interleaved) every STORE_DEFRAG_PAUSE_NS between the mover's moves, so
+ * a mover that never runs out of work does not leave the live image to
+ * fragment. Sets *retry to when the next one is due. */
+static void maybe_defrag(struct store_state *st, int did, uint64_t *retry)
+{
+    if (!st->opts.defrag)
+        return;
+    uint64_t now = now_mono_ns();
+    if (did > 0 && (st->exp & STORE_EXP_NOINTERLEAVE))
+        return;
+    if (now < st->defrag_next_ns) {
+        if (did == 0 && st->defrag_busy && (!*retry || st->defrag_next_ns < *retry))
+            *retry = st->defrag_next_ns;
+        return;
+    }
+    store_gate(st);
+    st->defrag_busy = store_defrag_step(st) > 0;
+    if (st->defrag_busy) {
+        st->defrag_next_ns = now_mono_ns() + STORE_DEFRAG_PAUSE_NS;
+        if (did == 0 && (!*retry || st->defrag_next_ns < *retry))
+            *retry = st->defrag_next_ns;
+    }
+}
+
 static void *mover_main(void *arg)
 {
     struct store_state *st = arg;
+    pthread_setname_np(pthread_self(), "amber-mover");
     pthread_mutex_lock(&st->lock);
     while (!st->stop) {
         uint64_t kicks = st->kicks;
         pthread_mutex_unlock(&st->lock);
         uint64_t retry = 0;
         int did = store_pass(st, &retry);
-        if (did == 0 && st->opts.defrag && store_defrag_step(st) > 0) {
-            uint64_t at = now_mono_ns() + STORE_DEFRAG_PAUSE_NS;
-            if (!retry || at < retry)
-                retry = at;
-        }
+        maybe_defrag(st, did, &retry);
         pthread_mutex_lock(&st->lock);
         st->retry_at_ns = retry;
         if (did > 0)
@@ -252,6 +335,7 @@ static void state_free(struct store_state *st)
     pthread_mutex_destroy(&st->ext_lock);
     pthread_cond_destroy(&st->cond);
     pthread_cond_destroy(&st->changed);
+    pthread_cond_destroy(&st->gate);
     free(st);
 }
 
@@ -272,7 +356,20 @@ int store_start(struct amberd *d, const struct store_opts *o)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&st->cond, &ca);
+    pthread_cond_init(&st->gate, &ca);
     pthread_condattr_destroy(&ca);
+    const char *exp = getenv("AMBER_STORE_EXP");
+    if (exp) {
+        static const struct { const char *name; unsigned bit; } names[] = {
+            { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
+            { "nodroppace", STORE_EXP_NODROPPACE }, { "drain", STORE_EXP_DRAIN },
+            { "presync", STORE_EXP_PRESYNC }, { "nosweep", STORE_EXP_NOSWEEP },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+            if (strstr(exp, names[i].name))
+                st->exp |= names[i].bit;
+        log_info("store", "AMBER_STORE_EXP=%s (bench switches)", exp);
+    }
     pthread_cond_init(&st->changed, NULL);
     _cleanup_free_ char *dir = xasprintf("%s/%s", d->pool_dir, STORE_RELPATH);
     st->url = xasprintf("file://%s", dir);
@@ -387,6 +484,8 @@ int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_
         ret->defrag_bytes = st->defrag_bytes;
         ret->blocked = st->nblocked;
         ret->idle = st->idle;
+        ret->gate_pauses = st->gate_pauses;
+        ret->defrag_sweeps = st->defrag_sweeps;
         pthread_mutex_unlock(&st->lock);
     }
     return 0;

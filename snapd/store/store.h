@@ -49,6 +49,13 @@ int store_run(struct amberd *d);
 void store_stop(struct amberd *d);
 /* Wake the mover: a snapshot was made, something was freed or released. */
 void store_kick(struct amberd *d);
+/* The gate: a snapshot create brackets its pool snapshot (and the catalog
+ * commits around it) with these. While one is open the mover's background
+ * work (exports, subvolume drops, defragmenter steps, gc) pauses at its
+ * next step boundary, so the snapshot's transaction commit carries none of
+ * it. Nesting and concurrent creates are fine (a count). */
+void store_create_begin(struct amberd *d);
+void store_create_end(struct amberd *d);
 
 /* At start, before store_start: finish a store intent left by a crash
  * (recover.c calls it for ops starting with "store_"); 0 or -errno. */
@@ -125,6 +132,8 @@ struct store_status {
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes;
     uint64_t blocked;           /* snapshots waiting for room in the pool */
     bool idle;                  /* the last pass found nothing it could do */
+    uint64_t gate_pauses;       /* the mover paused for a snapshot create */
+    uint64_t defrag_sweeps;     /* full defragmenter sweeps of a volume's image */
 };
 /* The store's counters; with WAIT, first wait (up to TIMEOUT_MS) until a
  * full pass of the mover started after this call found nothing to do:
