@@ -7,7 +7,10 @@ are kept (1000; QUICK 100), the other none. Measured on both in the same run:
 the application's write p99 and max latency, the seconds of the run with a
 write slower than 50 ms, and afterwards 4k random-write IOPS and 1M
 sequential read (reference, snapshotted, reference again: the ratio is
-against the mean of the two references, their drift is printed). Snapshot
+against the mean of the two references, their drift is printed), both
+immediately and once the snapshot store settled (nothing left to move, the
+defragmenter's full sweep of the image done; how long that took is
+printed). Snapshot
 create latency per count bucket, as the client sees it on a kept gRPC
 connection (python3-grpcio; amberctl with its process start otherwise) and
 as the daemon logs it. Then the clone of the oldest and of the newest
@@ -164,22 +167,40 @@ def case(b, M):
                                              other["write_max_ms"] or 0, app["seconds_with_slow_write"],
                                              other["seconds_with_slow_write"]))
 
-    # Afterwards: the two volumes' speed, reference / snapshotted / reference.
-    # Sequential read first: it sees the layout the time machine left; the
-    # random writes after it are copy-on-write against the last snapshot.
-    after = {}
+    # Afterwards: the two volumes' speed, reference / snapshotted / reference,
+    # twice: immediately (the store still moving the last snapshots, the
+    # defragmenter not yet at its full sweep of the image), then once the
+    # store settled (`amberctl store status --wait --settle`: nothing left to
+    # move or drop, every volume whose snapshots stopped swept once), with how
+    # long settling took. Sequential read first: it sees the layout the time
+    # machine left; the random writes after it are copy-on-write against the
+    # last snapshot.
     mcfg = copy.copy(cfg)
     mcfg.runtime = max(cfg.runtime, 3.0)   # QUICK's 1.5 s is too noisy for a ratio
-    for p in ("seqread-1m", "randwrite-4k"):
-        r1 = M.run_profile(mcfg, p, rdev, "tm-ref1")
-        a = M.run_profile(mcfg, p, dev, "tm-vol")
-        r2 = M.run_profile(mcfg, p, rdev, "tm-ref2")
-        base = (r1["iops"] + r2["iops"]) / 2
-        after[p] = {"ref": [r1, r2], "vol": a, "ratio": a["iops"] / base if base else None,
-                    "ref_drift": max(r1["iops"], r2["iops"]) / max(min(r1["iops"], r2["iops"]), 1e-9)}
-        M.log("time machine, after: %s %.0f IOPS vs %.0f/%.0f on the other volume (%.2fx)" % (
-            p, a["iops"], r1["iops"], r2["iops"], after[p]["ratio"] or 0))
-    tm["after"] = after
+
+    def afterwards(tag):
+        res = {}
+        for p in ("seqread-1m", "randwrite-4k"):
+            r1 = M.run_profile(mcfg, p, rdev, "tm-ref1" + tag)
+            a = M.run_profile(mcfg, p, dev, "tm-vol" + tag)
+            r2 = M.run_profile(mcfg, p, rdev, "tm-ref2" + tag)
+            base = (r1["iops"] + r2["iops"]) / 2
+            res[p] = {"ref": [r1, r2], "vol": a, "ratio": a["iops"] / base if base else None,
+                      "ref_drift": max(r1["iops"], r2["iops"]) / max(min(r1["iops"], r2["iops"]), 1e-9)}
+            M.log("time machine, after%s: %s %.0f IOPS vs %.0f/%.0f on the other volume (%.2fx)" % (
+                tag or " (immediately)", p, a["iops"], r1["iops"], r2["iops"], res[p]["ratio"] or 0))
+        return res
+    tm["after"] = afterwards("")
+    b.res.save()
+    try:
+        t0 = time.perf_counter()
+        st = b.ctl("store", "status", "--wait", "--settle")
+        tm["settle_s"] = round(time.perf_counter() - t0, 2)
+        tm["store_status"] = st
+        M.log("time machine: the store settled %.1f s after the immediate figures (%s)" % (tm["settle_s"], st))
+        tm["after_settled"] = afterwards("-settled")
+    except Exception as e:  # an older amberd without --settle, or the store off
+        M.log("time machine: no settled figures (%s)" % e)
     b.res.save()
 
     # Clone of the oldest snapshot (the one a snapshot store moved out of the

@@ -601,12 +601,14 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
     free(skip);
 
     ids = NULL;
+    st->drop_waiting = false;
     if (!st->stop && cat_store_droppable(d->cat, st->opts.resident, &ids) == 0) {
         for (size_t i = 0; ids[i] && !st->stop; i++) {
             if (cleaner_busy(st)) {
                 /* The next pass tries again (soon: the cleaner runs after
                  * each commit, and every snapshot is one). */
                 st->drops_paced++;
+                st->drop_waiting = true;
                 uint64_t at = now_mono_ns() + STORE_DROP_RETRY_NS;
                 if (!*ret_retry_ns || at < *ret_retry_ns)
                     *ret_retry_ns = at;

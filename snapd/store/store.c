@@ -132,6 +132,20 @@ void store_create_begin(struct amberd *d)
         return;
     pthread_mutex_lock(&st->lock);
     st->creating++;
+    if (st->test_gate_hold) {
+        /* Tests: make the mover reach the gate while this create is open
+         * (it pauses at its next step boundary; kicked, it is at one). */
+        st->kicks++;
+        st->idle = false;
+        pthread_cond_signal(&st->cond);
+        uint64_t end = now_mono_ns() + 10000ull * 1000000ull;   /* a broken gate: give up */
+        while (!st->gate_waiting && now_mono_ns() < end) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&st->changed, &st->lock, &ts);
+        }
+    }
     if (st->exp & STORE_EXP_DRAIN) {
         /* (A/B only) wait for the mover to reach the gate or be idle. */
         uint64_t end = now_mono_ns() + 100 * 1000000ull;
@@ -210,12 +224,12 @@ static void maybe_defrag(struct store_state *st, int did, uint64_t *retry)
     if (did > 0 && (st->exp & STORE_EXP_NOINTERLEAVE))
         return;
     if (now < st->defrag_next_ns) {
-        if (did == 0 && st->defrag_busy && (!*retry || st->defrag_next_ns < *retry))
+        if (did == 0 && (st->defrag_busy || st->sweep_pending) && (!*retry || st->defrag_next_ns < *retry))
             *retry = st->defrag_next_ns;
         return;
     }
     store_gate(st);
-    st->defrag_busy = store_defrag_step(st) > 0;
+    st->defrag_busy = store_defrag_step(st, did == 0 && !st->drop_waiting, retry) > 0;
     if (st->defrag_busy) {
         st->defrag_next_ns = now_mono_ns() + STORE_DEFRAG_PAUSE_NS;
         if (did == 0 && (!*retry || st->defrag_next_ns < *retry))
@@ -232,14 +246,17 @@ static void *mover_main(void *arg)
         uint64_t kicks = st->kicks;
         pthread_mutex_unlock(&st->lock);
         uint64_t retry = 0;
+        store_gate(st);
         int did = store_pass(st, &retry);
         maybe_defrag(st, did, &retry);
         pthread_mutex_lock(&st->lock);
         st->retry_at_ns = retry;
         if (did > 0)
             continue;
-        /* Nothing could be done: idle until kicked (or the retry is due). */
+        /* Nothing could be done: idle until kicked (or the retry is due).
+         * Settled: not even a defragmenter step, sweep or paced drop. */
         st->idle = true;
+        st->settled = !st->defrag_busy && !st->sweep_pending && !st->drop_waiting;
         st->idle_kicks = kicks;
         pthread_cond_broadcast(&st->changed);
         if (st->kicks != kicks || st->stop)
@@ -326,6 +343,7 @@ static void state_free(struct store_state *st)
         free(b);
     }
     free(st->dropping);
+    store_sweeps_free(st);
     free(st->url);
     if (st->passphrase)
         explicit_bzero(st->passphrase, strlen(st->passphrase));
@@ -358,6 +376,7 @@ int store_start(struct amberd *d, const struct store_opts *o)
     pthread_cond_init(&st->cond, &ca);
     pthread_cond_init(&st->gate, &ca);
     pthread_condattr_destroy(&ca);
+    st->test_gate_hold = getenv("AMBER_TEST_GATE_HOLD") != NULL;
     const char *exp = getenv("AMBER_STORE_EXP");
     if (exp) {
         static const struct { const char *name; unsigned bit; } names[] = {
@@ -447,7 +466,8 @@ void store_stop(struct amberd *d)
 
 /* --- status ---------------------------------------------------------------------- */
 
-int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret)
+int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeout_ms,
+                        struct store_status *ret)
 {
     struct store_state *st = S(d);
     memset(ret, 0, sizeof *ret);
@@ -464,7 +484,7 @@ int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_
         ts.tv_sec = (time_t)(at / 1000000000ull);
         ts.tv_nsec = (long)(at % 1000000000ull);
         int r = 0;
-        while (!(st->idle && st->idle_kicks >= want) && r == 0)
+        while (!(st->idle && st->idle_kicks >= want && (!settle || st->settled)) && r == 0)
             r = pthread_cond_timedwait(&st->changed, &st->lock, &ts);
         pthread_mutex_unlock(&st->lock);
         if (r == ETIMEDOUT)
@@ -486,6 +506,7 @@ int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_
         ret->idle = st->idle;
         ret->gate_pauses = st->gate_pauses;
         ret->defrag_sweeps = st->defrag_sweeps;
+        ret->settled = st->idle && st->settled;
         pthread_mutex_unlock(&st->lock);
     }
     return 0;

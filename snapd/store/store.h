@@ -134,11 +134,18 @@ struct store_status {
     bool idle;                  /* the last pass found nothing it could do */
     uint64_t gate_pauses;       /* the mover paused for a snapshot create */
     uint64_t defrag_sweeps;     /* full defragmenter sweeps of a volume's image */
+    bool settled;               /* idle, and no defragmenter step, sweep or paced drop left */
 };
 /* The store's counters; with WAIT, first wait (up to TIMEOUT_MS) until a
- * full pass of the mover started after this call found nothing to do:
- * -ETIMEDOUT otherwise. */
-int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret);
+ * full pass of the mover started after this call found nothing to do
+ * (with SETTLE also nothing for the defragmenter: no sweep due or running,
+ * no drop waiting for the cleaner): -ETIMEDOUT otherwise. */
+int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeout_ms,
+                        struct store_status *ret);
+static inline int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret)
+{
+    return store_status_settle(d, wait, false, timeout_ms, ret);
+}
 
 /* api-store.c: amber.v1.Amber/StoreStatus on the node socket. */
 extern const struct rpc_method store_api_methods[];
