@@ -79,6 +79,21 @@ def _app_stats(M, wr, rd, t0, t1):
             "seconds_with_slow_write": len(slow), "slow_write_seconds": slow}
 
 
+def _extents(b, vol):
+    """Extents of VOL's live image (filefrag: FIEMAP, synced), or None."""
+    try:
+        vid = b.ctl("volume", "show", vol)["id"]
+        out = M_run(["filefrag", os.path.join(b.pool, "vols", vid, "disk")])
+        return int(out.rsplit(":", 1)[1].split()[0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def M_run(argv):
+    import subprocess
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+
+
 def case(b, M):
     cfg = b.cfg
     size = cfg.tm_size
@@ -155,6 +170,11 @@ def case(b, M):
           "size_bytes": size, "seconds": round(t_end - t_start, 1), "how": how, "error": err,
           "app": app, "other": other, "quiet": quiet, "quiet_s": cfg.tm_quiet, "buckets": buckets,
           "series": [[n, round((t1 - t0) * 1e3, 2), round(s * 1e3, 2)] for (n, t0, t1, _), s in zip(taken, stalls)]}
+    try:   # the store right at the end: what is still resident, not yet stored
+        tm["store_at_end"] = b.ctl("store", "status")
+    except Exception:  # noqa: BLE001
+        pass
+    tm["extents_at_end"] = {"vol": _extents(b, vol), "other": _extents(b, ref)}
     kept = b.ctl("snapshot", "list", "--volume", vol)
     tm["kept"] = len(kept) if isinstance(kept, list) else None
     if err:
@@ -197,7 +217,9 @@ def case(b, M):
         st = b.ctl("store", "status", "--wait", "--settle")
         tm["settle_s"] = round(time.perf_counter() - t0, 2)
         tm["store_status"] = st
-        M.log("time machine: the store settled %.1f s after the immediate figures (%s)" % (tm["settle_s"], st))
+        tm["extents_settled"] = {"vol": _extents(b, vol), "other": _extents(b, ref)}
+        M.log("time machine: the store settled %.1f s after the immediate figures (%s); image extents at the "
+              "end %s, settled %s" % (tm["settle_s"], st, tm["extents_at_end"], tm["extents_settled"]))
         tm["after_settled"] = afterwards("-settled")
     except Exception as e:  # an older amberd without --settle, or the store off
         M.log("time machine: no settled figures (%s)" % e)

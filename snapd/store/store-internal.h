@@ -77,6 +77,7 @@ struct store_state {
 #define STORE_EXP_DRAIN        8u
 #define STORE_EXP_PRESYNC      16u
 #define STORE_EXP_NOSWEEP      32u
+#define STORE_EXP_DROPSYNC     64u
 
 /* The mover's side of the gate: wait while a snapshot create is open (at
  * most STORE_GATE_MAX_NS at a time, so a stream of creates cannot starve

@@ -520,6 +520,8 @@ static int drop_one(struct store_state *st, const char *id)
     r = pool_snap_delete(d->pool, s->volume_id, s->id);
     if (r == -ENOENT)
         r = 0;
+    if (r == 0 && (st->exp & STORE_EXP_DROPSYNC))
+        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);    /* (A/B) commit now: the cleaner starts */
     store_crashpoint("store-drop:pool");
     if (r < 0) {
         /* Attached after all (or the pool refused): keep it resident. */

@@ -383,6 +383,7 @@ int store_start(struct amberd *d, const struct store_opts *o)
             { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
             { "nodroppace", STORE_EXP_NODROPPACE }, { "drain", STORE_EXP_DRAIN },
             { "presync", STORE_EXP_PRESYNC }, { "nosweep", STORE_EXP_NOSWEEP },
+            { "dropsync", STORE_EXP_DROPSYNC },
         };
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
             if (strstr(exp, names[i].name))
