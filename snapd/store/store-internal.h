@@ -67,6 +67,7 @@ struct store_state {
     struct store_sweep *sweeps;     /* the mover's: per volume, the full sweep */
     bool sweep_pending;             /* a volume's sweep is due or running */
     bool drop_waiting;              /* a drop waits for the cleaner */
+    uint64_t last_drop_id, last_drop_ns;    /* the mover's last drop, until the cleaner freed it */
     bool settled;                   /* the last idle pass left nothing at all */
     unsigned exp;                   /* STORE_EXP_* (bench A/B switches, AMBER_STORE_EXP) */
 };
@@ -77,7 +78,6 @@ struct store_state {
 #define STORE_EXP_DRAIN        8u
 #define STORE_EXP_PRESYNC      16u
 #define STORE_EXP_NOSWEEP      32u
-#define STORE_EXP_DROPSYNC     64u
 
 /* The mover's side of the gate: wait while a snapshot create is open (at
  * most STORE_GATE_MAX_NS at a time, so a stream of creates cannot starve

@@ -34,6 +34,7 @@
  * were promised. */
 #include <fcntl.h>
 #include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <stdatomic.h>
 #include <string.h>
 #include <sys/ioctl.h>
@@ -458,31 +459,56 @@ out:
 /* --- dropping subvolumes --------------------------------------------------------- */
 
 /* Pacing the drops: btrfs frees a deleted subvolume in its cleaner thread
- * after the deleting transaction commits, and every snapshot's commit
- * carries the delayed reference updates of what the cleaner freed since
- * the last one; drops queued faster than the cleaner frees them pile up
- * into bursts. So a drop waits until the cleaner's queue of deleted
- * subvolumes is empty (BTRFS_IOC_SUBVOL_SYNC_WAIT, COUNT mode: Linux 6.8;
- * not asking, it does not block): at most one is in flight. Older
- * kernels and other filesystems: no pacing. */
-#ifndef BTRFS_IOC_SUBVOL_SYNC_WAIT
-struct btrfs_ioctl_subvol_wait {
-    __u64 subvolid;
-    __u32 mode;
-    __u32 count;
-};
-#define BTRFS_SUBVOL_SYNC_COUNT 2
-#define BTRFS_IOC_SUBVOL_SYNC_WAIT _IOW(BTRFS_IOCTL_MAGIC, 65, struct btrfs_ioctl_subvol_wait)
-#endif
+ * after the deleting transaction commits, and the commits after it carry
+ * the reference updates; drops queued faster than the cleaner frees them
+ * pile up into bursts. So after a drop the mover commits (BTRFS_IOC_SYNC,
+ * which also wakes the cleaner) and the next drop waits until the cleaner
+ * has freed that subvolume (its root item is gone from the root tree),
+ * STORE_DROP_WAIT_MAX_NS at most (a subvolume still in use elsewhere is
+ * not freed until released). Meanwhile the mover is not idle (a `store
+ * status --wait` waits for the drops too). Not btrfs: no pacing. */
+#define STORE_DROP_WAIT_MAX_NS (10000ull * 1000000ull)
+
+static uint64_t subvol_id(struct amberd *d, const char *vol, const char *snap)
+{
+    _cleanup_free_ char *path = pool_disk_path(d->pool, vol, snap);
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = 0;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct btrfs_ioctl_get_subvol_info_args info;
+    memset(&info, 0, sizeof info);
+    if (fd < 0 || ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &info) < 0)
+        return 0;
+    return info.treeid;
+}
+
+/* Whether subvolume ID's root item is still in the root tree. */
+static bool subvol_present(int dirfd, uint64_t id)
+{
+    struct btrfs_ioctl_search_args a;
+    memset(&a, 0, sizeof a);
+    a.key.tree_id = BTRFS_ROOT_TREE_OBJECTID;
+    a.key.min_objectid = a.key.max_objectid = id;
+    a.key.min_type = a.key.max_type = BTRFS_ROOT_ITEM_KEY;
+    a.key.max_offset = UINT64_MAX;
+    a.key.max_transid = UINT64_MAX;
+    a.key.nr_items = 1;
+    if (ioctl(dirfd, BTRFS_IOC_TREE_SEARCH, &a) < 0)
+        return false;
+    return a.key.nr_items > 0;
+}
 
 static bool cleaner_busy(struct store_state *st)
 {
-    if (st->exp & STORE_EXP_NODROPPACE)
+    if (!st->last_drop_id || (st->exp & STORE_EXP_NODROPPACE))
         return false;
-    struct btrfs_ioctl_subvol_wait w = { .mode = BTRFS_SUBVOL_SYNC_COUNT };
-    if (ioctl(st->d->pool->dirfd, BTRFS_IOC_SUBVOL_SYNC_WAIT, &w) < 0)
+    if (!subvol_present(st->d->pool->dirfd, st->last_drop_id) ||
+        now_mono_ns() - st->last_drop_ns > STORE_DROP_WAIT_MAX_NS) {
+        st->last_drop_id = 0;
         return false;
-    return w.count > 0;
+    }
+    return true;
 }
 
 /* 1 dropped, 0 left (pinned, attached, changed), -errno. */
@@ -517,11 +543,19 @@ static int drop_one(struct store_state *st, const char *id)
     if (r < 0)
         goto out;
     store_crashpoint("store-drop:intent");
+    uint64_t svid = subvol_id(d, s->volume_id, s->id);
     r = pool_snap_delete(d->pool, s->volume_id, s->id);
     if (r == -ENOENT)
         r = 0;
-    if (r == 0 && (st->exp & STORE_EXP_DROPSYNC))
-        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);    /* (A/B) commit now: the cleaner starts */
+    /* Commit the delete now and wake the cleaner (BTRFS_IOC_SYNC does
+     * both): the drop's own commit is the mover's, between snapshots, not
+     * the next snapshot's; and the cleaner starts at once instead of at the
+     * next commit interval (cleaner_busy waits for it). */
+    if (r == 0 && svid && !(st->exp & STORE_EXP_NODROPPACE)) {
+        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);
+        st->last_drop_id = svid;
+        st->last_drop_ns = now_mono_ns();
+    }
     store_crashpoint("store-drop:pool");
     if (r < 0) {
         /* Attached after all (or the pool refused): keep it resident. */

@@ -253,6 +253,13 @@ static void *mover_main(void *arg)
         st->retry_at_ns = retry;
         if (did > 0)
             continue;
+        if (st->drop_waiting && retry && !st->stop) {
+            /* A drop waits for the cleaner: not idle; look again soon. */
+            struct timespec ts = { .tv_sec = (time_t)(retry / 1000000000ull),
+                                   .tv_nsec = (long)(retry % 1000000000ull) };
+            pthread_cond_timedwait(&st->cond, &st->lock, &ts);
+            continue;
+        }
         /* Nothing could be done: idle until kicked (or the retry is due).
          * Settled: not even a defragmenter step, sweep or paced drop. */
         st->idle = true;
@@ -383,7 +390,6 @@ int store_start(struct amberd *d, const struct store_opts *o)
             { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
             { "nodroppace", STORE_EXP_NODROPPACE }, { "drain", STORE_EXP_DRAIN },
             { "presync", STORE_EXP_PRESYNC }, { "nosweep", STORE_EXP_NOSWEEP },
-            { "dropsync", STORE_EXP_DROPSYNC },
         };
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
             if (strstr(exp, names[i].name))
