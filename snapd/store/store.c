@@ -454,6 +454,19 @@ int store_run(struct amberd *d)
     return 0;
 }
 
+void store_interrupt(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->stop = true;
+    pthread_cond_broadcast(&st->cond);
+    pthread_cond_broadcast(&st->gate);
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+}
+
 void store_stop(struct amberd *d)
 {
     struct store_state *st = S(d);
@@ -464,6 +477,8 @@ void store_stop(struct amberd *d)
         pthread_mutex_lock(&st->lock);
         st->stop = true;
         pthread_cond_broadcast(&st->cond);
+        pthread_cond_broadcast(&st->gate);
+        pthread_cond_broadcast(&st->changed);    /* status waiters end too */
         pthread_mutex_unlock(&st->lock);
         pthread_join(st->thread, NULL);
     }
@@ -491,7 +506,7 @@ int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeo
         ts.tv_sec = (time_t)(at / 1000000000ull);
         ts.tv_nsec = (long)(at % 1000000000ull);
         int r = 0;
-        while (!(st->idle && st->idle_kicks >= want && (!settle || st->settled)) && r == 0)
+        while (!(st->idle && st->idle_kicks >= want && (!settle || st->settled)) && !st->stop && r == 0)
             r = pthread_cond_timedwait(&st->changed, &st->lock, &ts);
         pthread_mutex_unlock(&st->lock);
         if (r == ETIMEDOUT)

@@ -45,6 +45,9 @@ struct store_opts {
 int store_start(struct amberd *d, const struct store_opts *o);
 /* After recovery: reconcile residency with the pool, start the mover. */
 int store_run(struct amberd *d);
+/* The daemon is stopping: the mover stops at its next step and every
+ * `store status --wait` returns, so the RPC server's handlers end. */
+void store_interrupt(struct amberd *d);
 /* Stop the mover (after the RPC server, before the catalog closes). */
 void store_stop(struct amberd *d);
 /* Wake the mover: a snapshot was made, something was freed or released. */
