@@ -58,6 +58,7 @@ struct store_state {
     unsigned creating;
     pthread_cond_t gate;
     bool gate_waiting;              /* the mover is paused at the gate */
+    bool behind;                    /* the backlog is longer than STORE_GATE_BEHIND */
     bool test_gate_hold;            /* AMBER_TEST_GATE_HOLD: a create waits for the mover to pause */
     uint64_t gate_pauses;
     uint64_t defrag_next_ns;        /* monotonic: the next defragmenter step is due */
@@ -78,11 +79,13 @@ struct store_state {
 #define STORE_EXP_DRAIN        8u
 #define STORE_EXP_PRESYNC      16u
 #define STORE_EXP_NOSWEEP      32u
+#define STORE_EXP_NOMOVESYNC   64u
 
 /* The mover's side of the gate: wait while a snapshot create is open (at
  * most STORE_GATE_MAX_NS at a time, so a stream of creates cannot starve
  * the mover for good). Returns true if it paused. */
 #define STORE_GATE_MAX_NS (2000ull * 1000000ull)
+#define STORE_GATE_BEHIND 8
 bool store_gate(struct store_state *st);
 
 static inline struct store_state *S(struct amberd *d) { return d->store; }

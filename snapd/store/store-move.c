@@ -434,6 +434,10 @@ static int move_one(struct store_state *st, const char *id)
     if (r < 0)
         goto out;
     store_crashpoint("store-move:done");
+    /* Commit the export now (between snapshots, outside the gate): the next
+     * snapshot's commit then carries only the application's writes. */
+    if (!(st->exp & STORE_EXP_NOMOVESYNC))
+        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);
     struct cat_snapshot *still = NULL;
     if (cat_snapshot_get(d->cat, id, &still) < 0) {
         objstore_delete_manifest(st->mover_repo, res.manifest);
@@ -604,6 +608,12 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
      * interleaved steps and the drops keep up with a busy backlog. */
     bool one = !(st->exp & STORE_EXP_NOINTERLEAVE);
     if (cat_store_backlog(d->cat, STORE_BACKLOG_BATCH, &ids) == 0) {
+        size_t nb = 0;
+        while (ids[nb])
+            nb++;
+        pthread_mutex_lock(&st->lock);
+        st->behind = nb > STORE_GATE_BEHIND;
+        pthread_mutex_unlock(&st->lock);
         for (size_t i = 0; ids[i] && !st->stop && !(one && did); i++) {
             struct cat_snapshot *s = NULL;
             if (cat_snapshot_get(d->cat, ids[i], &s) < 0)

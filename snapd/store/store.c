@@ -179,7 +179,11 @@ bool store_gate(struct store_state *st)
     if (st->exp & STORE_EXP_NOGATE)
         return false;
     pthread_mutex_lock(&st->lock);
-    bool paused = st->creating > 0 && !st->stop;
+    /* Behind (a backlog of more than STORE_GATE_BEHIND snapshots): the
+     * mover goes first, or on a busy machine it would starve behind the
+     * creates and the unstored snapshots, all resident, would cost the live
+     * volume far more than its work costs a create. */
+    bool paused = st->creating > 0 && !st->stop && !st->behind;
     if (paused) {
         st->gate_pauses++;
         st->gate_waiting = true;
@@ -390,6 +394,7 @@ int store_start(struct amberd *d, const struct store_opts *o)
             { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
             { "nodroppace", STORE_EXP_NODROPPACE }, { "drain", STORE_EXP_DRAIN },
             { "presync", STORE_EXP_PRESYNC }, { "nosweep", STORE_EXP_NOSWEEP },
+            { "nomovesync", STORE_EXP_NOMOVESYNC },
         };
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
             if (strstr(exp, names[i].name))
