@@ -2,10 +2,8 @@
  * several at one instant, optionally frozen), delete, and changed extents.
  * A snapshot records its parent (the volume's previous snapshot), the
  * pool's generation token for later diffs, its labels and size. */
-#include <fcntl.h>
 #include <string.h>
 #include <time.h>
-#include <unistd.h>
 
 #include "amber/log.h"
 #include "amber/util.h"
@@ -62,13 +60,6 @@ static int take_all(struct freeze_ctx *fc)
 {
     for (size_t i = 0; i < fc->n; i++) {
         struct snap_job *j = &fc->jobs[i];
-        const char *exp = getenv("AMBER_STORE_EXP");
-        if (exp && strstr(exp, "presync")) {
-            _cleanup_free_ char *img = pool_disk_path(fc->d->pool, j->vol->id, NULL);
-            _cleanup_close_ int fd = open(img, O_RDONLY | O_CLOEXEC);
-            if (fd >= 0)
-                (void)fdatasync(fd);
-        }
         int r = pool_snap_create(fc->d->pool, j->vol->id, j->id, &j->row.generation);
         if (r < 0)
             return r;

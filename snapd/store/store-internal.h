@@ -76,8 +76,6 @@ struct store_state {
 #define STORE_EXP_NOGATE       1u
 #define STORE_EXP_NOINTERLEAVE 2u
 #define STORE_EXP_NODROPPACE   4u
-#define STORE_EXP_DRAIN        8u
-#define STORE_EXP_PRESYNC      16u
 #define STORE_EXP_NOSWEEP      32u
 #define STORE_EXP_NOMOVESYNC   64u
 

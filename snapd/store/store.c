@@ -146,20 +146,6 @@ void store_create_begin(struct amberd *d)
             pthread_cond_timedwait(&st->changed, &st->lock, &ts);
         }
     }
-    if (st->exp & STORE_EXP_DRAIN) {
-        /* (A/B only) wait for the mover to reach the gate or be idle. */
-        uint64_t end = now_mono_ns() + 100 * 1000000ull;
-        while (!st->gate_waiting && !st->idle && now_mono_ns() < end) {
-            struct timespec ts;
-            clock_gettime(CLOCK_REALTIME, &ts);
-            ts.tv_nsec += 5 * 1000000;
-            if (ts.tv_nsec >= 1000000000) {
-                ts.tv_sec++;
-                ts.tv_nsec -= 1000000000;
-            }
-            pthread_cond_timedwait(&st->changed, &st->lock, &ts);
-        }
-    }
     pthread_mutex_unlock(&st->lock);
 }
 
@@ -392,8 +378,7 @@ int store_start(struct amberd *d, const struct store_opts *o)
     if (exp) {
         static const struct { const char *name; unsigned bit; } names[] = {
             { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
-            { "nodroppace", STORE_EXP_NODROPPACE }, { "drain", STORE_EXP_DRAIN },
-            { "presync", STORE_EXP_PRESYNC }, { "nosweep", STORE_EXP_NOSWEEP },
+            { "nodroppace", STORE_EXP_NODROPPACE }, { "nosweep", STORE_EXP_NOSWEEP },
             { "nomovesync", STORE_EXP_NOMOVESYNC },
         };
         for (size_t i = 0; i < ARRAY_SIZE(names); i++)
