@@ -224,10 +224,13 @@ def timemachine_table(tm):
     out.append("| I/O done (writes / reads per s) | %.0f / %.0f | %.0f / %.0f | | %s | | |" % (
         a["write_iops"], a["read_iops"], o["write_iops"], o["read_iops"],
         ("%.0f / %.0f" % (q["write_iops"], q["read_iops"])) if q else "–"))
-    for p, r in (tm.get("after") or {}).items():
-        out.append("| afterwards %s IOPS | %.0f | %.0f, %.0f (drift %.2f×) | %s | | | ≥ 0.9×: %s |" % (
-            p, r["vol"]["iops"], r["ref"][0]["iops"], r["ref"][1]["iops"], r["ref_drift"], _f(r["ratio"], "%.2f×"),
-            verdict(r["ratio"] is not None and r["ratio"] >= 0.9)))
+    settled = tm.get("after_settled")
+    for when, rows in (("afterwards" if not settled else "afterwards, immediately", tm.get("after")),
+                       ("afterwards, settled after %s s" % _f(tm.get("settle_s"), "%.1f"), settled)):
+        for p, r in (rows or {}).items():
+            out.append("| %s %s IOPS | %.0f | %.0f, %.0f (drift %.2f×) | %s | | | ≥ 0.9×: %s |" % (
+                when, p, r["vol"]["iops"], r["ref"][0]["iops"], r["ref"][1]["iops"], r["ref_drift"],
+                _f(r["ratio"], "%.2f×"), verdict(r["ratio"] is not None and r["ratio"] >= 0.9)))
     out.append("")
     if tm.get("buckets"):
         out.append("Snapshot create, client side; daemon: as amberd logs it; stall: the longest application write "

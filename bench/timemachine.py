@@ -7,7 +7,10 @@ are kept (1000; QUICK 100), the other none. Measured on both in the same run:
 the application's write p99 and max latency, the seconds of the run with a
 write slower than 50 ms, and afterwards 4k random-write IOPS and 1M
 sequential read (reference, snapshotted, reference again: the ratio is
-against the mean of the two references, their drift is printed). Snapshot
+against the mean of the two references, their drift is printed), both
+immediately and once the snapshot store settled (nothing left to move, the
+defragmenter's full sweep of the image done; how long that took is
+printed). Snapshot
 create latency per count bucket, as the client sees it on a kept gRPC
 connection (python3-grpcio; amberctl with its process start otherwise) and
 as the daemon logs it. Then the clone of the oldest and of the newest
@@ -74,6 +77,21 @@ def _app_stats(M, wr, rd, t0, t1):
             "write_max_ms": max(w) * 1e3 if w else None,
             "read_p99_ms": (M.pctl(r, 99) or 0) * 1e3, "read_max_ms": max(r) * 1e3 if r else None,
             "seconds_with_slow_write": len(slow), "slow_write_seconds": slow}
+
+
+def _extents(b, vol):
+    """Extents of VOL's live image (filefrag: FIEMAP, synced), or None."""
+    try:
+        vid = b.ctl("volume", "show", vol)["id"]
+        out = M_run(["filefrag", os.path.join(b.pool, "vols", vid, "disk")])
+        return int(out.rsplit(":", 1)[1].split()[0])
+    except Exception:  # noqa: BLE001
+        return None
+
+
+def M_run(argv):
+    import subprocess
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
 def case(b, M):
@@ -152,6 +170,11 @@ def case(b, M):
           "size_bytes": size, "seconds": round(t_end - t_start, 1), "how": how, "error": err,
           "app": app, "other": other, "quiet": quiet, "quiet_s": cfg.tm_quiet, "buckets": buckets,
           "series": [[n, round((t1 - t0) * 1e3, 2), round(s * 1e3, 2)] for (n, t0, t1, _), s in zip(taken, stalls)]}
+    try:   # the store right at the end: what is still resident, not yet stored
+        tm["store_at_end"] = b.ctl("store", "status")
+    except Exception:  # noqa: BLE001
+        pass
+    tm["extents_at_end"] = {"vol": _extents(b, vol), "other": _extents(b, ref)}
     kept = b.ctl("snapshot", "list", "--volume", vol)
     tm["kept"] = len(kept) if isinstance(kept, list) else None
     if err:
@@ -164,22 +187,42 @@ def case(b, M):
                                              other["write_max_ms"] or 0, app["seconds_with_slow_write"],
                                              other["seconds_with_slow_write"]))
 
-    # Afterwards: the two volumes' speed, reference / snapshotted / reference.
-    # Sequential read first: it sees the layout the time machine left; the
-    # random writes after it are copy-on-write against the last snapshot.
-    after = {}
+    # Afterwards: the two volumes' speed, reference / snapshotted / reference,
+    # twice: immediately (the store still moving the last snapshots, the
+    # defragmenter not yet at its full sweep of the image), then once the
+    # store settled (`amberctl store status --wait --settle`: nothing left to
+    # move or drop, every volume whose snapshots stopped swept once), with how
+    # long settling took. Sequential read first: it sees the layout the time
+    # machine left; the random writes after it are copy-on-write against the
+    # last snapshot.
     mcfg = copy.copy(cfg)
     mcfg.runtime = max(cfg.runtime, 3.0)   # QUICK's 1.5 s is too noisy for a ratio
-    for p in ("seqread-1m", "randwrite-4k"):
-        r1 = M.run_profile(mcfg, p, rdev, "tm-ref1")
-        a = M.run_profile(mcfg, p, dev, "tm-vol")
-        r2 = M.run_profile(mcfg, p, rdev, "tm-ref2")
-        base = (r1["iops"] + r2["iops"]) / 2
-        after[p] = {"ref": [r1, r2], "vol": a, "ratio": a["iops"] / base if base else None,
-                    "ref_drift": max(r1["iops"], r2["iops"]) / max(min(r1["iops"], r2["iops"]), 1e-9)}
-        M.log("time machine, after: %s %.0f IOPS vs %.0f/%.0f on the other volume (%.2fx)" % (
-            p, a["iops"], r1["iops"], r2["iops"], after[p]["ratio"] or 0))
-    tm["after"] = after
+
+    def afterwards(tag):
+        res = {}
+        for p in ("seqread-1m", "randwrite-4k"):
+            r1 = M.run_profile(mcfg, p, rdev, "tm-ref1" + tag)
+            a = M.run_profile(mcfg, p, dev, "tm-vol" + tag)
+            r2 = M.run_profile(mcfg, p, rdev, "tm-ref2" + tag)
+            base = (r1["iops"] + r2["iops"]) / 2
+            res[p] = {"ref": [r1, r2], "vol": a, "ratio": a["iops"] / base if base else None,
+                      "ref_drift": max(r1["iops"], r2["iops"]) / max(min(r1["iops"], r2["iops"]), 1e-9)}
+            M.log("time machine, after%s: %s %.0f IOPS vs %.0f/%.0f on the other volume (%.2fx)" % (
+                tag or " (immediately)", p, a["iops"], r1["iops"], r2["iops"], res[p]["ratio"] or 0))
+        return res
+    tm["after"] = afterwards("")
+    b.res.save()
+    try:
+        t0 = time.perf_counter()
+        st = b.ctl("store", "status", "--wait", "--settle")
+        tm["settle_s"] = round(time.perf_counter() - t0, 2)
+        tm["store_status"] = st
+        tm["extents_settled"] = {"vol": _extents(b, vol), "other": _extents(b, ref)}
+        M.log("time machine: the store settled %.1f s after the immediate figures (%s); image extents at the "
+              "end %s, settled %s" % (tm["settle_s"], st, tm["extents_at_end"], tm["extents_settled"]))
+        tm["after_settled"] = afterwards("-settled")
+    except Exception as e:  # an older amberd without --settle, or the store off
+        M.log("time machine: no settled figures (%s)" % e)
     b.res.save()
 
     # Clone of the oldest snapshot (the one a snapshot store moved out of the

@@ -8,15 +8,17 @@
 #include "cli/cli.h"
 
 static const char store_help[] =
-"Usage: amberctl store status [--wait] [--json]\n"
+"Usage: amberctl store status [--wait [--settle]] [--json]\n"
 "\n"
 "The pool's local snapshot store: how many snapshots are resident (btrfs\n"
 "subvolumes), how many are stored, how many wait to be stored (and of them\n"
 "how many wait for room), and what the mover did since the daemon started.\n"
-"--wait first waits until the mover has nothing left it can do.\n";
+"--wait first waits until the mover has nothing left it can do; --settle\n"
+"also until the defragmenter is done (every volume whose snapshots stopped\n"
+"swept once: the live images as fast as before).\n";
 
 struct stopts {
-    bool wait;
+    bool wait, settle;
 };
 
 static int on_opt(int o, const char *arg, void *data)
@@ -24,12 +26,15 @@ static int on_opt(int o, const char *arg, void *data)
     struct stopts *s = data;
     if (o == 'w')
         s->wait = true;
+    if (o == 's')
+        s->wait = s->settle = true;
     return 0;
 }
 
 static int store_status_cmd(struct cli *c, int argc, char **argv)
 {
-    static const struct option extra[] = { { "wait", no_argument, NULL, 'w' } };
+    static const struct option extra[] = { { "wait", no_argument, NULL, 'w' },
+                                            { "settle", no_argument, NULL, 's' } };
     struct stopts so = {0};
     int i = cli_getopt(c, argc, argv, extra, ARRAY_SIZE(extra), on_opt, &so, store_help);
     if (i < 0)
@@ -38,6 +43,7 @@ static int store_status_cmd(struct cli *c, int argc, char **argv)
         return cli_usage("store status: unexpected argument \"%s\"", argv[i]);
     Amber__V1__StoreStatusRequest req = AMBER__V1__STORE_STATUS_REQUEST__INIT;
     req.wait = so.wait;
+    req.settle = so.settle;
     req.timeout_ms = c->timeout_ms > 1000 ? c->timeout_ms - 1000 : c->timeout_ms;
     Amber__V1__StoreStatusResponse *r;
     if (cli_call(c, "/amber.v1.Amber/StoreStatus", &req.base,
@@ -58,6 +64,9 @@ static int store_status_cmd(struct cli *c, int argc, char **argv)
         json_u64(&j, "defrag_steps", r->defrag_steps);
         json_u64(&j, "defrag_bytes", r->defrag_bytes);
         json_bool(&j, "idle", r->idle);
+        json_u64(&j, "gate_pauses", r->gate_pauses);
+        json_u64(&j, "defrag_sweeps", r->defrag_sweeps);
+        json_bool(&j, "settled", r->settled);
         json_obj_end(&j);
         json_print(&j, stdout);
     } else {
@@ -70,6 +79,9 @@ static int store_status_cmd(struct cli *c, int argc, char **argv)
         printf("since start:  %llu moved, %llu dropped, %llu brought back, %llu defragment steps\n",
                (unsigned long long)r->moved, (unsigned long long)r->dropped,
                (unsigned long long)r->hydrated, (unsigned long long)r->defrag_steps);
+        printf("              %llu full sweeps, %llu pauses for a snapshot create%s\n",
+               (unsigned long long)r->defrag_sweeps, (unsigned long long)r->gate_pauses,
+               r->settled ? " (settled)" : "");
     }
     protobuf_c_message_free_unpacked(&r->base, NULL);
     return 0;

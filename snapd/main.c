@@ -396,6 +396,7 @@ int main(int argc, char **argv)
         log_error_errno(r, "scoped", "cannot restore the pods' API sockets");
     rpc_server_run(d.srv);
     log_info("amberd", "stopping");
+    store_interrupt(&d);
     sched_stop(&d);
     ret = 0;
     if (run) {

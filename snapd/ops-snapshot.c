@@ -91,7 +91,7 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "1 to 64 volumes at once");
     struct snap_job *jobs = xcalloc(n, sizeof *jobs);
     size_t locked = 0, existing = 0;
-    bool any_freeze = false;
+    bool any_freeze = false, gated = false;
     int r = 0;
     uint64_t now = now_real_ns();
 
@@ -173,6 +173,10 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         if (r < 0)
             goto out;
     }
+    /* The store's background work pauses until the snapshot is made and
+     * recorded: its commit then carries none of it (store.h). */
+    store_create_begin(d);
+    gated = true;
     r = cat_begin(d->cat);
     if (r < 0)
         goto catalog_err;
@@ -244,6 +248,8 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
     if (r < 0)
         goto catalog_err;
     crashpoint("snapshot-create:done");
+    store_create_end(d);
+    gated = false;
     store_kick(d);
     for (size_t i = 0; i < n; i++) {
         log_info("snapshot", "snapshot %s of %s id=%s%s took_ms=%.1f", jobs[i].name,
@@ -262,6 +268,8 @@ out:
             ret[i] = NULL;
         }
 out_keep:
+    if (gated)
+        store_create_end(d);
     for (size_t i = 0; i < n; i++) {
         if (i < locked)
             busy_release(d, jobs[i].vol->id);

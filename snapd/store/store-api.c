@@ -12,7 +12,7 @@ static int h_status(struct rpc_call *c, const ProtobufCMessage *m)
     const Amber__V1__StoreStatusRequest *q = (const void *)m;
     struct amberd *d = rpc_call_server_data(c);
     struct store_status s;
-    int r = store_status(d, q->wait, q->timeout_ms, &s);
+    int r = store_status_settle(d, q->wait, q->settle, q->timeout_ms, &s);
     if (r == -ETIMEDOUT)
         return rpc_error(c, RPC_DEADLINE_EXCEEDED, "the snapshot store's mover is still busy");
     if (r < 0)
@@ -30,6 +30,9 @@ static int h_status(struct rpc_call *c, const ProtobufCMessage *m)
     out.defrag_steps = s.defrag_steps;
     out.defrag_bytes = s.defrag_bytes;
     out.idle = s.idle;
+    out.gate_pauses = s.gate_pauses;
+    out.defrag_sweeps = s.defrag_sweeps;
+    out.settled = s.settled;
     return rpc_call_send(c, &out.base);
 }
 

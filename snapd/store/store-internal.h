@@ -10,6 +10,8 @@
 #include "amber/objstore.h"
 #include "snapd/store/store.h"
 
+struct store_sweep;
+
 struct store_pin {
     struct store_pin *next;
     char *id;
@@ -51,7 +53,38 @@ struct store_state {
     uint64_t nblocked;
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes, deleted_manifests;
     uint64_t defrag_cursor_vol;     /* round robin over volumes */
+    /* The gate (store_create_begin/end): creates open now; the mover waits
+     * on `gate` at its step boundaries while it is > 0. */
+    unsigned creating;
+    pthread_cond_t gate;
+    bool gate_waiting;              /* the mover is paused at the gate */
+    bool behind;                    /* the backlog is longer than STORE_GATE_BEHIND */
+    bool test_gate_hold;            /* AMBER_TEST_GATE_HOLD: a create waits for the mover to pause */
+    uint64_t gate_pauses;
+    uint64_t defrag_next_ns;        /* monotonic: the next defragmenter step is due */
+    bool defrag_busy;               /* the last step did work */
+    uint64_t defrag_sweeps;
+    uint64_t drops_paced;           /* passes that left a drop for the cleaner */
+    struct store_sweep *sweeps;     /* the mover's: per volume, the full sweep */
+    bool sweep_pending;             /* a volume's sweep is due or running */
+    bool drop_waiting;              /* a drop waits for the cleaner */
+    uint64_t last_drop_id, last_drop_ns;    /* the mover's last drop, until the cleaner freed it */
+    bool settled;                   /* the last idle pass left nothing at all */
+    unsigned exp;                   /* STORE_EXP_* (bench A/B switches, AMBER_STORE_EXP) */
 };
+
+#define STORE_EXP_NOGATE       1u
+#define STORE_EXP_NOINTERLEAVE 2u
+#define STORE_EXP_NODROPPACE   4u
+#define STORE_EXP_NOSWEEP      32u
+#define STORE_EXP_NOMOVESYNC   64u
+
+/* The mover's side of the gate: wait while a snapshot create is open (at
+ * most STORE_GATE_MAX_NS at a time, so a stream of creates cannot starve
+ * the mover for good). Returns true if it paused. */
+#define STORE_GATE_MAX_NS (2000ull * 1000000ull)
+#define STORE_GATE_BEHIND 8
+bool store_gate(struct store_state *st);
 
 static inline struct store_state *S(struct amberd *d) { return d->store; }
 
@@ -80,6 +113,11 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns);
  * then comes back after STORE_DEFRAG_PAUSE_NS (the throttle), or sooner
  * when kicked for real work. */
 #define STORE_DEFRAG_PAUSE_NS (50ull * 1000000ull)
-int store_defrag_step(struct store_state *st);
+/* IDLE: the mover had nothing else to do (then a volume whose snapshots
+ * stopped STORE_SWEEP_QUIET_NS ago gets its full sweep); *retry: when a
+ * sweep will be due. */
+#define STORE_SWEEP_QUIET_NS (2000ull * 1000000ull)
+int store_defrag_step(struct store_state *st, bool idle, uint64_t *retry);
+void store_sweeps_free(struct store_state *st);
 
 #endif

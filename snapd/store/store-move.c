@@ -33,8 +33,11 @@
  * against the pool's reserve, so the store never eats the room volumes
  * were promised. */
 #include <fcntl.h>
+#include <linux/btrfs.h>
+#include <linux/btrfs_tree.h>
 #include <stdatomic.h>
 #include <string.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 
 #include "amber/log.h"
@@ -45,6 +48,7 @@
 #define STORE_READ (1u << 20)
 #define STORE_BACKLOG_BATCH 64
 #define STORE_RETRY_NS (30ull * 1000000000ull)
+#define STORE_DROP_RETRY_NS (200ull * 1000000ull)
 
 static int collect(uint64_t off, uint64_t len, void *ud)
 {
@@ -285,6 +289,16 @@ static int candidate_ranges(struct store_state *st, const struct cat_snapshot *s
 }
 #endif
 
+/* The export's progress callback (each piece): the gate inside a long
+ * export, so it too pauses for a snapshot create. objstore calls it one
+ * call at a time under its progress lock, so every worker stops at its
+ * next piece. */
+static void export_progress(void *ud, const struct objstore_progress *p)
+{
+    (void)p;
+    store_gate(ud);
+}
+
 /* Move snapshot ID. 1 moved, 0 nothing to do, -ENOSPC no room, -errno. */
 static int move_one(struct store_state *st, const char *id)
 {
@@ -368,6 +382,8 @@ static int move_one(struct store_state *st, const char *id)
         .fd = fd, .size = s->size_bytes, .ranges = ranges, .nranges = next,
         .parent = pi.manifest, .snapshot_uuid = s->id, .volume_name = s->volume_name,
         .created_ns = s->created_ns, .parallelism = 2, .cancel = &st->cancel,
+        .progress = (st->exp & STORE_EXP_NOGATE) ? NULL : export_progress, .progress_ud = st,
+        .progress_each_chunk = true,
     };
     struct objstore_export_result res = {0};
     uint64_t t0 = now_mono_ns();
@@ -418,6 +434,10 @@ static int move_one(struct store_state *st, const char *id)
     if (r < 0)
         goto out;
     store_crashpoint("store-move:done");
+    /* Commit the export now (between snapshots, outside the gate): the next
+     * snapshot's commit then carries only the application's writes. */
+    if (!(st->exp & STORE_EXP_NOMOVESYNC))
+        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);
     struct cat_snapshot *still = NULL;
     if (cat_snapshot_get(d->cat, id, &still) < 0) {
         objstore_delete_manifest(st->mover_repo, res.manifest);
@@ -441,6 +461,59 @@ out:
 }
 
 /* --- dropping subvolumes --------------------------------------------------------- */
+
+/* Pacing the drops: btrfs frees a deleted subvolume in its cleaner thread
+ * after the deleting transaction commits, and the commits after it carry
+ * the reference updates; drops queued faster than the cleaner frees them
+ * pile up into bursts. So after a drop the mover commits (BTRFS_IOC_SYNC,
+ * which also wakes the cleaner) and the next drop waits until the cleaner
+ * has freed that subvolume (its root item is gone from the root tree),
+ * STORE_DROP_WAIT_MAX_NS at most (a subvolume still in use elsewhere is
+ * not freed until released). Meanwhile the mover is not idle (a `store
+ * status --wait` waits for the drops too). Not btrfs: no pacing. */
+#define STORE_DROP_WAIT_MAX_NS (10000ull * 1000000ull)
+
+static uint64_t subvol_id(struct amberd *d, const char *vol, const char *snap)
+{
+    _cleanup_free_ char *path = pool_disk_path(d->pool, vol, snap);
+    char *slash = strrchr(path, '/');
+    if (slash)
+        *slash = 0;
+    _cleanup_close_ int fd = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    struct btrfs_ioctl_get_subvol_info_args info;
+    memset(&info, 0, sizeof info);
+    if (fd < 0 || ioctl(fd, BTRFS_IOC_GET_SUBVOL_INFO, &info) < 0)
+        return 0;
+    return info.treeid;
+}
+
+/* Whether subvolume ID's root item is still in the root tree. */
+static bool subvol_present(int dirfd, uint64_t id)
+{
+    struct btrfs_ioctl_search_args a;
+    memset(&a, 0, sizeof a);
+    a.key.tree_id = BTRFS_ROOT_TREE_OBJECTID;
+    a.key.min_objectid = a.key.max_objectid = id;
+    a.key.min_type = a.key.max_type = BTRFS_ROOT_ITEM_KEY;
+    a.key.max_offset = UINT64_MAX;
+    a.key.max_transid = UINT64_MAX;
+    a.key.nr_items = 1;
+    if (ioctl(dirfd, BTRFS_IOC_TREE_SEARCH, &a) < 0)
+        return false;
+    return a.key.nr_items > 0;
+}
+
+static bool cleaner_busy(struct store_state *st)
+{
+    if (!st->last_drop_id || (st->exp & STORE_EXP_NODROPPACE))
+        return false;
+    if (!subvol_present(st->d->pool->dirfd, st->last_drop_id) ||
+        now_mono_ns() - st->last_drop_ns > STORE_DROP_WAIT_MAX_NS) {
+        st->last_drop_id = 0;
+        return false;
+    }
+    return true;
+}
 
 /* 1 dropped, 0 left (pinned, attached, changed), -errno. */
 static int drop_one(struct store_state *st, const char *id)
@@ -474,9 +547,19 @@ static int drop_one(struct store_state *st, const char *id)
     if (r < 0)
         goto out;
     store_crashpoint("store-drop:intent");
+    uint64_t svid = subvol_id(d, s->volume_id, s->id);
     r = pool_snap_delete(d->pool, s->volume_id, s->id);
     if (r == -ENOENT)
         r = 0;
+    /* Commit the delete now and wake the cleaner (BTRFS_IOC_SYNC does
+     * both): the drop's own commit is the mover's, between snapshots, not
+     * the next snapshot's; and the cleaner starts at once instead of at the
+     * next commit interval (cleaner_busy waits for it). */
+    if (r == 0 && svid && !(st->exp & STORE_EXP_NODROPPACE)) {
+        (void)ioctl(d->pool->dirfd, BTRFS_IOC_SYNC);
+        st->last_drop_id = svid;
+        st->last_drop_ns = now_mono_ns();
+    }
     store_crashpoint("store-drop:pool");
     if (r < 0) {
         /* Attached after all (or the pool refused): keep it resident. */
@@ -521,8 +604,17 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
      * rest of their chain waits (each export builds on the previous). */
     char **skip = NULL;
     size_t nskip = 0;
+    /* One move a pass (unless A/B says otherwise), so the defragmenter's
+     * interleaved steps and the drops keep up with a busy backlog. */
+    bool one = !(st->exp & STORE_EXP_NOINTERLEAVE);
     if (cat_store_backlog(d->cat, STORE_BACKLOG_BATCH, &ids) == 0) {
-        for (size_t i = 0; ids[i] && !st->stop; i++) {
+        size_t nb = 0;
+        while (ids[nb])
+            nb++;
+        pthread_mutex_lock(&st->lock);
+        st->behind = nb > STORE_GATE_BEHIND;
+        pthread_mutex_unlock(&st->lock);
+        for (size_t i = 0; ids[i] && !st->stop && !(one && did); i++) {
             struct cat_snapshot *s = NULL;
             if (cat_snapshot_get(d->cat, ids[i], &s) < 0)
                 continue;
@@ -530,6 +622,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
                 cat_snapshot_free(s);
                 continue;
             }
+            store_gate(st);
             int r = move_one(st, ids[i]);
             if (r > 0) {
                 did++;
@@ -554,8 +647,20 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
     free(skip);
 
     ids = NULL;
+    st->drop_waiting = false;
     if (!st->stop && cat_store_droppable(d->cat, st->opts.resident, &ids) == 0) {
         for (size_t i = 0; ids[i] && !st->stop; i++) {
+            if (cleaner_busy(st)) {
+                /* The next pass tries again (soon: the cleaner runs after
+                 * each commit, and every snapshot is one). */
+                st->drops_paced++;
+                st->drop_waiting = true;
+                uint64_t at = now_mono_ns() + STORE_DROP_RETRY_NS;
+                if (!*ret_retry_ns || at < *ret_retry_ns)
+                    *ret_retry_ns = at;
+                break;
+            }
+            store_gate(st);
             int r = drop_one(st, ids[i]);
             if (r > 0)
                 did++;
@@ -571,6 +676,7 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns)
     st->deleted_manifests = 0;
     pthread_mutex_unlock(&st->lock);
     if (gc && !st->stop) {
+        store_gate(st);
         struct objstore_gc_result g = {0};
         int r = objstore_gc(st->mover_repo, 0, &g);
         if (r < 0)

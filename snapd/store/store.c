@@ -123,6 +123,71 @@ void store_end_drop(struct store_state *st)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* --- the gate: snapshot creates first ------------------------------------------ */
+
+void store_create_begin(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->creating++;
+    if (st->test_gate_hold) {
+        /* Tests: make the mover reach the gate while this create is open
+         * (it pauses at its next step boundary; kicked, it is at one). */
+        st->kicks++;
+        st->idle = false;
+        pthread_cond_signal(&st->cond);
+        uint64_t end = now_mono_ns() + 10000ull * 1000000ull;   /* a broken gate: give up */
+        while (!st->gate_waiting && now_mono_ns() < end) {
+            struct timespec ts;
+            clock_gettime(CLOCK_REALTIME, &ts);
+            ts.tv_sec += 1;
+            pthread_cond_timedwait(&st->changed, &st->lock, &ts);
+        }
+    }
+    pthread_mutex_unlock(&st->lock);
+}
+
+void store_create_end(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    if (st->creating > 0 && --st->creating == 0)
+        pthread_cond_broadcast(&st->gate);
+    pthread_mutex_unlock(&st->lock);
+}
+
+bool store_gate(struct store_state *st)
+{
+    if (st->exp & STORE_EXP_NOGATE)
+        return false;
+    pthread_mutex_lock(&st->lock);
+    /* Behind (a backlog of more than STORE_GATE_BEHIND snapshots): the
+     * mover goes first, or on a busy machine it would starve behind the
+     * creates and the unstored snapshots, all resident, would cost the live
+     * volume far more than its work costs a create. */
+    bool paused = st->creating > 0 && !st->stop && !st->behind;
+    if (paused) {
+        st->gate_pauses++;
+        st->gate_waiting = true;
+        pthread_cond_broadcast(&st->changed);
+        uint64_t end = now_mono_ns() + STORE_GATE_MAX_NS;
+        struct timespec ts = { .tv_sec = (time_t)(end / 1000000000ull),
+                               .tv_nsec = (long)(end % 1000000000ull) };
+        while (st->creating > 0 && !st->stop &&
+               pthread_cond_timedwait(&st->gate, &st->lock, &ts) != ETIMEDOUT)
+            ;
+        st->gate_waiting = false;
+    }
+    pthread_mutex_unlock(&st->lock);
+    if (paused)
+        store_crashpoint("store-gate:paused");
+    return paused;
+}
+
 /* --- the mover thread ------------------------------------------------------------ */
 
 void store_kick(struct amberd *d)
@@ -137,26 +202,58 @@ void store_kick(struct amberd *d)
     pthread_mutex_unlock(&st->lock);
 }
 
+/* One defragmenter step if one is due: after a pass that did nothing, or
+ * (interleaved) every STORE_DEFRAG_PAUSE_NS between the mover's moves, so
+ * a mover that never runs out of work does not leave the live image to
+ * fragment. Sets *retry to when the next one is due. */
+static void maybe_defrag(struct store_state *st, int did, uint64_t *retry)
+{
+    if (!st->opts.defrag)
+        return;
+    uint64_t now = now_mono_ns();
+    if (did > 0 && (st->exp & STORE_EXP_NOINTERLEAVE))
+        return;
+    if (now < st->defrag_next_ns) {
+        if (did == 0 && (st->defrag_busy || st->sweep_pending) && (!*retry || st->defrag_next_ns < *retry))
+            *retry = st->defrag_next_ns;
+        return;
+    }
+    store_gate(st);
+    st->defrag_busy = store_defrag_step(st, did == 0 && !st->drop_waiting, retry) > 0;
+    if (st->defrag_busy) {
+        st->defrag_next_ns = now_mono_ns() + STORE_DEFRAG_PAUSE_NS;
+        if (did == 0 && (!*retry || st->defrag_next_ns < *retry))
+            *retry = st->defrag_next_ns;
+    }
+}
+
 static void *mover_main(void *arg)
 {
     struct store_state *st = arg;
+    pthread_setname_np(pthread_self(), "amber-mover");
     pthread_mutex_lock(&st->lock);
     while (!st->stop) {
         uint64_t kicks = st->kicks;
         pthread_mutex_unlock(&st->lock);
         uint64_t retry = 0;
+        store_gate(st);
         int did = store_pass(st, &retry);
-        if (did == 0 && st->opts.defrag && store_defrag_step(st) > 0) {
-            uint64_t at = now_mono_ns() + STORE_DEFRAG_PAUSE_NS;
-            if (!retry || at < retry)
-                retry = at;
-        }
+        maybe_defrag(st, did, &retry);
         pthread_mutex_lock(&st->lock);
         st->retry_at_ns = retry;
         if (did > 0)
             continue;
-        /* Nothing could be done: idle until kicked (or the retry is due). */
+        if (st->drop_waiting && retry && !st->stop) {
+            /* A drop waits for the cleaner: not idle; look again soon. */
+            struct timespec ts = { .tv_sec = (time_t)(retry / 1000000000ull),
+                                   .tv_nsec = (long)(retry % 1000000000ull) };
+            pthread_cond_timedwait(&st->cond, &st->lock, &ts);
+            continue;
+        }
+        /* Nothing could be done: idle until kicked (or the retry is due).
+         * Settled: not even a defragmenter step, sweep or paced drop. */
         st->idle = true;
+        st->settled = !st->defrag_busy && !st->sweep_pending && !st->drop_waiting;
         st->idle_kicks = kicks;
         pthread_cond_broadcast(&st->changed);
         if (st->kicks != kicks || st->stop)
@@ -243,6 +340,7 @@ static void state_free(struct store_state *st)
         free(b);
     }
     free(st->dropping);
+    store_sweeps_free(st);
     free(st->url);
     if (st->passphrase)
         explicit_bzero(st->passphrase, strlen(st->passphrase));
@@ -252,6 +350,7 @@ static void state_free(struct store_state *st)
     pthread_mutex_destroy(&st->ext_lock);
     pthread_cond_destroy(&st->cond);
     pthread_cond_destroy(&st->changed);
+    pthread_cond_destroy(&st->gate);
     free(st);
 }
 
@@ -272,7 +371,21 @@ int store_start(struct amberd *d, const struct store_opts *o)
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&st->cond, &ca);
+    pthread_cond_init(&st->gate, &ca);
     pthread_condattr_destroy(&ca);
+    st->test_gate_hold = getenv("AMBER_TEST_GATE_HOLD") != NULL;
+    const char *exp = getenv("AMBER_STORE_EXP");
+    if (exp) {
+        static const struct { const char *name; unsigned bit; } names[] = {
+            { "nogate", STORE_EXP_NOGATE }, { "nointerleave", STORE_EXP_NOINTERLEAVE },
+            { "nodroppace", STORE_EXP_NODROPPACE }, { "nosweep", STORE_EXP_NOSWEEP },
+            { "nomovesync", STORE_EXP_NOMOVESYNC },
+        };
+        for (size_t i = 0; i < ARRAY_SIZE(names); i++)
+            if (strstr(exp, names[i].name))
+                st->exp |= names[i].bit;
+        log_info("store", "AMBER_STORE_EXP=%s (bench switches)", exp);
+    }
     pthread_cond_init(&st->changed, NULL);
     _cleanup_free_ char *dir = xasprintf("%s/%s", d->pool_dir, STORE_RELPATH);
     st->url = xasprintf("file://%s", dir);
@@ -331,6 +444,19 @@ int store_run(struct amberd *d)
     return 0;
 }
 
+void store_interrupt(struct amberd *d)
+{
+    struct store_state *st = S(d);
+    if (!st || !st->started)
+        return;
+    pthread_mutex_lock(&st->lock);
+    st->stop = true;
+    pthread_cond_broadcast(&st->cond);
+    pthread_cond_broadcast(&st->gate);
+    pthread_cond_broadcast(&st->changed);
+    pthread_mutex_unlock(&st->lock);
+}
+
 void store_stop(struct amberd *d)
 {
     struct store_state *st = S(d);
@@ -341,6 +467,8 @@ void store_stop(struct amberd *d)
         pthread_mutex_lock(&st->lock);
         st->stop = true;
         pthread_cond_broadcast(&st->cond);
+        pthread_cond_broadcast(&st->gate);
+        pthread_cond_broadcast(&st->changed);    /* status waiters end too */
         pthread_mutex_unlock(&st->lock);
         pthread_join(st->thread, NULL);
     }
@@ -350,7 +478,8 @@ void store_stop(struct amberd *d)
 
 /* --- status ---------------------------------------------------------------------- */
 
-int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret)
+int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeout_ms,
+                        struct store_status *ret)
 {
     struct store_state *st = S(d);
     memset(ret, 0, sizeof *ret);
@@ -367,7 +496,7 @@ int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_
         ts.tv_sec = (time_t)(at / 1000000000ull);
         ts.tv_nsec = (long)(at % 1000000000ull);
         int r = 0;
-        while (!(st->idle && st->idle_kicks >= want) && r == 0)
+        while (!(st->idle && st->idle_kicks >= want && (!settle || st->settled)) && !st->stop && r == 0)
             r = pthread_cond_timedwait(&st->changed, &st->lock, &ts);
         pthread_mutex_unlock(&st->lock);
         if (r == ETIMEDOUT)
@@ -387,6 +516,9 @@ int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_
         ret->defrag_bytes = st->defrag_bytes;
         ret->blocked = st->nblocked;
         ret->idle = st->idle;
+        ret->gate_pauses = st->gate_pauses;
+        ret->defrag_sweeps = st->defrag_sweeps;
+        ret->settled = st->idle && st->settled;
         pthread_mutex_unlock(&st->lock);
     }
     return 0;

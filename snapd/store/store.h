@@ -45,10 +45,20 @@ struct store_opts {
 int store_start(struct amberd *d, const struct store_opts *o);
 /* After recovery: reconcile residency with the pool, start the mover. */
 int store_run(struct amberd *d);
+/* The daemon is stopping: the mover stops at its next step and every
+ * `store status --wait` returns, so the RPC server's handlers end. */
+void store_interrupt(struct amberd *d);
 /* Stop the mover (after the RPC server, before the catalog closes). */
 void store_stop(struct amberd *d);
 /* Wake the mover: a snapshot was made, something was freed or released. */
 void store_kick(struct amberd *d);
+/* The gate: a snapshot create brackets its pool snapshot (and the catalog
+ * commits around it) with these. While one is open the mover's background
+ * work (exports, subvolume drops, defragmenter steps, gc) pauses at its
+ * next step boundary, so the snapshot's transaction commit carries none of
+ * it. Nesting and concurrent creates are fine (a count). */
+void store_create_begin(struct amberd *d);
+void store_create_end(struct amberd *d);
 
 /* At start, before store_start: finish a store intent left by a crash
  * (recover.c calls it for ops starting with "store_"); 0 or -errno. */
@@ -125,11 +135,20 @@ struct store_status {
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes;
     uint64_t blocked;           /* snapshots waiting for room in the pool */
     bool idle;                  /* the last pass found nothing it could do */
+    uint64_t gate_pauses;       /* the mover paused for a snapshot create */
+    uint64_t defrag_sweeps;     /* full defragmenter sweeps of a volume's image */
+    bool settled;               /* idle, and no defragmenter step, sweep or paced drop left */
 };
 /* The store's counters; with WAIT, first wait (up to TIMEOUT_MS) until a
- * full pass of the mover started after this call found nothing to do:
- * -ETIMEDOUT otherwise. */
-int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret);
+ * full pass of the mover started after this call found nothing to do
+ * (with SETTLE also nothing for the defragmenter: no sweep due or running,
+ * no drop waiting for the cleaner): -ETIMEDOUT otherwise. */
+int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeout_ms,
+                        struct store_status *ret);
+static inline int store_status(struct amberd *d, bool wait, uint64_t timeout_ms, struct store_status *ret)
+{
+    return store_status_settle(d, wait, false, timeout_ms, ret);
+}
 
 /* api-store.c: amber.v1.Amber/StoreStatus on the node socket. */
 extern const struct rpc_method store_api_methods[];

@@ -463,6 +463,85 @@ def test_defragmenter_and_store_off():
     T.check_eq(d.stop(), 0)
 
 
+def image_extents(d, vol):
+    """Extents of VOL's live image (filefrag: FIEMAP)."""
+    vid = d.ctl("volume", "show", vol)["id"]
+    out = subprocess.run(["filefrag", os.path.join(d.pool, "vols", vid, "disk")], check=True,
+                         capture_output=True, text=True).stdout
+    return int(out.rsplit(":", 1)[1].split()[0])
+
+
+def test_gate_pauses_the_mover_for_a_create():
+    # AMBER_TEST_GATE_HOLD: each create, once its gate is open, kicks the
+    # mover and waits until the mover stands at the gate (it gives up after
+    # 10 s if the mover never pauses there: without the gate, no pause is
+    # counted and the check below fails).
+    d = T.Amberd("btrfs", size="1G", extra=["--no-defrag"], env={"AMBER_TEST_GATE_HOLD": "1"})
+    d.ctl("volume", "create", "q", "--size", str(SIZE))
+    dev = d.ctl("volume", "attach", "q")["device"]
+    w = Writer(d, "q", dev, 7)
+    for i in range(4):
+        for _ in range(200):
+            w.write_one()
+        w.snapshot("q%d" % i)
+    w.finish()
+    st = wait_store(d)
+    T.check(st["gate_pauses"] >= 4, "the mover paused for each create: %r" % st)
+    T.check_eq(st["backlog"], 0, "everything stored after the pauses")
+    for i in range(4):
+        T.check_eq(attach_sha(d, "q", "q%d" % i), sha(w.image_at(w.marks["q%d" % i])), "snapshot q%d" % i)
+    d.ctl("volume", "detach", "q")
+    T.check_eq(d.stop(), 0)
+
+
+def test_sweep_after_snapshots_stop():
+    # A threshold the image never reaches: only the full sweep once the
+    # snapshots stopped defragments it; `--wait --settle` waits for it
+    # (without the sweep: no sweep counted, the image stays fragmented).
+    d = T.Amberd("btrfs", size="1G", extra=["--defrag-threshold", "100000000"])
+    d.ctl("volume", "create", "f", "--size", str(SIZE))
+    dev = d.ctl("volume", "attach", "f")["device"]
+    # Written in full first (zeros: what the writer's model starts from), so
+    # no holes split the image into pieces no defrag can join.
+    fd = os.open(dev, os.O_WRONLY | os.O_DIRECT)
+    buf = mmap.mmap(-1, MiB)
+    for off in range(0, SIZE, MiB):
+        os.pwritev(fd, [buf], off)
+    os.fsync(fd)
+    os.close(fd)
+    w = Writer(d, "f", dev, 9)
+    w.snapshot("f0")
+    for _ in range(800):        # scattered writes after a snapshot fragment the image
+        w.write_one()
+    # Stop with a snapshot: the fragments are then shared with it, which is
+    # what makes btrfs rewrite them (a No_COW file's unshared extents are
+    # written back in place by a defrag).
+    w.snapshot("f1")
+    w.finish()
+    before = image_extents(d, "f")     # (the sweep may already have run: writes are in place after it)
+    st = d.ctl("store", "status", "--wait", "--settle")
+    T.check(st["settled"], "settled: %r" % st)
+    T.check(st["defrag_sweeps"] >= 1, "a full sweep ran: %r" % st)
+    after = image_extents(d, "f")
+    # Without the sweep the 800 scattered writes leave hundreds of extents.
+    T.check(after <= 2 * SIZE // (8 * MiB), "swept: %d -> %d extents" % (before, after))
+    T.check_eq(sha(read_dev(dev)), sha(w.image_at(len(w.log))), "live image after the sweep")
+    for n in ("f0", "f1"):
+        T.check_eq(attach_sha(d, "f", n), sha(w.image_at(w.marks[n])), "snapshot %s" % n)
+    # A new snapshot makes the volume due again; settling sweeps it again.
+    w2 = Writer(d, "f", dev, 10)
+    w2.log = list(w.log)
+    for _ in range(400):
+        w2.write_one()
+    w2.snapshot("f2")
+    w2.finish()
+    st2 = d.ctl("store", "status", "--wait", "--settle")
+    T.check(st2["defrag_sweeps"] > st["defrag_sweeps"], "swept again after a new snapshot: %r" % st2)
+    T.check_eq(sha(read_dev(dev)), sha(w2.image_at(len(w2.log))), "live image after the second sweep")
+    d.ctl("volume", "detach", "f")
+    T.check_eq(d.stop(), 0)
+
+
 if __name__ == "__main__":
     sys.exit(T.Tests().run([
         test_chain_clones_and_exact_diffs,
@@ -470,6 +549,8 @@ if __name__ == "__main__":
         test_full_pool_during_background_copy,
         test_export_and_sync_of_mixed_chains,
         test_defragmenter_and_store_off,
+        test_gate_pauses_the_mover_for_a_create,
+        test_sweep_after_snapshots_stop,
         test_crash_at_every_mover_step,
         test_crash_while_bringing_back,
     ]))
