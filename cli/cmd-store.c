@@ -58,6 +58,9 @@ static int store_status_cmd(struct cli *c, int argc, char **argv)
         json_u64(&j, "defrag_steps", r->defrag_steps);
         json_u64(&j, "defrag_bytes", r->defrag_bytes);
         json_bool(&j, "idle", r->idle);
+        json_u64(&j, "hydrate_bytes_written", r->hydrate_bytes_written);
+        json_u64(&j, "hydrate_union_bytes", r->hydrate_union_bytes);
+        json_u64(&j, "hydrate_full", r->hydrate_full);
         json_obj_end(&j);
         json_print(&j, stdout);
     } else {

@@ -30,6 +30,9 @@ static int h_status(struct rpc_call *c, const ProtobufCMessage *m)
     out.defrag_steps = s.defrag_steps;
     out.defrag_bytes = s.defrag_bytes;
     out.idle = s.idle;
+    out.hydrate_bytes_written = s.hydrate_written;
+    out.hydrate_union_bytes = s.hydrate_union;
+    out.hydrate_full = s.hydrate_full;
     return rpc_call_send(c, &out.base);
 }
 

@@ -51,6 +51,10 @@ struct store_state {
     uint64_t nblocked;
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes, deleted_manifests;
     uint64_t defrag_cursor_vol;     /* round robin over volumes */
+    /* Hydration since start (store-hydrate.c): bytes written and punched
+     * into brought-back images, the union sizes of those that rewrote only
+     * the union, and how many restored the whole image instead. */
+    uint64_t hydrate_written, hydrate_union, hydrate_full;
 };
 
 static inline struct store_state *S(struct amberd *d) { return d->store; }
@@ -81,5 +85,30 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns);
  * when kicked for real work. */
 #define STORE_DEFRAG_PAUSE_NS (50ull * 1000000ull)
 int store_defrag_step(struct store_state *st);
+
+/* Hydration (store-hydrate.c): what writing one brought-back image did. */
+struct store_hydrate_stats {
+    const char *method;         /* "union", "resume" (whole image, on a base) or "restore" */
+    uint64_t union_bytes;       /* union: the bytes S and the base may differ in */
+    uint64_t bytes_written;     /* data written */
+    uint64_t bytes_punched;     /* union: zero ranges punched (holes in S) */
+    uint64_t bytes_read;        /* from the store */
+    uint64_t chunks_kept;       /* resume: pieces already right */
+};
+/* The union of the recorded exact extents between snapshot S and resident
+ * snapshot BASE of its volume (the snapshots after the older one up to the
+ * newer), clipped to S's size: where their contents may differ. -ENOENT
+ * when the chain between them is not linear or lacks extents somewhere. */
+int store_hydrate_union(struct amberd *d, const struct cat_snapshot *s, const char *base,
+                        struct range_list *out);
+/* Write S's content (manifest MANIFEST of the local store) in the ranges U
+ * into FD: data runs written, zero runs punched. Adds to *RET. */
+int store_hydrate_ranges(struct store_state *st, const char *manifest, int fd,
+                         const struct range_list *u, struct store_hydrate_stats *ret);
+/* Make FD, a fresh image (BASE NULL) or a writable copy of resident
+ * snapshot BASE, hold S's content: the union only when the chain allows,
+ * else objstore_restore of the whole manifest (in resume mode on a base). */
+int store_hydrate_write(struct amberd *d, const struct cat_snapshot *s, const char *manifest,
+                        const char *base, int fd, struct store_hydrate_stats *ret);
 
 #endif

@@ -125,6 +125,10 @@ struct store_status {
     uint64_t moved, dropped, hydrated, defrag_steps, defrag_bytes;
     uint64_t blocked;           /* snapshots waiting for room in the pool */
     bool idle;                  /* the last pass found nothing it could do */
+    /* Hydration: bytes written (and punched) into brought-back images; the
+     * summed union sizes of those that rewrote only their union; how many
+     * restored the whole image instead. */
+    uint64_t hydrate_written, hydrate_union, hydrate_full;
 };
 /* The store's counters; with WAIT, first wait (up to TIMEOUT_MS) until a
  * full pass of the mover started after this call found nothing to do:
