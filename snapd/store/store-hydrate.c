@@ -10,11 +10,13 @@
  * differs from its parent's. So only that union is read from the local
  * store (objstore_read, one call per group of nearby ranges inside one
  * 4 MiB map leaf, so a leaf is decoded and a piece decrypted once) and
- * written back with one pwrite per run of non-zero blocks; blocks that are
- * zero in S (holes) are punched, so the image's allocated extents match
- * S's. Nothing outside the union is read or written: a clone of an old
- * snapshot costs the bytes the volume changed since, not its size. Groups
- * go to a few threads (objstore_read is thread-safe on read_repo).
+ * written back with one pwrite per run of non-zero blocks (ranges less
+ * than HYDRATE_MERGE apart written as one); blocks that are zero in S
+ * (holes) are punched, so the image's allocated extents match S's. Nothing
+ * else is written: a clone of an old snapshot costs the bytes the volume
+ * changed since, not its size (the reads cost the pieces those bytes are
+ * in). Groups go to a few threads (objstore_read is thread-safe on
+ * read_repo).
  *
  * The walk needs a linear chain between S and R in which every snapshot
  * after the older one has recorded extents and names its predecessor as
@@ -38,6 +40,12 @@
 #define HYDRATE_BLOCK 4096u
 #define HYDRATE_WINDOW (4u << 20)       /* objstore's map leaf: one read never spans two */
 #define HYDRATE_GAP (256u << 10)        /* ranges closer than this are read in one call */
+/* Union ranges closer than this are written as one (the bytes between are
+ * the same in S and the base): a 4 KiB pwrite into a copy-on-write image
+ * costs far more than the bytes it would skip (extent reservation, one
+ * more extent to write back and map), so scattered blocks become fewer,
+ * larger writes and the image fewer extents. */
+#define HYDRATE_MERGE (32u << 10)
 #define HYDRATE_THREADS 4
 
 static size_t chain_find(const struct cat_snapshot_list *l, const char *id)
@@ -101,6 +109,7 @@ struct hjob {
     size_t next;                /* the next group to take */
     int err;                    /* the first error */
     uint64_t written, punched, read;
+    uint64_t read_ns, write_ns;     /* summed over the threads */
 };
 
 static bool block_zero(const uint8_t *p, size_t n)
@@ -181,7 +190,7 @@ static void *hworker(void *arg)
 {
     struct hjob *j = arg;
     uint8_t *buf = xmalloc(HYDRATE_WINDOW);
-    uint64_t written = 0, punched = 0, read = 0;
+    uint64_t written = 0, punched = 0, read = 0, read_ns = 0, write_ns = 0;
     for (;;) {
         pthread_mutex_lock(&j->lock);
         size_t gi = j->err ? j->ng : j->next++;
@@ -192,11 +201,19 @@ static void *hworker(void *arg)
         if (j->st->cancel)
             r = -ECANCELED;
         const struct hgroup *g = &j->g[gi];
+        uint64_t t0 = now_mono_ns();
         if (r == 0)
             r = objstore_read(j->st->read_repo, j->manifest, g->off, buf, (size_t)(g->end - g->off));
         read += g->end - g->off;
-        for (size_t i = g->first; i < g->last && r == 0; i++)
-            r = put_range(j, buf, g->off, j->u->v[i].off, j->u->v[i].len, &written, &punched);
+        uint64_t t1 = now_mono_ns();
+        for (size_t i = g->first; i < g->last && r == 0;) {
+            uint64_t o = j->u->v[i].off, e = o + j->u->v[i].len;
+            for (i++; i < g->last && j->u->v[i].off - e <= HYDRATE_MERGE; i++)
+                e = j->u->v[i].off + j->u->v[i].len;
+            r = put_range(j, buf, g->off, o, e - o, &written, &punched);
+        }
+        read_ns += t1 - t0;
+        write_ns += now_mono_ns() - t1;
         if (r < 0) {
             pthread_mutex_lock(&j->lock);
             if (!j->err)
@@ -209,6 +226,8 @@ static void *hworker(void *arg)
     j->written += written;
     j->punched += punched;
     j->read += read;
+    j->read_ns += read_ns;
+    j->write_ns += write_ns;
     pthread_mutex_unlock(&j->lock);
     return NULL;
 }
@@ -269,6 +288,8 @@ int store_hydrate_ranges(struct store_state *st, const char *manifest, int fd,
     ret->bytes_written += j.written;
     ret->bytes_punched += j.punched;
     ret->bytes_read += j.read;
+    ret->read_ns += j.read_ns;
+    ret->write_ns += j.write_ns;
     free(g);
     range_list_free(&u);
     return j.err;

@@ -94,6 +94,8 @@ struct store_hydrate_stats {
     uint64_t bytes_punched;     /* union: zero ranges punched (holes in S) */
     uint64_t bytes_read;        /* from the store */
     uint64_t chunks_kept;       /* resume: pieces already right */
+    uint64_t read_ns, write_ns; /* union: time in reads and in writes, summed over threads */
+    uint64_t sync_ns;           /* the caller's fsync */
 };
 /* The union of the recorded exact extents between snapshot S and resident
  * snapshot BASE of its volume (the snapshots after the older one up to the

@@ -72,8 +72,10 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     struct store_hydrate_stats hs = {0};
     if (r == 0) {
         r = store_hydrate_write(d, s, si.manifest, base, fd, &hs);
+        uint64_t ts = now_mono_ns();
         if (r == 0 && fsync(fd) < 0)
             r = -errno;
+        hs.sync_ns = now_mono_ns() - ts;
         close(fd);
         store_crashpoint("store-hydrate:restored");
         if (r == 0)
@@ -108,11 +110,13 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
         st->hydrate_full++;
     pthread_mutex_unlock(&st->lock);
     log_info("store", "brought snapshot %s (%s) back from the store%s%s (%s): %llu bytes written, "
-             "%llu punched, %llu read, union %llu, %llu chunks kept, in %.1f ms", s->name, s->id,
+             "%llu punched, %llu read, union %llu, %llu chunks kept, in %.1f ms (threads: %.1f ms reading, "
+             "%.1f ms writing; fsync %.1f ms)", s->name, s->id,
              base ? " on snapshot " : "", base ? base : "", hs.method,
              (unsigned long long)hs.bytes_written, (unsigned long long)hs.bytes_punched,
              (unsigned long long)hs.bytes_read, (unsigned long long)hs.union_bytes,
-             (unsigned long long)hs.chunks_kept, (now_mono_ns() - t0) / 1e6);
+             (unsigned long long)hs.chunks_kept, (now_mono_ns() - t0) / 1e6, hs.read_ns / 1e6,
+             hs.write_ns / 1e6, hs.sync_ns / 1e6);
     return 0;
 }
 

@@ -268,8 +268,9 @@ def test_hydration_rewrites_only_the_union():
     """An old snapshot differs from the resident one it is rebuilt on by
     scattered writes, a range written with zeros, discarded ranges (holes),
     holes filled in and a grown volume: cloned byte for byte, and only the
-    union of the recorded extents between the two was written (a hydration
-    that rewrote everything, or fell back to a whole restore, fails)."""
+    union of the recorded extents between the two was written, give or
+    take the small gaps written with it (a hydration that rewrote
+    everything, or fell back to a whole restore, fails)."""
     d = T.Amberd("btrfs", size="1G", extra=["--no-defrag"])
     big = 40 * MiB
     d.ctl("volume", "create", "u", "--size", str(SIZE))
@@ -325,8 +326,11 @@ def test_hydration_rewrites_only_the_union():
     T.check_eq(h1[0] - h0[0], 1, "one hydration")
     T.check_eq(h1[1] - h0[1], 0, "no whole-image restore")
     T.check_eq(h1[2] - h0[2], union("u1", "u4", big), "union u1..u4")
-    T.check(0 < h1[3] - h0[3] <= h1[2] - h0[2],
-            "bytes written %d within the union %d" % (h1[3] - h0[3], h1[2] - h0[2]))
+    # Written: the union, and the gaps of less than 32 KiB between its
+    # ranges (written as one); a whole rewrite would be 40 MiB, a rewrite
+    # of the pieces the changes touch over 20 MiB.
+    T.check(0 < h1[3] - h0[3] <= 2 * (h1[2] - h0[2]),
+            "bytes written %d near the union %d" % (h1[3] - h0[3], h1[2] - h0[2]))
     T.check(h1[2] - h0[2] < big // 4, "the union is a small part of the volume")
     T.check_eq(clone_sha(d, "u@u2", "c-u2", big), want("u2"), "clone of u2 (holes, on u4)")
     wait_store(d)
