@@ -10,11 +10,14 @@ application running. After the store settled (the oldest snapshots
 dropped), --reps times: clone of the oldest snapshot (`volume create
 --from`, amberctl's process start included), interleaved with dd of the
 volume's bytes into a file on the pool (bs=4M, O_DIRECT both sides), and
-once the clone of the newest. Prints what amberd logged for each
-hydration (method, bytes written/read, union) and the load.
+once the clone of the newest. With several builds (--builds A,B) each
+gets its own daemon and pool with the same data, and the rounds
+interleave them (dd on A, clone on A, dd on B, clone on B, ...), so each
+ratio is against dd minutes apart on the same loaded machine. Prints what
+amberd logged for each hydration (method, bytes written/read, union) and
+the load.
 
-    B=build /usr/bin/python3 bench/proto/exp_hydrate.py
-    B=/path/to/other/build /usr/bin/python3 bench/proto/exp_hydrate.py
+    /usr/bin/python3 bench/proto/exp_hydrate.py --builds /path/to/main/build,build
 """
 import argparse
 import json
@@ -32,8 +35,66 @@ import amber_test as T  # noqa: E402
 MiB = 1 << 20
 
 
+class Daemon(T.Amberd):
+    """amberd of another build (amberctl stays this tree's: the API is additive)."""
+
+    def __init__(self, build, **kw):
+        self.build = build
+        T.Amberd.__init__(self, **kw)
+
+    def argv(self):
+        return [os.path.join(self.build, "amberd")] + T.Amberd.argv(self)[1:]
+
+
+def setup(build, a):
+    """A daemon of BUILD with the volume and its snapshots (the same data
+    for every build: one seed), the store settled."""
+    size = a.size * MiB
+    d = Daemon(build, fs="btrfs", size=a.pool)
+    d.ctl("volume", "create", "hv", "--size", str(size))
+    d.dev = d.ctl("volume", "attach", "hv")["device"]
+    rnd = random.Random(1)
+    fd = os.open(d.dev, os.O_RDWR)
+    for off in range(0, size, 4 * MiB):
+        os.pwrite(fd, rnd.randbytes(4 * MiB), off)
+    os.fsync(fd)
+    d.names = []
+    for i in range(a.snapshots):
+        for _ in range(a.writes):
+            os.pwrite(fd, rnd.randbytes(4096), rnd.randrange(size // 4096) * 4096)
+        os.fsync(fd)
+        d.names.append("h%03d" % i)
+        d.ctl("snapshot", "create", "hv", "--name", d.names[-1])
+    os.close(fd)
+    d.ctl("--timeout", "600s", "store", "status", "--wait", check=False)
+    d.store = d.ctl("store", "status")
+    return d
+
+
+def dd(d, size):
+    dst = os.path.join(d.pool, "dd.img")
+    t = time.perf_counter()
+    subprocess.run(["dd", "if=" + d.dev, "of=" + dst, "bs=4M", "iflag=direct", "oflag=direct",
+                    "count=%d" % (size // (4 * MiB))], check=True, capture_output=True)
+    dt = time.perf_counter() - t
+    os.unlink(dst)
+    return dt
+
+
+def clone(d, name, tag):
+    info = d.ctl("snapshot", "show", "hv@" + name)
+    t = time.perf_counter()
+    d.ctl("volume", "create", tag, "--from", "hv@" + name)
+    dt = time.perf_counter() - t
+    d.ctl("volume", "delete", tag)
+    d.ctl("--timeout", "600s", "store", "status", "--wait", check=False)
+    return dt, bool(info.get("resident"))
+
+
 def main():
     p = argparse.ArgumentParser()
+    p.add_argument("--builds", default=os.environ.get("B", "build"),
+                   help="comma list of build dirs, measured interleaved (A/B)")
     p.add_argument("--size", type=int, default=256, help="MiB")
     p.add_argument("--snapshots", type=int, default=100)
     p.add_argument("--writes", type=int, default=150)
@@ -43,76 +104,48 @@ def main():
     a = p.parse_args()
     size = a.size * MiB
     os.environ.setdefault("AMBER_REPO_PASSWORD", "bench")
-    d = T.Amberd("btrfs", size=a.pool)
-    out = {"build": T.BUILD, "size": size, "snapshots": a.snapshots, "writes": a.writes}
+    builds = [b if os.path.isabs(b) else os.path.join(T.ROOT, b) for b in a.builds.split(",")]
+    ds, res = [], []
     try:
-        d.ctl("volume", "create", "hv", "--size", str(size))
-        dev = d.ctl("volume", "attach", "hv")["device"]
-        rnd = random.Random(1)
-        fd = os.open(dev, os.O_RDWR)
-        for off in range(0, size, 4 * MiB):
-            os.pwrite(fd, rnd.randbytes(4 * MiB), off)
-        os.fsync(fd)
-        names = []
-        t0 = time.monotonic()
-        for i in range(a.snapshots):
-            for _ in range(a.writes):
-                os.pwrite(fd, rnd.randbytes(4096), rnd.randrange(size // 4096) * 4096)
-            os.fsync(fd)
-            names.append("h%03d" % i)
-            d.ctl("snapshot", "create", "hv", "--name", names[-1])
-        os.close(fd)
-        out["snapshots_s"] = time.monotonic() - t0
-        st = d.ctl("--timeout", "600s", "store", "status", "--wait", check=False)
-        st = d.ctl("store", "status")
-        out["store"] = st
-
-        def dd():
-            dst = os.path.join(d.pool, "dd.img")
-            t = time.perf_counter()
-            subprocess.run(["dd", "if=" + dev, "of=" + dst, "bs=4M", "iflag=direct", "oflag=direct",
-                            "count=%d" % (size // (4 * MiB))], check=True, capture_output=True)
-            dt = time.perf_counter() - t
-            os.unlink(dst)
-            return dt
-
-        def clone(name, tag):
-            info = d.ctl("snapshot", "show", "hv@" + name)
-            t = time.perf_counter()
-            d.ctl("volume", "create", tag, "--from", "hv@" + name)
-            dt = time.perf_counter() - t
-            d.ctl("volume", "delete", tag)
-            d.ctl("--timeout", "600s", "store", "status", "--wait", check=False)
-            return dt, bool(info.get("resident"))
-
-        rows, dds = [], [dd()]
+        for b in builds:
+            t0 = time.monotonic()
+            ds.append(setup(b, a))
+            res.append({"build": b, "setup_s": time.monotonic() - t0, "store": ds[-1].store,
+                        "clone_oldest_s": [], "dd_s": []})
+        # Interleaved: dd, then each build's clone of its oldest snapshot
+        # followed by a dd on its pool, REPS rounds.
         for r in range(a.reps):
-            dt, res = clone(names[0], "hc%d" % r)
-            rows.append(dt)
-            dds.append(dd())
-        newest, nres = clone(names[-1], "hcn")
-        out.update({"clone_oldest_s": rows, "dd_s": dds, "clone_newest_s": newest, "newest_resident": nres})
-        logs = [re.sub(r'^.*msg="', "", x).rstrip('"') for x in d.log().splitlines() if "brought snapshot" in x]
-        out["hydrations"] = logs
-        d.ctl("volume", "detach", "hv")
+            for d, x in zip(ds, res):
+                x["dd_s"].append(dd(d, size))
+                x["clone_oldest_s"].append(clone(d, d.names[0], "hc%d" % r)[0])
+        for d, x in zip(ds, res):
+            x["dd_s"].append(dd(d, size))
+            x["clone_newest_s"], x["newest_resident"] = clone(d, d.names[-1], "hcn")
+            x["hydrations"] = [re.sub(r'^.*msg="', "", y).rstrip('"') for y in d.log().splitlines()
+                               if "brought snapshot" in y]
+            d.ctl("volume", "detach", "hv")
     finally:
-        out["uptime"] = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-        d.stop()
-    med, ddm = statistics.median(out["clone_oldest_s"]), statistics.median(out["dd_s"])
-    print("build %s: %d MiB volume, %d snapshots x %d random 4k writes (%.1f s)" % (
-        out["build"], a.size, a.snapshots, a.writes, out["snapshots_s"]))
-    print("store: resident %s stored %s backlog %s" % (out["store"].get("resident"), out["store"].get("stored"),
-                                                      out["store"].get("backlog")))
-    print("clone of the oldest: %s s (median %.3f); dd of the same bytes on the pool: %s s (median %.3f); "
-          "clone/dd %.2fx" % (" ".join("%.3f" % x for x in out["clone_oldest_s"]), med,
-                              " ".join("%.2f" % x for x in out["dd_s"]), ddm, med / ddm))
-    print("clone of the newest: %.3f s (resident: %s)" % (out["clone_newest_s"], out["newest_resident"]))
-    for x in out["hydrations"]:
-        print("  amberd: " + x)
-    print("load: " + out["uptime"])
+        uptime = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
+        for d in ds:
+            d.stop()
+    print("%d MiB volume, %d snapshots x %d random 4k writes; interleaved, %d rounds" % (
+        a.size, a.snapshots, a.writes, a.reps))
+    for x in res:
+        med, ddm = statistics.median(x["clone_oldest_s"]), statistics.median(x["dd_s"])
+        x["ratio"] = med / ddm
+        print("build %s (setup %.0f s; store: resident %s stored %s backlog %s)" % (
+            x["build"], x["setup_s"], x["store"].get("resident"), x["store"].get("stored"),
+            x["store"].get("backlog")))
+        print("  clone of the oldest: %s s (median %.3f); dd of the same bytes on its pool: %s s "
+              "(median %.3f); clone/dd %.2fx" % (" ".join("%.3f" % v for v in x["clone_oldest_s"]), med,
+                                                 " ".join("%.2f" % v for v in x["dd_s"]), ddm, x["ratio"]))
+        print("  clone of the newest: %.3f s (resident: %s)" % (x["clone_newest_s"], x["newest_resident"]))
+        for y in x["hydrations"]:
+            print("  amberd: " + y)
+    print("load: " + uptime)
     if a.json:
         with open(a.json, "w") as f:
-            json.dump(out, f, indent=1)
+            json.dump({"runs": res, "uptime": uptime}, f, indent=1)
 
 
 if __name__ == "__main__":
