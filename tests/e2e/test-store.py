@@ -326,7 +326,7 @@ def test_hydration_rewrites_only_the_union():
     T.check_eq(h1[0] - h0[0], 1, "one hydration")
     T.check_eq(h1[1] - h0[1], 0, "no whole-image restore")
     T.check_eq(h1[2] - h0[2], union("u1", "u4", big), "union u1..u4")
-    # Written: the union, and the gaps of less than 32 KiB between its
+    # Written: the union, and the gaps of at most 16 KiB between its
     # ranges (written as one); a whole rewrite would be 40 MiB, a rewrite
     # of the pieces the changes touch over 20 MiB.
     T.check(0 < h1[3] - h0[3] <= 2 * (h1[2] - h0[2]),
