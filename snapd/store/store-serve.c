@@ -9,9 +9,8 @@
  * read from the store and rewritten (store-hydrate.c; without an exact
  * chain: a restore in resume mode), so the rest stays shared with that
  * snapshot (a brought-back snapshot costs its difference in space and
- * time, not its size). So
- * every existing path (clone, revert, attach, mount, export, sync) reads it
- * as it reads a resident one. The copy stays pinned while its user needs
+ * time, not its size). So every existing path (clone, revert, attach,
+ * mount, export, sync) reads it as it reads a resident one. The copy stays pinned while its user needs
  * it; the mover drops it again afterwards (after a detach for an attached
  * one). A crash mid-way leaves a dot-name the pool removes at start, or a
  * whole subvolume that recovery adopts. Diffs and deletes: store-diff.c. */
