@@ -67,6 +67,9 @@ static int store_status_cmd(struct cli *c, int argc, char **argv)
         json_u64(&j, "gate_pauses", r->gate_pauses);
         json_u64(&j, "defrag_sweeps", r->defrag_sweeps);
         json_bool(&j, "settled", r->settled);
+        json_u64(&j, "hydrate_bytes_written", r->hydrate_bytes_written);
+        json_u64(&j, "hydrate_union_bytes", r->hydrate_union_bytes);
+        json_u64(&j, "hydrate_full", r->hydrate_full);
         json_obj_end(&j);
         json_print(&j, stdout);
     } else {

@@ -33,6 +33,9 @@ static int h_status(struct rpc_call *c, const ProtobufCMessage *m)
     out.gate_pauses = s.gate_pauses;
     out.defrag_sweeps = s.defrag_sweeps;
     out.settled = s.settled;
+    out.hydrate_bytes_written = s.hydrate_written;
+    out.hydrate_union_bytes = s.hydrate_union;
+    out.hydrate_full = s.hydrate_full;
     return rpc_call_send(c, &out.base);
 }
 

@@ -71,6 +71,10 @@ struct store_state {
     uint64_t last_drop_id, last_drop_ns;    /* the mover's last drop, until the cleaner freed it */
     bool settled;                   /* the last idle pass left nothing at all */
     unsigned exp;                   /* STORE_EXP_* (bench A/B switches, AMBER_STORE_EXP) */
+    /* Hydration since start (store-hydrate.c): bytes written and punched
+     * into brought-back images, the union sizes of those that rewrote only
+     * the union, and how many restored the whole image instead. */
+    uint64_t hydrate_written, hydrate_union, hydrate_full;
 };
 
 #define STORE_EXP_NOGATE       1u
@@ -119,5 +123,32 @@ int store_pass(struct store_state *st, uint64_t *ret_retry_ns);
 #define STORE_SWEEP_QUIET_NS (2000ull * 1000000ull)
 int store_defrag_step(struct store_state *st, bool idle, uint64_t *retry);
 void store_sweeps_free(struct store_state *st);
+
+/* Hydration (store-hydrate.c): what writing one brought-back image did. */
+struct store_hydrate_stats {
+    const char *method;         /* "union", "resume" (whole image, on a base) or "restore" */
+    uint64_t union_bytes;       /* union: the bytes S and the base may differ in */
+    uint64_t bytes_written;     /* data written */
+    uint64_t bytes_punched;     /* union: zero ranges punched (holes in S) */
+    uint64_t bytes_read;        /* from the store */
+    uint64_t chunks_kept;       /* resume: pieces already right */
+    uint64_t read_ns, write_ns; /* union: time in reads and in writes, summed over threads */
+    uint64_t sync_ns;           /* the caller's fsync */
+};
+/* The union of the recorded exact extents between snapshot S and resident
+ * snapshot BASE of its volume (the snapshots after the older one up to the
+ * newer), clipped to S's size: where their contents may differ. -ENOENT
+ * when the chain between them is not linear or lacks extents somewhere. */
+int store_hydrate_union(struct amberd *d, const struct cat_snapshot *s, const char *base,
+                        struct range_list *out);
+/* Write S's content (manifest MANIFEST of the local store) in the ranges U
+ * into FD: data runs written, zero runs punched. Adds to *RET. */
+int store_hydrate_ranges(struct store_state *st, const char *manifest, int fd,
+                         const struct range_list *u, struct store_hydrate_stats *ret);
+/* Make FD, a fresh image (BASE NULL) or a writable copy of resident
+ * snapshot BASE, hold S's content: the union only when the chain allows,
+ * else objstore_restore of the whole manifest (in resume mode on a base). */
+int store_hydrate_write(struct amberd *d, const struct cat_snapshot *s, const char *manifest,
+                        const char *base, int fd, struct store_hydrate_stats *ret);
 
 #endif

@@ -5,12 +5,12 @@
  * new read-only subvolume at the snapshot's own place (pool_snap_build:
  * built under a dot-name, sealed read-only and renamed in at the end). The
  * new image starts as a writable snapshot of the volume's nearest resident
- * snapshot and the restore runs in resume mode: every chunk already right
- * there is only read and checked, so only the chunks that differ are
- * written and the rest stays shared with that snapshot (a brought-back
- * snapshot costs its difference in space, not its size). So
- * every existing path (clone, revert, attach, mount, export, sync) reads it
- * as it reads a resident one. The copy stays pinned while its user needs
+ * snapshot and only the union of the recorded extents between the two is
+ * read from the store and rewritten (store-hydrate.c; without an exact
+ * chain: a restore in resume mode), so the rest stays shared with that
+ * snapshot (a brought-back snapshot costs its difference in space and
+ * time, not its size). So every existing path (clone, revert, attach,
+ * mount, export, sync) reads it as it reads a resident one. The copy stays pinned while its user needs
  * it; the mover drops it again afterwards (after a detach for an attached
  * one). A crash mid-way leaves a dot-name the pool removes at start, or a
  * whole subvolume that recovery adopts. Diffs and deletes: store-diff.c. */
@@ -68,13 +68,13 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     }
     if (!base)
         r = pool_snap_build(d->pool, s->volume_id, s->id, s->size_bytes, &fd);
-    struct objstore_restore_result res = {0};
+    struct store_hydrate_stats hs = {0};
     if (r == 0) {
-        struct objstore_restore_req req = { .manifest = si.manifest, .fd = fd, .resume = base != NULL,
-                                            .cancel = &st->cancel };
-        r = objstore_restore(st->serve_repo, &req, &res);
+        r = store_hydrate_write(d, s, si.manifest, base, fd, &hs);
+        uint64_t ts = now_mono_ns();
         if (r == 0 && fsync(fd) < 0)
             r = -errno;
+        hs.sync_ns = now_mono_ns() - ts;
         close(fd);
         store_crashpoint("store-hydrate:restored");
         if (r == 0)
@@ -102,11 +102,20 @@ int store_hydrate(struct amberd *d, const struct cat_snapshot *s, struct op_err 
     }
     pthread_mutex_lock(&st->lock);
     st->hydrated++;
+    st->hydrate_written += hs.bytes_written + hs.bytes_punched;
+    if (strcmp(hs.method, "union") == 0)
+        st->hydrate_union += hs.union_bytes;
+    else
+        st->hydrate_full++;
     pthread_mutex_unlock(&st->lock);
-    log_info("store", "brought snapshot %s (%s) back from the store%s%s: %llu bytes written, %llu "
-             "chunks kept, in %.1f ms", s->name, s->id, base ? " on snapshot " : "", base ? base : "",
-             (unsigned long long)res.bytes_written, (unsigned long long)res.chunks_skipped,
-             (now_mono_ns() - t0) / 1e6);
+    log_info("store", "brought snapshot %s (%s) back from the store%s%s (%s): %llu bytes written, "
+             "%llu punched, %llu read, union %llu, %llu chunks kept, in %.1f ms (threads: %.1f ms reading, "
+             "%.1f ms writing; fsync %.1f ms)", s->name, s->id,
+             base ? " on snapshot " : "", base ? base : "", hs.method,
+             (unsigned long long)hs.bytes_written, (unsigned long long)hs.bytes_punched,
+             (unsigned long long)hs.bytes_read, (unsigned long long)hs.union_bytes,
+             (unsigned long long)hs.chunks_kept, (now_mono_ns() - t0) / 1e6, hs.read_ns / 1e6,
+             hs.write_ns / 1e6, hs.sync_ns / 1e6);
     return 0;
 }
 

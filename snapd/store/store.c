@@ -512,6 +512,9 @@ int store_status_settle(struct amberd *d, bool wait, bool settle, uint64_t timeo
         ret->moved = st->moved;
         ret->dropped = st->dropped;
         ret->hydrated = st->hydrated;
+        ret->hydrate_written = st->hydrate_written;
+        ret->hydrate_union = st->hydrate_union;
+        ret->hydrate_full = st->hydrate_full;
         ret->defrag_steps = st->defrag_steps;
         ret->defrag_bytes = st->defrag_bytes;
         ret->blocked = st->nblocked;

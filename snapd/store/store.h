@@ -138,6 +138,10 @@ struct store_status {
     uint64_t gate_pauses;       /* the mover paused for a snapshot create */
     uint64_t defrag_sweeps;     /* full defragmenter sweeps of a volume's image */
     bool settled;               /* idle, and no defragmenter step, sweep or paced drop left */
+    /* Hydration: bytes written (and punched) into brought-back images; the
+     * summed union sizes of those that rewrote only their union; how many
+     * restored the whole image instead. */
+    uint64_t hydrate_written, hydrate_union, hydrate_full;
 };
 /* The store's counters; with WAIT, first wait (up to TIMEOUT_MS) until a
  * full pass of the mover started after this call found nothing to do
