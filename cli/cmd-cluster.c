@@ -128,6 +128,7 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
         json_str(jj, "state", j->state);
         json_str(jj, "source_node", j->source_node);
         json_str(jj, "source_snapshot", j->source_snapshot);
+        json_str(jj, "source_volume", j->source_volume);
         json_str(jj, "archive", j->archive);
         json_u64(jj, "bytes_done", j->bytes_done);
         json_u64(jj, "bytes_total", j->bytes_total);
@@ -144,8 +145,12 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
     }
     _cleanup_free_ char *done = fmt_size(j->bytes_done), *total = fmt_size(j->bytes_total);
     printf("volume:   %s (not ready: %s)\n", j->name, j->state);
-    printf("source:   snapshot %s of node %s%s%s\n", j->source_snapshot, j->source_node,
-           *j->archive ? ", from archive " : "", j->archive);
+    if (*j->source_volume)
+        printf("source:   volume %s of node %s%s%s\n", j->source_volume, j->source_node,
+               *j->source_snapshot ? ", through its hidden snapshot " : "", j->source_snapshot);
+    else
+        printf("source:   snapshot %s of node %s%s%s\n", j->source_snapshot, j->source_node,
+               *j->archive ? ", from archive " : "", j->archive);
     if (j->bytes_total)
         printf("progress: %s of %s (%.0f%%)%s\n", done, total,
                100.0 * (double)j->bytes_done / (double)j->bytes_total,

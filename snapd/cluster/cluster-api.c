@@ -62,6 +62,7 @@ static void job_pb(const struct cluster_job_info *j, Amber__V1__ClusterJob *o)
     m.state = j->state;
     m.source_node = j->source_node;
     m.source_snapshot = j->source_snapshot;
+    m.source_volume = j->source_volume;
     m.archive = j->archive;
     m.bytes_done = j->bytes_done;
     m.bytes_total = j->bytes_total;

@@ -15,6 +15,13 @@
  *      daemon's own Archive/Restore, over its node socket);
  *   3. clone: the new volume is a writable snapshot of the (replica's)
  *      snapshot, instant.
+ * A volume source (CSI clone of a volume on A) first has A take a hidden
+ * snapshot of it (clone.c: PrepareClone, the same one again on a retry), is
+ * pulled and cloned as above (never restored from an archive: only A has
+ * the volume's newest state), then A removes that snapshot (ReleaseClone;
+ * A's sweep collects it if the release does not arrive). The new volume's
+ * source_volume_id is A's volume id, its source_snapshot_id the hidden
+ * snapshot's, here in the replica (the delta base of the next copy).
  * The job runs on its own thread; CreateVolumeFrom waits for it up to the
  * caller's wait_ms, then answers ABORTED "operation pending" (the CSI
  * provisioner retries with backoff; the retried call finds the job). A call
@@ -41,6 +48,7 @@
 struct cluster_job {
     struct cluster_job *next;
     char *name, *source_node, *source_snapshot, *pvc_namespace, *pvc_name, *fs_type, *params;
+    char *source_volume;        /* a volume source; source_snapshot: its hidden snapshot once taken */
     uint64_t size;
     const char *state;          /* static */
     char *archive;
@@ -59,6 +67,7 @@ static void job_free(struct cluster_job *j)
     free(j->name);
     free(j->source_node);
     free(j->source_snapshot);
+    free(j->source_volume);
     free(j->pvc_namespace);
     free(j->pvc_name);
     free(j->fs_type);
@@ -70,6 +79,11 @@ static void job_free(struct cluster_job *j)
 
 static char *dupz(const char *s) { return s && *s ? xstrdup(s) : NULL; }
 static char *nz(const char *s) { return (char *)(s ? s : ""); }
+/* What the job copies, for messages. */
+static const char *src_of(const struct cluster_job *j)
+{
+    return j->source_volume ? j->source_volume : j->source_snapshot;
+}
 
 static struct cluster_job *job_find(struct cluster_state *cs, const char *name)
 {
@@ -241,12 +255,54 @@ static int make_clone(struct amberd *d, struct cluster_job *j, struct op_err *e)
     return r;
 }
 
+/* A volume source: the clone names A's volume as its source. */
+static int finish_volume_clone(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r = cat_volume_find(d->cat, j->name, &v);
+    if (r < 0)
+        return op_fail(e, RPC_INTERNAL, r, "the new volume %s is gone", j->name);
+    struct cat_volume u = *v;
+    u.source_volume_id = j->source_volume;
+    if ((r = cat_volume_update(d->cat, &u)) < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    struct op_err re = {0};
+    if (cluster_clone_release(d, j->source_node, j->source_volume, j->name, &re) < 0)
+        log_warn("cluster", "volume %s: node %s did not remove its hidden snapshot %s (its sweep "
+                 "will): %s", j->name, j->source_node, j->source_snapshot, re.msg ? re.msg : "");
+    op_err_clear(&re);
+    return 0;
+}
+
+/* A volume source: the hidden snapshot A takes of it (the same on a retry). */
+static int prepare_volume(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    char *id = NULL;
+    int r = cluster_clone_prepare(d, j->source_node, j->source_volume, j->name, &id, e);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&cs->lock);
+    free(j->source_snapshot);
+    j->source_snapshot = id;
+    job_set(cs, j, "pulling");
+    pthread_mutex_unlock(&cs->lock);
+    log_info("cluster", "volume %s: node %s holds hidden snapshot %s of volume %s for it", j->name,
+             j->source_node, id, j->source_volume);
+    return 0;
+}
+
 static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
 {
     struct cluster_state *cs = d->cluster;
+    if (j->source_volume) {
+        int r = prepare_volume(d, j, e);
+        if (r < 0)
+            return r;
+    }
     /* A restore that was interrupted, or finished but not yet labelled. */
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
-    if (cat_volume_find(d->cat, j->name, &v) == 0 && !v->source_snapshot_id) {
+    if (!j->source_volume && cat_volume_find(d->cat, j->name, &v) == 0 && !v->source_snapshot_id) {
         int r = restore(d, j, e);
         return r < 0 ? r : finish_restored(d, j, e);
     }
@@ -254,7 +310,7 @@ static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
     if (cat_snapshot_get(d->cat, j->source_snapshot, &s) < 0 || s->state != CAT_SNAP_READY) {
         bool unreachable = false;
         int r = pull(d, j, &unreachable, e);
-        if (r < 0 && !unreachable)
+        if (r < 0 && (!unreachable || j->source_volume))
             return r;
         if (r < 0) {
             log_warn("cluster", "pull of snapshot %s from node %s failed: %s", j->source_snapshot,
@@ -275,7 +331,10 @@ static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
     pthread_mutex_lock(&cs->lock);
     job_set(cs, j, "cloning");
     pthread_mutex_unlock(&cs->lock);
-    return make_clone(d, j, e);
+    int r = make_clone(d, j, e);
+    if (r < 0 || !j->source_volume)
+        return r;
+    return finish_volume_clone(d, j, e);
 }
 
 struct job_start {
@@ -306,11 +365,13 @@ static void *job_main(void *arg)
     }
     pthread_mutex_unlock(&cs->lock);
     if (r < 0)
-        log_warn("cluster", "volume %s from snapshot %s of node %s failed: %s", j->name,
-                 j->source_snapshot, j->source_node, e.msg ? e.msg : strerror(-r));
+        log_warn("cluster", "volume %s from %s %s of node %s failed: %s", j->name,
+                 j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+                 e.msg ? e.msg : strerror(-r));
     else
-        log_info("cluster", "volume %s from snapshot %s of node %s is ready seconds=%.3f", j->name,
-                 j->source_snapshot, j->source_node, (now_mono_ns() - t0) / 1e9);
+        log_info("cluster", "volume %s from %s %s of node %s is ready seconds=%.3f", j->name,
+                 j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+                 (now_mono_ns() - t0) / 1e9);
     op_err_clear(&e);
     return NULL;
 }
@@ -331,14 +392,15 @@ static void wait_job(struct cluster_state *cs, struct cluster_job *j, uint32_t m
 static int pending(struct cluster_job *j, struct op_err *e)
 {
     char a[32], b[32];
+    const char *what = j->source_volume ? "volume" : "snapshot";
     if (j->bytes_total)
-        return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s "
-                       "of node %s%s%s): %s of %s, %.0f%%", j->name, j->state, j->source_snapshot,
+        return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (%s %s "
+                       "of node %s%s%s): %s of %s, %.0f%%", j->name, j->state, what, src_of(j),
                        j->source_node, j->archive ? ", archive " : "", j->archive ? j->archive : "",
                        format_size(j->bytes_done, a, sizeof a), format_size(j->bytes_total, b, sizeof b),
                        100.0 * (double)j->bytes_done / (double)j->bytes_total);
-    return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s of "
-                   "node %s)", j->name, j->state, j->source_snapshot, j->source_node);
+    return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (%s %s of "
+                   "node %s)", j->name, j->state, what, src_of(j), j->source_node);
 }
 
 int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
@@ -350,10 +412,12 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
                        "(--cluster-ca)");
     if (!a->name || name_validate(a->name) < 0)
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "invalid volume name");
-    if (a->source_volume && *a->source_volume)
-        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a clone of a volume on another node is not "
-                       "supported: take a VolumeSnapshot of it and make the volume from that");
-    if (!a->source_snapshot || !uuid_is_valid(a->source_snapshot))
+    bool by_volume = a->source_volume && *a->source_volume;
+    if (by_volume && a->source_snapshot && *a->source_snapshot)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a snapshot or a volume source, not both");
+    if (by_volume && !uuid_is_valid(a->source_volume))
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_volume: a volume id");
+    if (!by_volume && (!a->source_snapshot || !uuid_is_valid(a->source_snapshot)))
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_snapshot: a snapshot id");
     if (!a->source_node || name_validate(a->source_node) < 0)
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_node: a node name");
@@ -365,7 +429,8 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
     bool running = j && !j->finished;
     pthread_mutex_unlock(&cs->lock);
     if (!running && cat_volume_find(d->cat, a->name, &v) == 0) {
-        if (v->state == CAT_VOL_READY && v->source_snapshot_id) {
+        if (v->state == CAT_VOL_READY && v->source_snapshot_id &&
+            (!by_volume || (v->source_volume_id && strcmp(v->source_volume_id, a->source_volume) == 0))) {
             /* A finished job stays listed (amberctl cluster jobs) until
              * the name is made again. */
             *ret = v;
@@ -393,10 +458,13 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         /* Done, but the volume is gone since (deleted): make it again. */
     }
     if (j) {
-        if (strcmp(j->source_snapshot, a->source_snapshot) != 0) {
+        if (by_volume != !!j->source_volume ||
+            strcmp(src_of(j) ? src_of(j) : "", by_volume ? a->source_volume : a->source_snapshot) != 0) {
+            int r = op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "volume %s is being made from another "
+                            "source (%s %s)", a->name, j->source_volume ? "volume" : "snapshot",
+                            nz(src_of(j)));
             pthread_mutex_unlock(&cs->lock);
-            return op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "volume %s is being made from another "
-                           "snapshot (%s)", a->name, j->source_snapshot);
+            return r;
         }
         wait_job(cs, j, a->wait_ms);
         if (!j->finished) {
@@ -414,13 +482,14 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
     j = xcalloc(1, sizeof *j);
     j->name = xstrdup(a->name);
     j->source_node = xstrdup(a->source_node);
-    j->source_snapshot = xstrdup(a->source_snapshot);
+    j->source_snapshot = by_volume ? NULL : xstrdup(a->source_snapshot);
+    j->source_volume = by_volume ? xstrdup(a->source_volume) : NULL;
     j->pvc_namespace = dupz(a->pvc_namespace);
     j->pvc_name = dupz(a->pvc_name);
     j->fs_type = dupz(a->fs_type);
     j->params = dupz(a->params);
     j->size = a->size;
-    j->state = "pulling";
+    j->state = by_volume ? "snapshotting" : "pulling";
     j->started_ns = now_real_ns();
     j->attempts = 1;
     j->next = cs->jobs;
@@ -441,8 +510,8 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         pthread_mutex_unlock(&cs->lock);
         return op_fail(e, RPC_RESOURCE_EXHAUSTED, -r, "cannot start the job: %s", strerror(r));
     }
-    log_info("cluster", "volume %s: copying snapshot %s from node %s in the background", a->name,
-             a->source_snapshot, a->source_node);
+    log_info("cluster", "volume %s: copying %s %s from node %s in the background", a->name,
+             by_volume ? "volume" : "snapshot", src_of(j), a->source_node);
     r = pending(j, e);
     pthread_mutex_unlock(&cs->lock);
     return r;
@@ -456,6 +525,7 @@ void cluster_job_info_free(struct cluster_job_info *j)
     free(j->state);
     free(j->source_node);
     free(j->source_snapshot);
+    free(j->source_volume);
     free(j->archive);
     free(j->error);
     *j = (struct cluster_job_info){0};
@@ -465,7 +535,8 @@ static void info_of(const struct cluster_job *j, struct cluster_job_info *o)
 {
     *o = (struct cluster_job_info){
         .name = xstrdup(j->name), .state = xstrdup(j->state),
-        .source_node = xstrdup(j->source_node), .source_snapshot = xstrdup(j->source_snapshot),
+        .source_node = xstrdup(j->source_node), .source_snapshot = xstrdup(nz(j->source_snapshot)),
+        .source_volume = xstrdup(nz(j->source_volume)),
         .archive = xstrdup(nz(j->archive)), .error = xstrdup(nz(j->error)),
         .error_code = j->error_code, .bytes_done = j->bytes_done, .bytes_total = j->bytes_total,
         .bytes_resumed = j->bytes_resumed, .bytes_on_wire = j->bytes_on_wire,

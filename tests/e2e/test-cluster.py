@@ -91,7 +91,8 @@ ACK = {"AMBER_SYNC_ACK_BYTES": "1M"}
 def stubs(ch):
     out = {}
     for svc, methods in (("csi.v1.Controller", ("CreateVolume", "DeleteVolume", "CreateSnapshot",
-                                                "DeleteSnapshot", "ListSnapshots", "ControllerGetVolume")),
+                                                "DeleteSnapshot", "ListSnapshots", "ControllerGetVolume",
+                                                "ListVolumes")),
                          ("csi.v1.GroupController", ("CreateVolumeGroupSnapshot",
                                                      "GetVolumeGroupSnapshot"))):
         s = T.Stub(ch, svc, pb)
@@ -146,13 +147,15 @@ def cap():
     return c
 
 
-def create(node, name, snap=None, size=SIZE, timeout=120):
+def create(node, name, snap=None, size=SIZE, timeout=120, vol=None):
     q = pb.CreateVolumeRequest(name=name, volume_capabilities=[cap()],
                                capacity_range=pb.CapacityRange(required_bytes=size))
     q.parameters["csi.storage.k8s.io/pvc/namespace"] = "ml"
     q.parameters["csi.storage.k8s.io/pvc/name"] = name
     if snap:
         q.volume_content_source.snapshot.snapshot_id = snap
+    if vol:
+        q.volume_content_source.volume.volume_id = vol
     return node.csi["CreateVolume"](q, timeout=timeout).volume
 
 
@@ -283,6 +286,66 @@ def test_second_snapshot_moves_only_its_delta():
     T.check(changed <= j["bytes_on_wire"] < changed * 1.2 + 256 * 1024,
             "a delta pull moved %d bytes for %d changed" % (j["bytes_on_wire"], changed))
     STATE.update(s2=s2.snapshot_id, want2=want)
+
+
+def hidden_snapshots(node):
+    return [s for s in node.ctl("snapshot", "list", "--all") if "amber.internal" in s.get("labels", {})]
+
+
+def csi_snapshot_ids(node):
+    return {e.snapshot.snapshot_id for e in node.csi["ListSnapshots"](pb.ListSnapshotsRequest(),
+                                                                      timeout=30).entries}
+
+
+def test_volume_from_another_nodes_volume_is_byte_identical():
+    """A CSI clone of n1's volume on n2: n1 takes a hidden snapshot of it,
+    n2 pulls its delta (n2 holds s2 of the chain), clones it, and n1
+    removes the hidden snapshot; it is never listed by CSI."""
+    delta = [(9 * MiB, os.urandom(512 * 1024))]
+    write(N1, STATE["src"], delta)
+    want = vol_sha(N1, STATE["src"])
+    os.mkfifo(HOLD)
+    e = T.expect_status(Code.ABORTED, create, N2, "pvc-clone", vol=STATE["src"])
+    T.check("operation pending" in e.details() and "volume %s" % local(STATE["src"]) in e.details(),
+            e.details())
+    fifo = os.open(HOLD, os.O_WRONLY)       # the copy is done, the job waits before its clone
+    try:
+        hid = hidden_snapshots(N1)
+        T.check_eq(len(hid), 1, "n1's hidden snapshot while n2 copies")
+        T.check_eq(hid[0]["volume_id"], local(STATE["src"]))
+        for n in (N1, N2):
+            ids = {local(i) for i in csi_snapshot_ids(n)}
+            T.check(hid[0]["id"] not in ids, "hidden snapshot in %s's ListSnapshots" % n.name)
+        T.check(all(hid[0]["id"] != s["id"] for s in N2.ctl("snapshot", "list")),
+                "n2's replica of the hidden snapshot is listed")
+        show = N2.ctl("volume", "show", "pvc-clone", json_out=False)
+        T.check("volume %s of node n1" % local(STATE["src"]) in show, show)
+    finally:
+        os.unlink(HOLD)
+        os.write(fifo, b"x")
+        os.close(fifo)
+    b = create(N2, "pvc-clone", vol=STATE["src"])
+    T.check(b.volume_id.startswith("n2/"), b.volume_id)
+    T.check_eq(b.content_source.volume.volume_id, STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone on n2")
+    j = job(N2, b.volume_context["amber.csi.dev/name"])
+    T.check_eq((j["state"], j["source_volume"]), ("done", local(STATE["src"])))
+    changed = sum(len(c) for _, c in delta)
+    T.check_eq(j["snapshots_moved"], 1)
+    T.check(changed <= j["bytes_on_wire"] < changed * 1.2 + 256 * 1024,
+            "a clone moved %d bytes for %d changed since s2" % (j["bytes_on_wire"], changed))
+    T.check_eq(hidden_snapshots(N1), [], "n1's hidden snapshot outlived the copy")
+    # Idempotent, also once the hidden snapshot is gone.
+    T.check_eq(create(N2, "pvc-clone", vol=STATE["src"]).volume_id, b.volume_id)
+    g = N2.csi["ControllerGetVolume"](pb.ControllerGetVolumeRequest(volume_id=b.volume_id), timeout=30)
+    T.check_eq(g.volume.content_source.volume.volume_id, STATE["src"])
+    # The replicas n2 keeps of pulled snapshots are not volumes of CSI's.
+    listed = [e.volume.volume_id for e in N2.csi["ListVolumes"](pb.ListVolumesRequest(), timeout=30).entries]
+    names = [v["name"] for v in N2.ctl("volume", "list")]
+    every = [v["name"] for v in N2.ctl("volume", "list", "--all")]
+    T.check(not any(n.startswith("c-") for n in names), names)
+    T.check(any(n.startswith("c-") for n in every), every)
+    T.check(b.volume_id in listed and len(listed) == len(names), (listed, names))
 
 
 def test_node_killed_mid_copy_resumes():
@@ -453,6 +516,7 @@ def logged(fn):
 sys.exit(T.Tests().run([logged(f) for f in [
     test_volume_from_another_nodes_snapshot_is_byte_identical,
     test_second_snapshot_moves_only_its_delta,
+    test_volume_from_another_nodes_volume_is_byte_identical,
     test_node_killed_mid_copy_resumes,
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
     test_old_handles_still_resolve,
