@@ -28,7 +28,10 @@ static const char cluster_help[] =
 "  forget SNAPSHOT_ID\n"
 "                 remove a snapshot from every archive (what DeleteSnapshot does;\n"
 "                 for a snapshot whose node is gone). Chunks another manifest\n"
-"                 needs stay\n";
+"                 needs stay\n"
+"  gc             remove the hidden replicas (c-<snapshot id>) no volume of this node\n"
+"                 is a clone of any more, and our hidden snapshots of abandoned\n"
+"                 copies (also done at start and after each copy job)\n";
 
 struct copts {
     const char *out, *ca, *cn;
@@ -253,11 +256,34 @@ static int c_forget(struct cli *c, int argc, char **argv)
     return 0;
 }
 
+static int c_gc(struct cli *c, int argc, char **argv)
+{
+    int i = cli_getopt(c, argc, argv, NULL, 0, NULL, NULL, cluster_help);
+    if (i < 0)
+        return i == -1 ? 0 : 2;
+    if (argc - i != 0)
+        return cli_usage("cluster gc: no operands");
+    Amber__V1__Empty q = AMBER__V1__EMPTY__INIT;
+    Amber__V1__ClusterCollectResponse *r;
+    if (cli_call(c, "/amber.v1.Cluster/Collect", &q.base,
+                 &amber__v1__cluster_collect_response__descriptor, (ProtobufCMessage **)&r))
+        return 1;
+    if (c->json)
+        printf("{\"replicas_deleted\":%u,\"clone_snapshots_deleted\":%u}\n", r->replicas_deleted,
+               r->clone_snapshots_deleted);
+    else
+        printf("removed %u hidden replica(s), %u abandoned hidden snapshot(s)\n", r->replicas_deleted,
+               r->clone_snapshots_deleted);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
 int cmd_cluster(struct cli *c, int argc, char **argv)
 {
     static const struct cmd cmds[] = {
         { "init-ca", c_init_ca, NULL }, { "issue", c_issue, NULL }, { "jobs", c_jobs, NULL },
         { "job", c_job, NULL }, { "resolve", c_resolve, NULL }, { "forget", c_forget, NULL },
+        { "gc", c_gc, NULL },
     };
     return cli_dispatch(c, "cluster", cmds, ARRAY_SIZE(cmds), argc, argv, cluster_help);
 }

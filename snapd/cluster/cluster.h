@@ -218,6 +218,9 @@ int cluster_h_peer_release_clone(struct rpc_call *c, const ProtobufCMessage *m);
 
 /* Whether v is one of the cluster's hidden replicas (not listed). */
 bool cluster_volume_hidden(const struct cat_volume *v);
+/* Delete the hidden replicas nothing needs any more (the rule is in
+ * replicas.c and the README). The number deleted, or a negative errno. */
+int cluster_replicas_collect(struct amberd *d, const char *except_job);
 
 /* --- cluster-api.c --------------------------------------------------------------- */
 

@@ -159,14 +159,15 @@ def create(node, name, snap=None, size=SIZE, timeout=120, vol=None):
     return node.csi["CreateVolume"](q, timeout=timeout).volume
 
 
-def create_remote(node, name, snap):
+def create_remote(node, name, snap, vol=None):
     """The provisioner's view: the first call is pending (ABORTED), the
     retry (which waits for the job) gets the volume."""
-    e = T.expect_status(Code.ABORTED, create, node, name, snap)
+    e = T.expect_status(Code.ABORTED, create, node, name, snap, vol=vol)
     T.check("operation pending" in e.details(), e.details())
     job = node.ctl("cluster", "jobs")
-    T.check(any(j["source_snapshot"] == snap.split("/")[1] for j in job), job)
-    return create(node, name, snap)
+    if snap:
+        T.check(any(j["source_snapshot"] == snap.split("/")[1] for j in job), job)
+    return create(node, name, snap, vol=vol)
 
 
 def snapshot(node, name, vol_handle, params=None):
@@ -348,6 +349,49 @@ def test_volume_from_another_nodes_volume_is_byte_identical():
     T.check(b.volume_id in listed and len(listed) == len(names), (listed, names))
 
 
+def test_clone_resumes_after_the_holder_is_killed():
+    """n1 dies right after taking the hidden snapshot (before it answers):
+    n2's job fails, the provisioner's retry after n1's restart finds the
+    same hidden snapshot, the copy finishes, the snapshot goes."""
+    N1.amberd.stop()
+    N1.amberd.start(env=dict(ACK, AMBER_CRASH_AT="cluster-clone:prepared"))
+    write(N1, STATE["src"], [(33 * MiB, os.urandom(256 * 1024))])
+    want = vol_sha(N1, STATE["src"])
+    T.expect_status(Code.ABORTED, create, N2, "pvc-clone-2", vol=STATE["src"])
+    T.expect_status(Code.UNAVAILABLE, create, N2, "pvc-clone-2", vol=STATE["src"])
+    N1.amberd.proc.wait(timeout=60)
+    T.check("AMBER_CRASH_AT=cluster-clone:prepared" in N1.amberd.log(), "n1 did not crash at the point")
+    N1.amberd.kill()
+    N1.amberd.start(env=ACK)
+    T.check_eq(len(hidden_snapshots(N1)), 1, "the hidden snapshot of before the crash")
+    b = create_remote(N2, "pvc-clone-2", None, vol=STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone after n1's restart")
+    T.check("resumes its copy of volume" in N1.amberd.log(), "n1 took another hidden snapshot")
+    T.check_eq(hidden_snapshots(N1), [])
+
+
+def test_hidden_replicas_are_collected_when_no_clone_needs_them():
+    """Rule: a hidden replica c-<id> stays while a volume of this node is a
+    clone of one of its snapshots (the delta base of the next copy); once
+    the last is deleted, `cluster gc` (and the next job, and a restart)
+    deletes it with its snapshots."""
+    def replicas():
+        return sorted(v["name"] for v in N2.ctl("volume", "list", "--all") if v["name"].startswith("c-"))
+    before = replicas()
+    T.check_eq(len(before), 1, before)
+    clones = [v for v in N2.ctl("volume", "list") if v["source_snapshot"]]
+    T.check(len(clones) >= 3, clones)
+    for v in clones[1:]:
+        N2.csi["DeleteVolume"](pb.DeleteVolumeRequest(volume_id="n2/" + v["id"]), timeout=60)
+    T.check_eq(N2.ctl("cluster", "gc")["replicas_deleted"], 0)
+    T.check_eq(replicas(), before, "collected while a clone of it is left")
+    N2.csi["DeleteVolume"](pb.DeleteVolumeRequest(volume_id="n2/" + clones[0]["id"]), timeout=60)
+    T.check_eq(N2.ctl("cluster", "gc")["replicas_deleted"], 1)
+    T.check_eq(replicas(), [])
+    T.check(not any(s["volume"] == before[0] for s in N2.ctl("snapshot", "list", "--all")),
+            "the replica's snapshots outlived it")
+
+
 def test_node_killed_mid_copy_resumes():
     n3 = Node("n3", env={"AMBER_CRASH_AT": "cluster-pull:half"})
     STATE["n3"] = n3
@@ -517,6 +561,8 @@ sys.exit(T.Tests().run([logged(f) for f in [
     test_volume_from_another_nodes_snapshot_is_byte_identical,
     test_second_snapshot_moves_only_its_delta,
     test_volume_from_another_nodes_volume_is_byte_identical,
+    test_clone_resumes_after_the_holder_is_killed,
+    test_hidden_replicas_are_collected_when_no_clone_needs_them,
     test_node_killed_mid_copy_resumes,
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
     test_old_handles_still_resolve,
