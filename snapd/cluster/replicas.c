@@ -48,9 +48,11 @@ static int all_volumes(struct amberd *d, struct cat_volume_list *ret)
             cat_volume_list_free(ret);
             return r;
         }
-        ret->items = xrealloc(ret->items, (ret->n + l.n) * sizeof *ret->items);
-        memcpy(ret->items + ret->n, l.items, l.n * sizeof *l.items);
-        ret->n += l.n;
+        if (l.n) {
+            ret->items = xrealloc(ret->items, (ret->n + l.n) * sizeof *ret->items);
+            memcpy(ret->items + ret->n, l.items, l.n * sizeof *l.items);
+            ret->n += l.n;
+        }
         free(l.items);
         free(after);
         after = l.next;
