@@ -138,6 +138,7 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
         json_u64(jj, "bytes_resumed", j->bytes_resumed);
         json_u64(jj, "bytes_on_wire", j->bytes_on_wire);
         json_u64(jj, "snapshots_moved", j->snapshots_moved);
+        json_u64(jj, "attempts", j->attempts);
         json_str(jj, "error", j->error);
         json_i64(jj, "started_ns", j->started_ns);
         json_i64(jj, "finished_ns", j->finished_ns);
@@ -158,6 +159,8 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
         printf("progress: %s of %s (%.0f%%)%s\n", done, total,
                100.0 * (double)j->bytes_done / (double)j->bytes_total,
                j->bytes_resumed ? ", resumed" : "");
+    if (j->attempts > 1)
+        printf("attempts: %u (resumed after amberd restarted)\n", j->attempts);
     if (*j->error)
         printf("error:    %s\n", j->error);
 }

@@ -79,6 +79,8 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
                                "with {node} and a port, not \"%s\"", o->registry);
     if (o->archives_file && (r = cluster_archives_load(cs, o->archives_file)) < 0)
         return r;
+    if ((r = cat_cluster_jobs_open(d->cat)) < 0)
+        return log_error_errno(r, "cluster", "catalog: %s", cat_errmsg(d->cat));
     return 0;
 }
 
@@ -96,6 +98,8 @@ int cluster_run(struct amberd *d)
      * replicas nothing needs (replicas.c, clone.c). */
     cluster_clone_sweep(d);
     cluster_replicas_collect(d, NULL);
+    if ((r = cluster_jobs_resume(d)) < 0)
+        return r;
     log_info("cluster", "node %s in cluster mode: registry %s, %zu archive(s)", d->node_id,
              cs->registry ? registry_spec(cs->registry) : "(none)", cs->n_archives);
     return archiver_start(d);

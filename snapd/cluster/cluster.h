@@ -146,6 +146,9 @@ void cluster_job_info_free(struct cluster_job_info *j);
 int cluster_job_get(struct amberd *d, const char *name, struct cluster_job_info *ret);
 /* All jobs; caller frees each and the array. */
 int cluster_job_list(struct amberd *d, struct cluster_job_info **ret, size_t *n);
+/* At start: the jobs a stop or a crash interrupted (their catalog rows)
+ * run again, so the provisioner's retry finds them running. */
+int cluster_jobs_resume(struct amberd *d);
 /* At stop: wait for running jobs (they stop at their next step), free them. */
 void cluster_jobs_free(struct amberd *d);
 

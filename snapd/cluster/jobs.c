@@ -28,8 +28,11 @@
  * that starts a job always answers pending, so the answer is deterministic.
  * A failed job is reported once and forgotten: the next call starts over
  * (and the sync engine resumes from the last acknowledged offset; an
- * interrupted restore resumes too). Nothing of a job needs to survive a
- * restart: the provisioner's retry is the job's persistence.
+ * interrupted restore resumes too). A job that has not finished has a
+ * catalog row (catalog-cluster.c): when amberd stops or dies mid-copy, its
+ * next start runs the job again (attempts + 1; the transfer resumes), so
+ * the provisioner's retry finds it running and `amberctl volume show`
+ * shows its progress at once.
  *
  * For tests: crash point cluster-pull:half (the receiver dies once half of
  * a snapshot's stream has arrived), and AMBER_CLUSTER_HOLD_FIFO=PATH, which
@@ -348,6 +351,8 @@ struct job_start {
     struct amberd *d;
     struct cluster_job *j;
 };
+static int job_spawn(struct amberd *d, const struct cat_cluster_job *row, struct cluster_job **ret,
+                     struct op_err *e);
 
 static void *job_main(void *arg)
 {
@@ -364,6 +369,10 @@ static void *job_main(void *arg)
      * cs->lock (job_free joins it under the lock). */
     cluster_replicas_collect(d, j->name);
     pthread_mutex_lock(&cs->lock);
+    /* Finished: its row goes, unless amberd is stopping (which is what
+     * interrupted it): then the next start resumes it. */
+    if ((r == 0 || !cs->stopping) && cat_cluster_job_delete(d->cat, j->name) < 0)
+        log_warn("cluster", "volume %s: catalog: %s", j->name, cat_errmsg(d->cat));
     j->finished = true;
     j->finished_ns = now_real_ns();
     if (r < 0) {
@@ -493,38 +502,88 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         pthread_mutex_unlock(&cs->lock);
         return op_fail(e, RPC_UNAVAILABLE, -ESHUTDOWN, "amberd is stopping");
     }
-    j = xcalloc(1, sizeof *j);
-    j->name = xstrdup(a->name);
-    j->source_node = xstrdup(a->source_node);
-    j->source_snapshot = by_volume ? NULL : xstrdup(a->source_snapshot);
-    j->source_volume = by_volume ? xstrdup(a->source_volume) : NULL;
-    j->pvc_namespace = dupz(a->pvc_namespace);
-    j->pvc_name = dupz(a->pvc_name);
-    j->fs_type = dupz(a->fs_type);
-    j->params = dupz(a->params);
-    j->size = a->size;
-    j->state = by_volume ? "snapshotting" : "pulling";
-    j->started_ns = now_real_ns();
-    j->attempts = 1;
+    struct cat_cluster_job row = {
+        .name = (char *)a->name, .source_node = (char *)a->source_node,
+        .source_snapshot = by_volume ? NULL : (char *)a->source_snapshot,
+        .source_volume = by_volume ? (char *)a->source_volume : NULL,
+        .pvc_namespace = (char *)a->pvc_namespace, .pvc_name = (char *)a->pvc_name,
+        .fs_type = (char *)a->fs_type, .params = (char *)a->params, .size_bytes = a->size,
+        .started_ns = now_real_ns(), .attempts = 1,
+    };
+    int r = job_spawn(d, &row, &j, e);
+    if (r == 0)
+        r = pending(j, e);
+    pthread_mutex_unlock(&cs->lock);
+    return r;
+}
+
+/* Under cs->lock: a job for row (recorded in the catalog first, so that a
+ * stop or a crash before it finishes starts it again), on its thread. */
+static int job_spawn(struct amberd *d, const struct cat_cluster_job *row, struct cluster_job **ret,
+                     struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    int r = cat_cluster_job_put(d->cat, row);
+    if (r < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    struct cluster_job *j = xcalloc(1, sizeof *j);
+    j->name = xstrdup(row->name);
+    j->source_node = xstrdup(row->source_node);
+    j->source_snapshot = dupz(row->source_snapshot);
+    j->source_volume = dupz(row->source_volume);
+    j->pvc_namespace = dupz(row->pvc_namespace);
+    j->pvc_name = dupz(row->pvc_name);
+    j->fs_type = dupz(row->fs_type);
+    j->params = dupz(row->params);
+    j->size = row->size_bytes;
+    j->state = j->source_volume ? "snapshotting" : "pulling";
+    j->started_ns = row->started_ns;
+    j->attempts = row->attempts;
     j->next = cs->jobs;
     cs->jobs = j;
     struct job_start *js = xcalloc(1, sizeof *js);
     js->d = d;
     js->j = j;
-    int r = pthread_create(&j->thread, NULL, job_main, js);
+    r = pthread_create(&j->thread, NULL, job_main, js);
     j->joinable = r == 0;
     if (r != 0) {
+        cat_cluster_job_delete(d->cat, j->name);
         job_unlink(cs, j);
         job_free(j);
         free(js);
-        pthread_mutex_unlock(&cs->lock);
         return op_fail(e, RPC_RESOURCE_EXHAUSTED, -r, "cannot start the job: %s", strerror(r));
     }
-    log_info("cluster", "volume %s: copying %s %s from node %s in the background", a->name,
-             by_volume ? "volume" : "snapshot", src_of(j), a->source_node);
-    r = pending(j, e);
+    log_info("cluster", "volume %s: copying %s %s from node %s in the background%s", j->name,
+             j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+             j->attempts > 1 ? " (again, after a restart)" : "");
+    *ret = j;
+    return 0;
+}
+
+int cluster_jobs_resume(struct amberd *d)
+{
+    struct cluster_state *cs = d->cluster;
+    if (!cs)
+        return 0;
+    struct cat_cluster_job *rows = NULL;
+    size_t n = 0;
+    int r = cat_cluster_job_list(d->cat, &rows, &n);
+    if (r < 0)
+        return log_error_errno(r, "cluster", "catalog: %s", cat_errmsg(d->cat));
+    pthread_mutex_lock(&cs->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct cluster_job *j = NULL;
+        struct op_err e = {0};
+        rows[i].attempts++;
+        if (!job_find(cs, rows[i].name) && job_spawn(d, &rows[i], &j, &e) < 0)
+            log_warn("cluster", "volume %s: cannot resume its copy: %s", rows[i].name,
+                     e.msg ? e.msg : "");
+        op_err_clear(&e);
+        cat_cluster_job_clear(&rows[i]);
+    }
     pthread_mutex_unlock(&cs->lock);
-    return r;
+    free(rows);
+    return 0;
 }
 
 /* --- views ---------------------------------------------------------------------- */

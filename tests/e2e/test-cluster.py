@@ -405,7 +405,10 @@ def test_node_killed_mid_copy_resumes():
     n3.amberd.start(env=ACK)
     # The node certificate outlives a restart (other clusters pin its key).
     T.check_eq(n3.ctl("info")["fingerprint"], fp)
-    b = create_remote(n3, "pvc-three", STATE["s1"])
+    # The job is in the catalog: it runs again at start, before any retry.
+    j = job(n3, "pvc-three")
+    T.check_eq(j["attempts"], 2)
+    b = create(n3, "pvc-three", STATE["s1"])
     T.check_eq(vol_sha(n3, b.volume_id), STATE["want1"], "bytes after the resumed copy")
     j = job(n3, b.volume_context["amber.csi.dev/name"])
     T.check(j["bytes_resumed"] >= MiB, "nothing was resumed: %s" % j)
