@@ -7,10 +7,13 @@
  * clones, and then releases (ReleaseClone: the holder deletes it).
  *
  * The hidden snapshot:
- *  - is named "clone-" + 24 hex digits of sha256(asking node "/" key), key
- *    being the new volume's name on the asking node, so a retried or
- *    resumed job (after a kill of either side) finds the same snapshot and
- *    the sync engine resumes its transfer;
+ *  - is found by its label amber.clone-for=NODE/KEY (the asking node, and
+ *    KEY the new volume's name there), so a retried or resumed job (after
+ *    a kill of either side) finds the same snapshot and the sync engine
+ *    resumes its transfer; it is named "clone-" + 24 hex digits of
+ *    sha256(NODE "/" KEY) + "-" + its creation time (ns, hex), so one made
+ *    again after an abandoned one was swept has another name (the asking
+ *    node's replica may hold the old one);
  *  - carries the labels amber.internal=clone (ListSnapshots of amberd, so
  *    of amber-csi and amberctl, skips it; the label travels with the
  *    snapshot, so the asking node's replica of it is hidden too),
@@ -45,7 +48,7 @@ static uint64_t ttl_s(void)
     return s && *s && end && !*end ? v : 6 * 3600;
 }
 
-static void clone_name(const char *node, const char *key, char out[64])
+static void clone_name(const char *node, const char *key, uint64_t t, char out[64])
 {
     _cleanup_free_ char *in = xasprintf("%s/%s", node, key);
     unsigned char md[EVP_MAX_MD_SIZE];
@@ -55,6 +58,7 @@ static void clone_name(const char *node, const char *key, char out[64])
     int k = snprintf(out, 64, "clone-");
     for (unsigned i = 0; i < 12; i++)
         k += snprintf(out + k, 64 - (size_t)k, "%02x", md[i]);
+    snprintf(out + k, 64 - (size_t)k, "-%" PRIx64, t);
 }
 
 static const char *label_of(const struct cat_snapshot *s, const char *key)
@@ -70,16 +74,27 @@ bool cluster_snapshot_hidden(const struct cat_snapshot *s)
     return label_of(s, CLUSTER_INTERNAL_LABEL) != NULL;
 }
 
-/* The hidden snapshot of volume vol_id for (node, key), or -ENOENT. */
+/* The (newest ready) hidden snapshot of volume vol_id for (node, key), or
+ * -ENOENT. */
 static int clone_find(struct amberd *d, const char *vol_id, const char *node, const char *key,
                       struct cat_snapshot **ret)
 {
-    char name[64];
-    clone_name(node, key, name);
-    _cleanup_free_ char *ref = xasprintf("%s@%s", vol_id, name);
-    struct op_err e = {0};
-    int r = snap_find(d, ref, ret, &e);
-    op_err_clear(&e);
+    _cleanup_free_ char *forv = xasprintf("%s/%s", node, key);
+    struct cat_label l = { .key = (char *)LABEL_FOR, .value = forv };
+    struct cat_snapshot_filter f = { .volume_id = vol_id, .labels = &l, .n_labels = 1,
+                                     .states = 1u << CAT_SNAP_READY };
+    struct cat_snapshot_list sl = {0};
+    int r = cat_snapshot_list(d->cat, &f, NULL, &sl);
+    if (r < 0)
+        return r;
+    r = -ENOENT;
+    if (sl.n > 0) {
+        *ret = xcalloc(1, sizeof **ret);
+        **ret = sl.items[sl.n - 1];
+        sl.items[sl.n - 1] = (struct cat_snapshot){0};
+        r = 0;
+    }
+    cat_snapshot_list_free(&sl);
     return r;
 }
 
@@ -170,7 +185,7 @@ int cluster_h_peer_prepare_clone(struct rpc_call *c, const ProtobufCMessage *m)
                          v->name, v->replica_peer);
     uint64_t expires = (uint64_t)time(NULL) + ttl_s();
     struct cat_snapshot *s = NULL;
-    if (clone_find(d, v->id, node, q->key, &s) == 0 && s->state == CAT_SNAP_READY) {
+    if (clone_find(d, v->id, node, q->key, &s) == 0) {
         set_expiry(d, s, expires);
         log_info("cluster", "node %s resumes its copy of volume %s through hidden snapshot %s",
                  node, v->name, s->id);
@@ -178,7 +193,7 @@ int cluster_h_peer_prepare_clone(struct rpc_call *c, const ProtobufCMessage *m)
         cat_snapshot_free(s);
         s = NULL;
         char name[64], exp[32];
-        clone_name(node, q->key, name);
+        clone_name(node, q->key, now_real_ns(), name);
         snprintf(exp, sizeof exp, "%" PRIu64, expires);
         _cleanup_free_ char *forv = xasprintf("%s/%s", node, q->key);
         struct cat_label labels[] = {

@@ -370,6 +370,37 @@ def test_clone_resumes_after_the_holder_is_killed():
     T.check_eq(hidden_snapshots(N1), [])
 
 
+def test_abandoned_clone_is_swept_and_the_job_resumes_at_restart():
+    """n2 dies mid-job (held after its copy): the job is in n2's catalog.
+    n1's hidden snapshot, once expired (TTL 0 here), is swept as an
+    abandoned copy. n2's restart runs the job again on its own: n1 takes a
+    new hidden snapshot, n2 finishes, n1 removes it."""
+    N1.amberd.stop()
+    N1.amberd.start(env=dict(ACK, AMBER_CLUSTER_CLONE_TTL_S="0"))
+    want = vol_sha(N1, STATE["src"])
+    os.mkfifo(HOLD)
+    try:
+        T.expect_status(Code.ABORTED, create, N2, "pvc-clone-3", vol=STATE["src"])
+        fifo = os.open(HOLD, os.O_WRONLY)       # the copy is done; the job waits
+        try:
+            T.check_eq(len(hidden_snapshots(N1)), 1)
+            N2.amberd.kill()
+        finally:
+            os.close(fifo)
+    finally:
+        os.unlink(HOLD)
+    T.check_eq(N1.ctl("cluster", "gc")["clone_snapshots_deleted"], 1)
+    T.check_eq(hidden_snapshots(N1), [])
+    N2.amberd.start(env=ACK)
+    j = job(N2, "pvc-clone-3")
+    T.check_eq(j["attempts"], 2)
+    b = create(N2, "pvc-clone-3", vol=STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone resumed at n2's restart")
+    T.check_eq(hidden_snapshots(N1), [])
+    N1.amberd.stop()
+    N1.amberd.start(env=ACK)
+
+
 def test_hidden_replicas_are_collected_when_no_clone_needs_them():
     """Rule: a hidden replica c-<id> stays while a volume of this node is a
     clone of one of its snapshots (the delta base of the next copy); once
@@ -565,6 +596,7 @@ sys.exit(T.Tests().run([logged(f) for f in [
     test_second_snapshot_moves_only_its_delta,
     test_volume_from_another_nodes_volume_is_byte_identical,
     test_clone_resumes_after_the_holder_is_killed,
+    test_abandoned_clone_is_swept_and_the_job_resumes_at_restart,
     test_hidden_replicas_are_collected_when_no_clone_needs_them,
     test_node_killed_mid_copy_resumes,
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
