@@ -18,7 +18,10 @@ bool cluster_volume_hidden(const struct cat_volume *v)
  * of this node is a clone of one of its snapshots (the replica is then the
  * delta base of the next copy of that chain: only what changed since moves).
  * Once the last such volume is deleted nothing needs it: its snapshots go,
- * then the replica. */
+ * then the replica. Inside a replica that stays, a copy of another node's
+ * hidden snapshot (cluster/clone.c) that is neither a clone's source nor
+ * the replica's newest snapshot (the next delta's base) goes too: its
+ * origin is gone already. */
 
 static bool jobs_running(struct amberd *d, const char *except)
 {
@@ -61,17 +64,41 @@ static int all_volumes(struct amberd *d, struct cat_volume_list *ret)
     }
 }
 
-static bool cloned_from(const struct cat_volume_list *vl, const struct cat_snapshot_list *sl)
+static bool source_of(const struct cat_volume_list *vl, const char *snap_id)
 {
     for (size_t i = 0; i < vl->n; i++) {
         const char *src = vl->items[i].source_snapshot_id;
-        if (!src || vl->items[i].state == CAT_VOL_DELETING)
-            continue;
-        for (size_t k = 0; k < sl->n; k++)
-            if (strcmp(src, sl->items[k].id) == 0)
-                return true;
+        if (src && vl->items[i].state != CAT_VOL_DELETING && strcmp(src, snap_id) == 0)
+            return true;
     }
     return false;
+}
+
+static bool cloned_from(const struct cat_volume_list *vl, const struct cat_snapshot_list *sl)
+{
+    for (size_t k = 0; k < sl->n; k++)
+        if (source_of(vl, sl->items[k].id))
+            return true;
+    return false;
+}
+
+/* The copies of hidden snapshots nothing needs (see the rule). */
+static void prune_hidden(struct amberd *d, const struct cat_volume *rv, const struct cat_volume_list *vl,
+                         const struct cat_snapshot_list *sl)
+{
+    for (size_t k = 0; k + 1 < sl->n; k++) {
+        const struct cat_snapshot *s = &sl->items[k];
+        if (!cluster_snapshot_hidden(s) || source_of(vl, s->id))
+            continue;
+        struct op_err e = {0};
+        if (snap_delete(d, s->id, &e) == 0)
+            log_info("cluster", "replica %s: removed %s, a copy of a hidden snapshot nothing needs",
+                     rv->name, s->name);
+        else
+            log_warn("cluster", "replica %s: cannot remove %s: %s", rv->name, s->name,
+                     e.msg ? e.msg : "");
+        op_err_clear(&e);
+    }
 }
 
 static int drop_replica(struct amberd *d, const struct cat_volume *rv, struct cat_snapshot_list *sl)
@@ -109,8 +136,12 @@ int cluster_replicas_collect(struct amberd *d, const char *except_job)
         struct cat_snapshot_list sl = {0};
         if (cat_snapshot_list(d->cat, &f, NULL, &sl) < 0)
             continue;
-        if (!cloned_from(&vl, &sl) && drop_replica(d, rv, &sl) == 0)
-            n++;
+        if (!cloned_from(&vl, &sl)) {
+            if (drop_replica(d, rv, &sl) == 0)
+                n++;
+        } else {
+            prune_hidden(d, rv, &vl, &sl);
+        }
         cat_snapshot_list_free(&sl);
     }
     cat_volume_list_free(&vl);

@@ -412,6 +412,14 @@ def test_hidden_replicas_are_collected_when_no_clone_needs_them():
     T.check_eq(len(before), 1, before)
     clones = [v for v in N2.ctl("volume", "list") if v["source_snapshot"]]
     T.check(len(clones) >= 3, clones)
+    # Inside it, the copy of the abandoned clone's hidden snapshot (neither
+    # a clone's source nor the newest) is gone; those clones need stay.
+    N2.ctl("cluster", "gc")
+    snaps = N2.ctl("snapshot", "list", "--all", "--volume", before[0])
+    sources = {v["source_snapshot"] for v in clones}
+    hidden = [x["id"] for x in snaps if "amber.internal" in x.get("labels", {})]
+    T.check(len(hidden) >= 3, snaps)
+    T.check(all(h in sources or h == snaps[-1]["id"] for h in hidden), (hidden, sources))
     for v in clones[1:]:
         N2.csi["DeleteVolume"](pb.DeleteVolumeRequest(volume_id="n2/" + v["id"]), timeout=60)
     T.check_eq(N2.ctl("cluster", "gc")["replicas_deleted"], 0)
