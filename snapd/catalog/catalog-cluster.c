@@ -33,17 +33,24 @@ int cat_cluster_jobs_open(struct catalog *cat)
     return rc == SQLITE_OK ? 0 : cat_sqlerr(cat, rc);
 }
 
+static const struct col job_cols[] = {
+    COL_STR(struct cat_cluster_job, name),
+    COL_STR(struct cat_cluster_job, source_node),
+    COL_STR(struct cat_cluster_job, source_snapshot),
+    COL_STR(struct cat_cluster_job, source_volume),
+    COL_STR(struct cat_cluster_job, pvc_namespace),
+    COL_STR(struct cat_cluster_job, pvc_name),
+    COL_STR(struct cat_cluster_job, fs_type),
+    COL_STR(struct cat_cluster_job, params),
+    COL_U64(struct cat_cluster_job, size_bytes),
+    COL_U64(struct cat_cluster_job, started_ns),
+    COL_U32(struct cat_cluster_job, attempts),
+};
+static const struct row_type job_row = ROW_TYPE(struct cat_cluster_job, job_cols);
+
 void cat_cluster_job_clear(struct cat_cluster_job *j)
 {
-    free(j->name);
-    free(j->source_node);
-    free(j->source_snapshot);
-    free(j->source_volume);
-    free(j->pvc_namespace);
-    free(j->pvc_name);
-    free(j->fs_type);
-    free(j->params);
-    *j = (struct cat_cluster_job){0};
+    row_clear(&job_row, j);
 }
 
 int cat_cluster_job_put(struct catalog *cat, const struct cat_cluster_job *j)
@@ -60,17 +67,7 @@ int cat_cluster_job_put(struct catalog *cat, const struct cat_cluster_job *j)
     _cleanup_reset_ sqlite3_stmt *st = NULL;
     if ((r = cat_stmt(cat, sql, &st)) < 0)
         return r;
-    bind_text(st, 1, j->name);
-    bind_text(st, 2, j->source_node);
-    bind_text(st, 3, j->source_snapshot);
-    bind_text(st, 4, j->source_volume);
-    bind_text(st, 5, j->pvc_namespace);
-    bind_text(st, 6, j->pvc_name);
-    bind_text(st, 7, j->fs_type);
-    bind_text(st, 8, j->params);
-    bind_u64(st, 9, j->size_bytes);
-    bind_u64(st, 10, j->started_ns);
-    bind_u64(st, 11, j->attempts);
+    row_bind(&job_row, st, j);
     r = cat_step_done(cat, st);
     return r < 0 ? r : 0;
 }
@@ -78,49 +75,12 @@ int cat_cluster_job_put(struct catalog *cat, const struct cat_cluster_job *j)
 int cat_cluster_job_delete(struct catalog *cat, const char *name)
 {
     static const char sql[] = "DELETE FROM cluster_jobs WHERE name = ?1";
-    CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    bind_text(st, 1, name);
-    r = cat_step_done(cat, st);
-    return r < 0 ? r : 0;
+    int r = row_change(cat, sql, name, NULL, NULL, "no cluster job %s", name);
+    return r == -ENOENT ? 0 : r;
 }
 
 int cat_cluster_job_list(struct catalog *cat, struct cat_cluster_job **ret, size_t *ret_n)
 {
     static const char sql[] = "SELECT " JOB_COLS " FROM cluster_jobs ORDER BY started_ns, name";
-    *ret = NULL;
-    *ret_n = 0;
-    CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    int r = cat_stmt(cat, sql, &st);
-    if (r < 0)
-        return r;
-    struct cat_cluster_job *v = NULL;
-    size_t n = 0;
-    while ((r = cat_step_row(cat, st)) == 1) {
-        struct cat_cluster_job *j = ARRAY_PUSH(v, n);
-        j->name = col_str(st, 0);
-        j->source_node = col_str(st, 1);
-        j->source_snapshot = col_str(st, 2);
-        j->source_volume = col_str(st, 3);
-        j->pvc_namespace = col_str(st, 4);
-        j->pvc_name = col_str(st, 5);
-        j->fs_type = col_str(st, 6);
-        j->params = col_str(st, 7);
-        j->size_bytes = col_u64(st, 8);
-        j->started_ns = col_u64(st, 9);
-        j->attempts = (uint32_t)col_u64(st, 10);
-    }
-    if (r < 0) {
-        for (size_t i = 0; i < n; i++)
-            cat_cluster_job_clear(&v[i]);
-        free(v);
-        return r;
-    }
-    *ret = v;
-    *ret_n = n;
-    return 0;
+    return row_query_all(cat, sql, &job_row, NULL, NULL, ret, ret_n);
 }
