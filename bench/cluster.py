@@ -14,7 +14,9 @@ volume (the provisioner's view: ABORTED pending, then the retry):
   archive restore n1 stopped; n3: CreateVolume from the second snapshot,
                   restored from a file:// archive (exported untimed before)
 Prints seconds and bytes moved, and ratios against rsync in the same run.
-Runs as root. Environment: SIZE_GIB (default 4), CHANGE_PCT (default 1)."""
+Runs as root. Environment: SIZE_GIB (default 4), CHANGE_PCT (default 1);
+PERF=FILE records the first copy with `perf record -g` on n1's and n2's
+amberd into FILE and prints the top symbols of each (where the CPU goes)."""
 import os
 import re
 import subprocess
@@ -102,8 +104,29 @@ for off in range(0, SIZE // 2, 64 * MiB):
     write(dev, [(off, blob(64 * MiB))])
 s1 = n1.snap(pb.CreateSnapshotRequest(name="s1", source_volume_id=v.volume_id), timeout=60).snapshot
 
+def profiled(fn):
+    out = os.environ.get("PERF")
+    if not out:
+        return fn()
+    # System-wide (-a): threads amberd starts during the copy are in it too;
+    # the report picks each amberd out by pid.
+    rec = subprocess.Popen(["perf", "record", "-q", "-a", "-F", "499", "-g", "-o", out],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        return fn()
+    finally:
+        rec.send_signal(15)
+        rec.wait(timeout=120)
+        for pid in (n1.a.proc.pid, n2.a.proc.pid):
+            rep = subprocess.run(["perf", "report", "-i", out, "--no-children", "--pid", str(pid),
+                                  "--sort", "dso,sym", "--stdio", "-g", "none", "--percent-limit", "1.5"],
+                                 capture_output=True, text=True).stdout
+            print("--- perf, amberd of %s (pid %d)" % ("n1" if pid == n1.a.proc.pid else "n2", pid))
+            print("\n".join(ln for ln in rep.splitlines() if ln.strip() and not ln.startswith("#")))
+
+
 rows = []
-secs, b1 = timed(lambda: pvc(n2, "first", s1.snapshot_id))
+secs, b1 = timed(lambda: profiled(lambda: pvc(n2, "first", s1.snapshot_id)))
 rows.append(("cluster: first copy (CSI CreateVolume)", secs, job(n2, b1)["bytes_on_wire"]))
 
 total, chunks = data.change()

@@ -28,7 +28,10 @@ static const char cluster_help[] =
 "  forget SNAPSHOT_ID\n"
 "                 remove a snapshot from every archive (what DeleteSnapshot does;\n"
 "                 for a snapshot whose node is gone). Chunks another manifest\n"
-"                 needs stay\n";
+"                 needs stay\n"
+"  gc             remove the hidden replicas (c-<snapshot id>) no volume of this node\n"
+"                 is a clone of any more, and our hidden snapshots of abandoned\n"
+"                 copies (also done at start and after each copy job)\n";
 
 struct copts {
     const char *out, *ca, *cn;
@@ -128,12 +131,14 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
         json_str(jj, "state", j->state);
         json_str(jj, "source_node", j->source_node);
         json_str(jj, "source_snapshot", j->source_snapshot);
+        json_str(jj, "source_volume", j->source_volume);
         json_str(jj, "archive", j->archive);
         json_u64(jj, "bytes_done", j->bytes_done);
         json_u64(jj, "bytes_total", j->bytes_total);
         json_u64(jj, "bytes_resumed", j->bytes_resumed);
         json_u64(jj, "bytes_on_wire", j->bytes_on_wire);
         json_u64(jj, "snapshots_moved", j->snapshots_moved);
+        json_u64(jj, "attempts", j->attempts);
         json_str(jj, "error", j->error);
         json_i64(jj, "started_ns", j->started_ns);
         json_i64(jj, "finished_ns", j->finished_ns);
@@ -144,12 +149,18 @@ static void job_print(struct cli *c, const Amber__V1__ClusterJob *j, struct json
     }
     _cleanup_free_ char *done = fmt_size(j->bytes_done), *total = fmt_size(j->bytes_total);
     printf("volume:   %s (not ready: %s)\n", j->name, j->state);
-    printf("source:   snapshot %s of node %s%s%s\n", j->source_snapshot, j->source_node,
-           *j->archive ? ", from archive " : "", j->archive);
+    if (*j->source_volume)
+        printf("source:   volume %s of node %s%s%s\n", j->source_volume, j->source_node,
+               *j->source_snapshot ? ", through its hidden snapshot " : "", j->source_snapshot);
+    else
+        printf("source:   snapshot %s of node %s%s%s\n", j->source_snapshot, j->source_node,
+               *j->archive ? ", from archive " : "", j->archive);
     if (j->bytes_total)
         printf("progress: %s of %s (%.0f%%)%s\n", done, total,
                100.0 * (double)j->bytes_done / (double)j->bytes_total,
                j->bytes_resumed ? ", resumed" : "");
+    if (j->attempts > 1)
+        printf("attempts: %u (resumed after amberd restarted)\n", j->attempts);
     if (*j->error)
         printf("error:    %s\n", j->error);
 }
@@ -248,11 +259,34 @@ static int c_forget(struct cli *c, int argc, char **argv)
     return 0;
 }
 
+static int c_gc(struct cli *c, int argc, char **argv)
+{
+    int i = cli_getopt(c, argc, argv, NULL, 0, NULL, NULL, cluster_help);
+    if (i < 0)
+        return i == -1 ? 0 : 2;
+    if (argc - i != 0)
+        return cli_usage("cluster gc: no operands");
+    Amber__V1__Empty q = AMBER__V1__EMPTY__INIT;
+    Amber__V1__ClusterCollectResponse *r;
+    if (cli_call(c, "/amber.v1.Cluster/Collect", &q.base,
+                 &amber__v1__cluster_collect_response__descriptor, (ProtobufCMessage **)&r))
+        return 1;
+    if (c->json)
+        printf("{\"replicas_deleted\":%u,\"clone_snapshots_deleted\":%u}\n", r->replicas_deleted,
+               r->clone_snapshots_deleted);
+    else
+        printf("removed %u hidden replica(s), %u abandoned hidden snapshot(s)\n", r->replicas_deleted,
+               r->clone_snapshots_deleted);
+    protobuf_c_message_free_unpacked(&r->base, NULL);
+    return 0;
+}
+
 int cmd_cluster(struct cli *c, int argc, char **argv)
 {
     static const struct cmd cmds[] = {
         { "init-ca", c_init_ca, NULL }, { "issue", c_issue, NULL }, { "jobs", c_jobs, NULL },
         { "job", c_job, NULL }, { "resolve", c_resolve, NULL }, { "forget", c_forget, NULL },
+        { "gc", c_gc, NULL },
     };
     return cli_dispatch(c, "cluster", cmds, ARRAY_SIZE(cmds), argc, argv, cluster_help);
 }

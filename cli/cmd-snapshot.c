@@ -13,7 +13,7 @@ static const char snapshot_help[] =
 "                         a point-in-time snapshot (several volumes: at the\n"
 "                         same instant); --freeze makes it application-\n"
 "                         consistent by freezing the mounted filesystem\n"
-"  list [--volume VOL] [--label K=V]...\n"
+"  list [--volume VOL] [--label K=V]... [--all]   --all: also internal snapshots\n"
 "                         snapshots, filtered (labels: all must match)\n"
 "  show SNAP              one snapshot\n"
 "  delete SNAP            delete a snapshot\n"
@@ -93,6 +93,7 @@ struct sopts {
     char **labels;
     size_t n_labels;
     bool freeze;
+    bool all;
 };
 
 static int on_sopt(int o, const char *arg, void *data)
@@ -102,6 +103,7 @@ static int on_sopt(int o, const char *arg, void *data)
     case 'n': s->name = arg; break;
     case 'v': s->volume = arg; break;
     case 'f': s->freeze = true; break;
+    case 'a': s->all = true; break;
     case 'l':
         if (!strchr(arg, '=') || arg[0] == '=') {
             cli_usage("--label: K=V expected, not \"%s\"", arg);
@@ -120,6 +122,7 @@ static const struct option snap_opts[] = {
     { "volume", required_argument, NULL, 'v' },
     { "label", required_argument, NULL, 'l' },
     { "freeze", no_argument, NULL, 'f' },
+    { "all", no_argument, NULL, 'a' },
 };
 
 /* Labels K=V into messages; the strings are split in place. */
@@ -215,6 +218,7 @@ static int s_list(struct cli *c, int argc, char **argv)
     q.volume = (char *)(so.volume ? so.volume : "");
     q.labels = pl;
     q.n_labels = so.n_labels;
+    q.all = so.all;
     struct json j = {0};
     struct table *t = NULL;
     int ret = 0;

@@ -11,7 +11,8 @@ static const char volume_help[] =
 "\n"
 "  create NAME --size SIZE [--from SNAPSHOT | --from-volume VOL]\n"
 "                         a new thin volume, or an instant clone\n"
-"  list [--namespace NS]  all volumes (or those of a PVC namespace)\n"
+"  list [--namespace NS] [--all]  all volumes (or those of a PVC namespace); --all: also\n"
+"                         the cluster's hidden replicas c-<snapshot id>\n"
 "  show VOL               one volume\n"
 "  resize VOL --size SIZE grow a volume (online: the loop device follows)\n"
 "  delete VOL             delete a detached volume (its snapshots stay)\n"
@@ -43,6 +44,8 @@ void volume_json(struct json *j, const char *key, const Amber__V1__Volume *v)
     json_str(j, "pvc_name", v->pvc_name);
     json_str(j, "fs_type", v->fs_type);
     json_str(j, "replica_of", v->replica_of);
+    json_str(j, "source_volume", v->source_volume);
+    json_str(j, "source_node", v->source_node);
     json_obj_end(j);
 }
 
@@ -75,6 +78,7 @@ static void volume_print(struct cli *c, const Amber__V1__Volume *v)
 
 struct vopts {
     const char *size, *from, *from_volume, *snapshot, *to, *ns;
+    bool all;
 };
 
 static int on_vopt(int o, const char *arg, void *data)
@@ -87,6 +91,7 @@ static int on_vopt(int o, const char *arg, void *data)
     case 'S': v->snapshot = arg; break;
     case 't': v->to = arg; break;
     case 'n': v->ns = arg; break;
+    case 'a': v->all = true; break;
     default: return -1;
     }
     return 0;
@@ -99,6 +104,7 @@ static const struct option vol_opts[] = {
     { "snapshot", required_argument, NULL, 'S' },
     { "to", required_argument, NULL, 't' },
     { "namespace", required_argument, NULL, 'n' },
+    { "all", no_argument, NULL, 'a' },
 };
 
 /* Parse options and exactly `want` operands into ops[]. */
@@ -161,6 +167,7 @@ static int v_list(struct cli *c, int argc, char **argv)
         return r;
     Amber__V1__ListVolumesRequest q = AMBER__V1__LIST_VOLUMES_REQUEST__INIT;
     q.pvc_namespace = (char *)(v.ns ? v.ns : "");
+    q.all = v.all;
     struct json j = {0};
     struct table *t = NULL;
     if (c->json)

@@ -53,11 +53,16 @@ static void volume_out(struct csi *p, const Amber__V1__Volume *v, struct csi_vol
     csi_handle_fmt(p, v->id, o->vid);
     csi_handle_fmt(p, v->source_snapshot, o->sid);
     csi_handle_fmt(p, v->source_volume, o->svid);
+    /* A clone of another node's volume (made through a hidden snapshot of
+     * it, which is its source_snapshot here): its source is that volume. */
+    bool remote_vol = *v->source_volume && *v->source_node;
+    if (remote_vol)
+        snprintf(o->svid, sizeof o->svid, "%s/%s", v->source_node, v->source_volume);
     m.volume_id = o->vid;
     if (*v->source_snapshot || *v->source_volume) {
         Csi__V1__VolumeContentSource s = CSI__V1__VOLUME_CONTENT_SOURCE__INIT;
         o->src = s;
-        if (*v->source_snapshot) {
+        if (*v->source_snapshot && !remote_vol) {
             Csi__V1__VolumeContentSource__SnapshotSource ss =
                 CSI__V1__VOLUME_CONTENT_SOURCE__SNAPSHOT_SOURCE__INIT;
             o->snap = ss;
@@ -165,7 +170,10 @@ static bool compatible(const Amber__V1__Volume *v, const struct create_req *q, c
                          (unsigned long long)v->size_bytes, (unsigned long long)q->limit);
         return false;
     }
-    if (strcmp(v->source_snapshot, q->src_snapshot ? q->src_snapshot : "") != 0 ||
+    /* A clone of another node's volume has its hidden snapshot as
+     * source_snapshot too: its source_volume is what was asked. */
+    bool remote_vol = *v->source_volume && *v->source_node;
+    if ((!remote_vol && strcmp(v->source_snapshot, q->src_snapshot ? q->src_snapshot : "") != 0) ||
         strcmp(v->source_volume, q->src_volume ? q->src_volume : "") != 0) {
         *why = xstrdup("it has a different content source");
         return false;
@@ -223,6 +231,21 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
         const char *id = cs->volume ? cs->volume->volume_id : "";
         if (!*id)
             return csi_error(c, RPC_INVALID_ARGUMENT, "volume_content_source: volume_id is required");
+        char *node = NULL, *vid = NULL;
+        if (csi_handle_split(id, &node, &vid) < 0 || !uuid_is_valid(vid)) {
+            free(node);
+            free(vid);
+            return csi_error(c, RPC_NOT_FOUND, "source volume %s not found", id);
+        }
+        if (node && strcmp(node, CSI(c)->node_id) != 0) {
+            /* Held by another node: that node snapshots it, we copy that. */
+            q->remote_node = node;
+            q->src_id = vid;
+            q->src_volume = q->src_id;
+            return 0;
+        }
+        free(node);
+        free(vid);
         _cleanup_pb_ Amber__V1__Volume *v = NULL;
         code = amberd_get_volume(c, id, &v, &st);
         if (code == RPC_NOT_FOUND) {
@@ -240,9 +263,10 @@ static int content_source(struct rpc_call *c, const Csi__V1__VolumeContentSource
     return 0;
 }
 
-/* CreateVolume from a snapshot another node holds: amberd's cluster
- * service copies it in the background (pull from that node, or restore from
- * an archive when it is gone). While it copies, the answer is ABORTED
+/* CreateVolume from a snapshot (or volume) another node holds: amberd's
+ * cluster service copies it in the background (pull from that node, or
+ * restore a snapshot from an archive when that node is gone; a volume is
+ * first snapshotted there, hidden). While it copies, the answer is ABORTED
  * "operation pending": csi-provisioner treats ABORTED as a non-final error
  * and retries with exponential backoff, and the retried call finds the same
  * job (keyed by the volume name), so a large volume never makes the
@@ -256,7 +280,8 @@ static int create_remote(struct rpc_call *c, const Csi__V1__CreateVolumeRequest 
     aq.name = (char *)name;
     aq.size_bytes = size;
     aq.source_node = cr->remote_node;
-    aq.source_snapshot = (char *)cr->src_snapshot;
+    aq.source_snapshot = (char *)(cr->src_snapshot ? cr->src_snapshot : "");
+    aq.source_volume = (char *)(cr->src_volume ? cr->src_volume : "");
     const char *ns = csi_map_get((void *const *)q->parameters, q->n_parameters, PVC_NS_KEY);
     const char *pvc = csi_map_get((void *const *)q->parameters, q->n_parameters, PVC_NAME_KEY);
     aq.pvc_namespace = (char *)(ns ? ns : "");
@@ -275,18 +300,21 @@ static int create_remote(struct rpc_call *c, const Csi__V1__CreateVolumeRequest 
                                &amber__v1__volume__descriptor, timeout, (ProtobufCMessage **)&v, &st);
     if (code == RPC_ABORTED) {
         log_info("controller", "CreateVolume %s: %s", q->name, st.message ? st.message : "pending");
-        return amberd_fail(c, code, &st, "from another node's snapshot");
+        return amberd_fail(c, code, &st, cr->src_volume ? "from another node's volume" : "from another node's snapshot");
     }
     if (code != RPC_OK) {
-        log_warn("controller", "CreateVolume %s from snapshot %s of node %s failed: %s: %s", q->name,
-                 cr->src_snapshot, cr->remote_node, rpc_code_name(code), st.message ? st.message : "");
-        return amberd_fail(c, code, &st, "from another node's snapshot");
+        log_warn("controller", "CreateVolume %s from %s %s of node %s failed: %s: %s", q->name,
+                 cr->src_volume ? "volume" : "snapshot", cr->src_id, cr->remote_node,
+                 rpc_code_name(code), st.message ? st.message : "");
+        return amberd_fail(c, code, &st, cr->src_volume ? "from another node's volume"
+                                                         : "from another node's snapshot");
     }
     _cleanup_free_ char *why = NULL;
     if (!compatible(v, cr, &why))
         return csi_error(c, RPC_ALREADY_EXISTS, "volume %s exists and is incompatible: %s", q->name, why);
-    log_info("controller", "created volume %s id=%s size=%llu from snapshot %s of node %s", q->name,
-             v->id, (unsigned long long)v->size_bytes, cr->src_snapshot, cr->remote_node);
+    log_info("controller", "created volume %s id=%s size=%llu from %s %s of node %s", q->name,
+             v->id, (unsigned long long)v->size_bytes, cr->src_volume ? "volume" : "snapshot",
+             cr->src_id, cr->remote_node);
     return send_volume(c, v);
 }
 

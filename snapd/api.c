@@ -30,6 +30,7 @@ struct pb_volume {
     Amber__V1__Volume m;
     char *device;
     char *replica;
+    char *source_node;
 };
 
 static void volume_pb(struct amberd *d, const struct cat_volume *v, struct pb_volume *out)
@@ -50,6 +51,15 @@ static void volume_pb(struct amberd *d, const struct cat_volume *v, struct pb_vo
     m.created_ns = (int64_t)v->created_ns;
     m.source_snapshot = nz(v->source_snapshot_id);
     m.source_volume = nz(v->source_volume_id);
+    m.source_node = "";
+    if (v->source_volume_id && v->source_snapshot_id) {
+        /* A clone of another node's volume, through its hidden snapshot. */
+        struct cat_snapshot *s = NULL;
+        if (cat_snapshot_get(d->cat, v->source_snapshot_id, &s) == 0 && s->origin &&
+            strcmp(s->origin, "local") != 0)
+            m.source_node = out->source_node = xstrdup(s->origin);
+        cat_snapshot_free(s);
+    }
     m.pvc_namespace = nz(v->pvc_namespace);
     m.pvc_name = nz(v->pvc_name);
     m.fs_type = nz(v->fs_type);
@@ -68,6 +78,7 @@ static void volume_pb_clear(struct pb_volume *p)
 {
     free(p->device);
     free(p->replica);
+    free(p->source_node);
 }
 
 struct pb_snapshot {
@@ -247,15 +258,20 @@ static int h_list_volumes(struct rpc_call *c, const ProtobufCMessage *m)
     Amber__V1__ListVolumesResponse resp = AMBER__V1__LIST_VOLUMES_RESPONSE__INIT;
     struct pb_volume *pv = xcalloc(vl.n, sizeof *pv);
     Amber__V1__Volume **pp = xcalloc(vl.n, sizeof *pp);
+    size_t np = 0;
     for (size_t i = 0; i < vl.n; i++) {
-        volume_pb(d, &vl.items[i], &pv[i]);
-        pp[i] = &pv[i].m;
+        /* The cluster's hidden replicas (cluster/replicas.c) only when asked for. */
+        if (!q->all && cluster_volume_hidden(&vl.items[i]))
+            continue;
+        volume_pb(d, &vl.items[i], &pv[np]);
+        pp[np] = &pv[np].m;
+        np++;
     }
     resp.volumes = pp;
-    resp.n_volumes = vl.n;
+    resp.n_volumes = np;
     resp.next_token = nz(vl.next);
     r = rpc_call_send(c, &resp.base);
-    for (size_t i = 0; i < vl.n; i++)
+    for (size_t i = 0; i < np; i++)
         volume_pb_clear(&pv[i]);
     free(pv);
     free(pp);
@@ -463,15 +479,20 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     Amber__V1__ListSnapshotsResponse out = AMBER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
     struct pb_snapshot *ps = xcalloc(sl.n, sizeof *ps);
     Amber__V1__Snapshot **pp = xcalloc(sl.n, sizeof *pp);
+    size_t np = 0;
     for (size_t i = 0; i < sl.n; i++) {
-        snapshot_pb(D(c), &sl.items[i], &ps[i]);
-        pp[i] = &ps[i].m;
+        /* Internal snapshots (cluster/clone.c) only when asked for. */
+        if (!*q->snapshot && !q->all && cluster_snapshot_hidden(&sl.items[i]))
+            continue;
+        snapshot_pb(D(c), &sl.items[i], &ps[np]);
+        pp[np] = &ps[np].m;
+        np++;
     }
     out.snapshots = pp;
-    out.n_snapshots = sl.n;
+    out.n_snapshots = np;
     out.next_token = nz(sl.next);
     r = rpc_call_send(c, &out.base);
-    for (size_t i = 0; i < sl.n; i++)
+    for (size_t i = 0; i < np; i++)
         snapshot_pb_clear(&ps[i]);
     free(ps);
     free(pp);

@@ -588,4 +588,25 @@ int cat_tombstone_delete(struct catalog *cat, const char *id);
 int cat_tombstone_list(struct catalog *cat, const char *volume_id, struct cat_tombstone **ret,
                        size_t *ret_n);
 
+/* ---- cluster copy jobs (catalog-cluster.c) -------------------------------- */
+
+/* A copy job of snapd/cluster/jobs.c that has not finished (the row goes
+ * when it does): started again at the next start. */
+struct cat_cluster_job {
+    char *name;                 /* the volume being made (the key) */
+    char *source_node, *source_snapshot, *source_volume;
+    char *pvc_namespace, *pvc_name, *fs_type, *params;
+    uint64_t size_bytes, started_ns;
+    uint32_t attempts;
+};
+void cat_cluster_job_clear(struct cat_cluster_job *j);
+/* Make the table if it is missing (cluster mode's start). */
+int cat_cluster_jobs_open(struct catalog *cat);
+/* Insert or overwrite the row of j->name. */
+int cat_cluster_job_put(struct catalog *cat, const struct cat_cluster_job *j);
+/* Delete it (0 also when absent). */
+int cat_cluster_job_delete(struct catalog *cat, const char *name);
+/* Every row, oldest first; caller clears each and frees the array. */
+int cat_cluster_job_list(struct catalog *cat, struct cat_cluster_job **ret, size_t *n);
+
 #endif

@@ -62,6 +62,7 @@ static void job_pb(const struct cluster_job_info *j, Amber__V1__ClusterJob *o)
     m.state = j->state;
     m.source_node = j->source_node;
     m.source_snapshot = j->source_snapshot;
+    m.source_volume = j->source_volume;
     m.archive = j->archive;
     m.bytes_done = j->bytes_done;
     m.bytes_total = j->bytes_total;
@@ -267,6 +268,20 @@ static int h_resolve(struct rpc_call *c, const ProtobufCMessage *m)
     return rpc_call_send(c, &o.base);
 }
 
+static int h_collect(struct rpc_call *c, const ProtobufCMessage *m)
+{
+    int r;
+    if ((r = need_cluster(c)) < 0)
+        return r;
+    Amber__V1__ClusterCollectResponse o = AMBER__V1__CLUSTER_COLLECT_RESPONSE__INIT;
+    int a = cluster_replicas_collect(D(c), NULL), b = cluster_clone_sweep(D(c));
+    if (a < 0 || b < 0)
+        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(D(c)->cat));
+    o.replicas_deleted = (uint32_t)a;
+    o.clone_snapshots_deleted = (uint32_t)b;
+    return rpc_call_send(c, &o.base);
+}
+
 #define M(name, in, out, fn) \
     { "/amber.v1.Cluster/" name, &amber__v1__##in##__descriptor, &amber__v1__##out##__descriptor, \
       RPC_UNARY, fn }
@@ -280,6 +295,7 @@ const struct rpc_method cluster_api_methods[] = {
     M("ForgetSnapshot", forget_snapshot_request, forget_snapshot_response, h_forget_snapshot),
     M("ResolveNode", resolve_node_request, resolve_node_response, h_resolve),
     M("GetNodeSnapshot", cluster_snapshot_ref, snapshot, cluster_h_get_node_snapshot),
+    M("Collect", empty, cluster_collect_response, h_collect),
     { "/amber.v1.Cluster/NodeDiff", &amber__v1__cluster_diff_request__descriptor,
       &amber__v1__diff_response__descriptor, RPC_SERVER_STREAM, cluster_h_node_diff },
 };

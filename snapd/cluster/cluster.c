@@ -79,6 +79,8 @@ int cluster_start(struct amberd *d, const struct cluster_opts *o, struct peer_op
                                "with {node} and a port, not \"%s\"", o->registry);
     if (o->archives_file && (r = cluster_archives_load(cs, o->archives_file)) < 0)
         return r;
+    if ((r = cat_cluster_jobs_open(d->cat)) < 0)
+        return log_error_errno(r, "cluster", "catalog: %s", cat_errmsg(d->cat));
     return 0;
 }
 
@@ -92,6 +94,13 @@ int cluster_run(struct amberd *d)
     int r = registry_publish(cs->registry, d->node_id, d->peer_address);
     if (r < 0)
         log_warn_errno(r, "cluster", "cannot publish our address in %s", registry_spec(cs->registry));
+    /* Interrupted copy jobs first (a replica they pull into is then not
+     * collected); then what a crash or a restart left: hidden snapshots of
+     * abandoned copies, replicas nothing needs (clone.c, replicas.c). */
+    if ((r = cluster_jobs_resume(d)) < 0)
+        return r;
+    cluster_clone_sweep(d);
+    cluster_replicas_collect(d, NULL);
     log_info("cluster", "node %s in cluster mode: registry %s, %zu archive(s)", d->node_id,
              cs->registry ? registry_spec(cs->registry) : "(none)", cs->n_archives);
     return archiver_start(d);

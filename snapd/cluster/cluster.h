@@ -36,6 +36,9 @@
 
 /* The label that names a snapshot's archive (amber.archive=NAME). */
 #define CLUSTER_ARCHIVE_LABEL "amber.archive"
+/* Internal snapshots (the hidden snapshot of a volume another node clones):
+ * amber.internal=WHY; never listed (api.c's ListSnapshots skips them). */
+#define CLUSTER_INTERNAL_LABEL "amber.internal"
 
 struct cluster_opts {
     const char *ca_cert;        /* --cluster-ca: the cluster CA's certificate */
@@ -133,6 +136,7 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
 /* A snapshot of the job (a copy; caller frees with cluster_job_info_free). */
 struct cluster_job_info {
     char *name, *state, *source_node, *source_snapshot, *archive, *error;
+    char *source_volume;
     int error_code;
     uint64_t bytes_done, bytes_total, bytes_resumed, bytes_on_wire;
     uint64_t started_ns, finished_ns;
@@ -142,6 +146,9 @@ void cluster_job_info_free(struct cluster_job_info *j);
 int cluster_job_get(struct amberd *d, const char *name, struct cluster_job_info *ret);
 /* All jobs; caller frees each and the array. */
 int cluster_job_list(struct amberd *d, struct cluster_job_info **ret, size_t *n);
+/* At start: the jobs a stop or a crash interrupted (their catalog rows)
+ * run again, so the provisioner's retry finds them running. */
+int cluster_jobs_resume(struct amberd *d);
 /* At stop: wait for running jobs (they stop at their next step), free them. */
 void cluster_jobs_free(struct amberd *d);
 
@@ -191,6 +198,32 @@ int cluster_h_peer_create_snapshots(struct rpc_call *c, const ProtobufCMessage *
 int cluster_h_peer_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m);
 extern const struct rpc_method cluster_group_api_methods[];
 extern const size_t cluster_group_api_methods_n;
+
+/* --- clone.c: a volume content source another node holds ------------------------ */
+
+/* Whether s is internal (labelled amber.internal): not listed. */
+bool cluster_snapshot_hidden(const struct cat_snapshot *s);
+/* The asking node: have `node` take (or find) the hidden snapshot of its
+ * volume `volume` for our new volume `key`; its id in *ret_snap_id. */
+int cluster_clone_prepare(struct amberd *d, const char *node, const char *volume, const char *key,
+                          char **ret_snap_id, struct op_err *e);
+/* The copy is done: the holder removes the hidden snapshot. */
+int cluster_clone_release(struct amberd *d, const char *node, const char *volume, const char *key,
+                          struct op_err *e);
+/* The holder: remove hidden snapshots whose volume is gone or whose copy was
+ * abandoned (expired). The number removed, or a negative errno. */
+int cluster_clone_sweep(struct amberd *d);
+/* amber.v1.ClusterPeer/PrepareClone and ReleaseClone (cluster_peer_methods). */
+int cluster_h_peer_prepare_clone(struct rpc_call *c, const ProtobufCMessage *m);
+int cluster_h_peer_release_clone(struct rpc_call *c, const ProtobufCMessage *m);
+
+/* --- replicas.c: the hidden replicas c-<snapshot id> ---------------------------------- */
+
+/* Whether v is one of the cluster's hidden replicas (not listed). */
+bool cluster_volume_hidden(const struct cat_volume *v);
+/* Delete the hidden replicas nothing needs any more (the rule is in
+ * replicas.c and the README). The number deleted, or a negative errno. */
+int cluster_replicas_collect(struct amberd *d, const char *except_job);
 
 /* --- cluster-api.c --------------------------------------------------------------- */
 

@@ -15,20 +15,31 @@
  *      daemon's own Archive/Restore, over its node socket);
  *   3. clone: the new volume is a writable snapshot of the (replica's)
  *      snapshot, instant.
+ * A volume source (CSI clone of a volume on A) first has A take a hidden
+ * snapshot of it (clone.c: PrepareClone, the same one again on a retry), is
+ * pulled and cloned as above (never restored from an archive: only A has
+ * the volume's newest state), then A removes that snapshot (ReleaseClone;
+ * A's sweep collects it if the release does not arrive). The new volume's
+ * source_volume_id is A's volume id, its source_snapshot_id the hidden
+ * snapshot's, here in the replica (the delta base of the next copy).
  * The job runs on its own thread; CreateVolumeFrom waits for it up to the
  * caller's wait_ms, then answers ABORTED "operation pending" (the CSI
  * provisioner retries with backoff; the retried call finds the job). A call
  * that starts a job always answers pending, so the answer is deterministic.
  * A failed job is reported once and forgotten: the next call starts over
  * (and the sync engine resumes from the last acknowledged offset; an
- * interrupted restore resumes too). Nothing of a job needs to survive a
- * restart: the provisioner's retry is the job's persistence.
+ * interrupted restore resumes too). A job that has not finished has a
+ * catalog row (catalog-cluster.c): when amberd stops or dies mid-copy, its
+ * next start runs the job again (attempts + 1; the transfer resumes), so
+ * the provisioner's retry finds it running and `amberctl volume show`
+ * shows its progress at once.
  *
  * For tests: crash point cluster-pull:half (the receiver dies once half of
  * a snapshot's stream has arrived), and AMBER_CLUSTER_HOLD_FIFO=PATH, which
  * holds a job after its copy, before the clone, until a writer opens the
  * FIFO and writes a byte (a state to look at, reached without timing). */
 #include <fcntl.h>
+#include <openssl/crypto.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -41,6 +52,7 @@
 struct cluster_job {
     struct cluster_job *next;
     char *name, *source_node, *source_snapshot, *pvc_namespace, *pvc_name, *fs_type, *params;
+    char *source_volume;        /* a volume source; source_snapshot: its hidden snapshot once taken */
     uint64_t size;
     const char *state;          /* static */
     char *archive;
@@ -50,15 +62,22 @@ struct cluster_job {
     uint64_t bytes_done, bytes_total, bytes_resumed, bytes_on_wire;
     uint64_t started_ns, finished_ns;
     uint32_t attempts, snapshots_moved;
+    pthread_t thread;           /* joined before the job is freed */
+    bool joinable;
 };
 
+/* The job's thread has finished (or never started) once `finished` is set:
+ * it takes cs->lock no more after that, so this may run under it. */
 static void job_free(struct cluster_job *j)
 {
     if (!j)
         return;
+    if (j->joinable)
+        pthread_join(j->thread, NULL);
     free(j->name);
     free(j->source_node);
     free(j->source_snapshot);
+    free(j->source_volume);
     free(j->pvc_namespace);
     free(j->pvc_name);
     free(j->fs_type);
@@ -70,6 +89,11 @@ static void job_free(struct cluster_job *j)
 
 static char *dupz(const char *s) { return s && *s ? xstrdup(s) : NULL; }
 static char *nz(const char *s) { return (char *)(s ? s : ""); }
+/* What the job copies, for messages. */
+static const char *src_of(const struct cluster_job *j)
+{
+    return j->source_volume ? j->source_volume : j->source_snapshot;
+}
 
 static struct cluster_job *job_find(struct cluster_state *cs, const char *name)
 {
@@ -241,12 +265,54 @@ static int make_clone(struct amberd *d, struct cluster_job *j, struct op_err *e)
     return r;
 }
 
+/* A volume source: the clone names A's volume as its source. */
+static int finish_volume_clone(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
+    int r = cat_volume_find(d->cat, j->name, &v);
+    if (r < 0)
+        return op_fail(e, RPC_INTERNAL, r, "the new volume %s is gone", j->name);
+    struct cat_volume u = *v;
+    u.source_volume_id = j->source_volume;
+    if ((r = cat_volume_update(d->cat, &u)) < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    struct op_err re = {0};
+    if (cluster_clone_release(d, j->source_node, j->source_volume, j->name, &re) < 0)
+        log_warn("cluster", "volume %s: node %s did not remove its hidden snapshot %s (its sweep "
+                 "will): %s", j->name, j->source_node, j->source_snapshot, re.msg ? re.msg : "");
+    op_err_clear(&re);
+    return 0;
+}
+
+/* A volume source: the hidden snapshot A takes of it (the same on a retry). */
+static int prepare_volume(struct amberd *d, struct cluster_job *j, struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    char *id = NULL;
+    int r = cluster_clone_prepare(d, j->source_node, j->source_volume, j->name, &id, e);
+    if (r < 0)
+        return r;
+    pthread_mutex_lock(&cs->lock);
+    free(j->source_snapshot);
+    j->source_snapshot = id;
+    job_set(cs, j, "pulling");
+    pthread_mutex_unlock(&cs->lock);
+    log_info("cluster", "volume %s: node %s holds hidden snapshot %s of volume %s for it", j->name,
+             j->source_node, id, j->source_volume);
+    return 0;
+}
+
 static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
 {
     struct cluster_state *cs = d->cluster;
+    if (j->source_volume) {
+        int r = prepare_volume(d, j, e);
+        if (r < 0)
+            return r;
+    }
     /* A restore that was interrupted, or finished but not yet labelled. */
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
-    if (cat_volume_find(d->cat, j->name, &v) == 0 && !v->source_snapshot_id) {
+    if (!j->source_volume && cat_volume_find(d->cat, j->name, &v) == 0 && !v->source_snapshot_id) {
         int r = restore(d, j, e);
         return r < 0 ? r : finish_restored(d, j, e);
     }
@@ -254,7 +320,7 @@ static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
     if (cat_snapshot_get(d->cat, j->source_snapshot, &s) < 0 || s->state != CAT_SNAP_READY) {
         bool unreachable = false;
         int r = pull(d, j, &unreachable, e);
-        if (r < 0 && !unreachable)
+        if (r < 0 && (!unreachable || j->source_volume))
             return r;
         if (r < 0) {
             log_warn("cluster", "pull of snapshot %s from node %s failed: %s", j->source_snapshot,
@@ -275,13 +341,18 @@ static int run(struct amberd *d, struct cluster_job *j, struct op_err *e)
     pthread_mutex_lock(&cs->lock);
     job_set(cs, j, "cloning");
     pthread_mutex_unlock(&cs->lock);
-    return make_clone(d, j, e);
+    int r = make_clone(d, j, e);
+    if (r < 0 || !j->source_volume)
+        return r;
+    return finish_volume_clone(d, j, e);
 }
 
 struct job_start {
     struct amberd *d;
     struct cluster_job *j;
 };
+static int job_spawn(struct amberd *d, const struct cat_cluster_job *row, struct cluster_job **ret,
+                     struct op_err *e);
 
 static void *job_main(void *arg)
 {
@@ -293,7 +364,15 @@ static void *job_main(void *arg)
     struct op_err e = {0};
     uint64_t t0 = now_mono_ns();
     int r = run(d, j, &e);
+    /* A volume deleted since the last job may have left a replica that
+     * nothing needs. Before `finished`: past it this thread must not take
+     * cs->lock (job_free joins it under the lock). */
+    cluster_replicas_collect(d, j->name);
     pthread_mutex_lock(&cs->lock);
+    /* Finished: its row goes, unless amberd is stopping (which is what
+     * interrupted it): then the next start resumes it. */
+    if ((r == 0 || !cs->stopping) && cat_cluster_job_delete(d->cat, j->name) < 0)
+        log_warn("cluster", "volume %s: catalog: %s", j->name, cat_errmsg(d->cat));
     j->finished = true;
     j->finished_ns = now_real_ns();
     if (r < 0) {
@@ -306,12 +385,17 @@ static void *job_main(void *arg)
     }
     pthread_mutex_unlock(&cs->lock);
     if (r < 0)
-        log_warn("cluster", "volume %s from snapshot %s of node %s failed: %s", j->name,
-                 j->source_snapshot, j->source_node, e.msg ? e.msg : strerror(-r));
+        log_warn("cluster", "volume %s from %s %s of node %s failed: %s", j->name,
+                 j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+                 e.msg ? e.msg : strerror(-r));
     else
-        log_info("cluster", "volume %s from snapshot %s of node %s is ready seconds=%.3f", j->name,
-                 j->source_snapshot, j->source_node, (now_mono_ns() - t0) / 1e9);
+        log_info("cluster", "volume %s from %s %s of node %s is ready seconds=%.3f", j->name,
+                 j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+                 (now_mono_ns() - t0) / 1e9);
     op_err_clear(&e);
+    /* Free this thread's OpenSSL state now (TLS to peers), not in a
+     * destructor after the join (LeakSanitizer reports those). */
+    OPENSSL_thread_stop();
     return NULL;
 }
 
@@ -331,14 +415,15 @@ static void wait_job(struct cluster_state *cs, struct cluster_job *j, uint32_t m
 static int pending(struct cluster_job *j, struct op_err *e)
 {
     char a[32], b[32];
+    const char *what = j->source_volume ? "volume" : "snapshot";
     if (j->bytes_total)
-        return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s "
-                       "of node %s%s%s): %s of %s, %.0f%%", j->name, j->state, j->source_snapshot,
+        return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (%s %s "
+                       "of node %s%s%s): %s of %s, %.0f%%", j->name, j->state, what, src_of(j),
                        j->source_node, j->archive ? ", archive " : "", j->archive ? j->archive : "",
                        format_size(j->bytes_done, a, sizeof a), format_size(j->bytes_total, b, sizeof b),
                        100.0 * (double)j->bytes_done / (double)j->bytes_total);
-    return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (snapshot %s of "
-                   "node %s)", j->name, j->state, j->source_snapshot, j->source_node);
+    return op_fail(e, RPC_ABORTED, -EINPROGRESS, "operation pending: volume %s is %s (%s %s of "
+                   "node %s)", j->name, j->state, what, src_of(j), j->source_node);
 }
 
 int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
@@ -350,10 +435,12 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
                        "(--cluster-ca)");
     if (!a->name || name_validate(a->name) < 0)
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "invalid volume name");
-    if (a->source_volume && *a->source_volume)
-        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a clone of a volume on another node is not "
-                       "supported: take a VolumeSnapshot of it and make the volume from that");
-    if (!a->source_snapshot || !uuid_is_valid(a->source_snapshot))
+    bool by_volume = a->source_volume && *a->source_volume;
+    if (by_volume && a->source_snapshot && *a->source_snapshot)
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "a snapshot or a volume source, not both");
+    if (by_volume && !uuid_is_valid(a->source_volume))
+        return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_volume: a volume id");
+    if (!by_volume && (!a->source_snapshot || !uuid_is_valid(a->source_snapshot)))
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_snapshot: a snapshot id");
     if (!a->source_node || name_validate(a->source_node) < 0)
         return op_fail(e, RPC_INVALID_ARGUMENT, -EINVAL, "source_node: a node name");
@@ -365,7 +452,8 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
     bool running = j && !j->finished;
     pthread_mutex_unlock(&cs->lock);
     if (!running && cat_volume_find(d->cat, a->name, &v) == 0) {
-        if (v->state == CAT_VOL_READY && v->source_snapshot_id) {
+        if (v->state == CAT_VOL_READY && v->source_snapshot_id &&
+            (!by_volume || (v->source_volume_id && strcmp(v->source_volume_id, a->source_volume) == 0))) {
             /* A finished job stays listed (amberctl cluster jobs) until
              * the name is made again. */
             *ret = v;
@@ -393,10 +481,13 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         /* Done, but the volume is gone since (deleted): make it again. */
     }
     if (j) {
-        if (strcmp(j->source_snapshot, a->source_snapshot) != 0) {
+        if (by_volume != !!j->source_volume ||
+            strcmp(src_of(j) ? src_of(j) : "", by_volume ? a->source_volume : a->source_snapshot) != 0) {
+            int r = op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "volume %s is being made from another "
+                            "source (%s %s)", a->name, j->source_volume ? "volume" : "snapshot",
+                            nz(src_of(j)));
             pthread_mutex_unlock(&cs->lock);
-            return op_fail(e, RPC_ALREADY_EXISTS, -EEXIST, "volume %s is being made from another "
-                           "snapshot (%s)", a->name, j->source_snapshot);
+            return r;
         }
         wait_job(cs, j, a->wait_ms);
         if (!j->finished) {
@@ -411,41 +502,88 @@ int cluster_create_volume(struct amberd *d, const struct cluster_create_args *a,
         pthread_mutex_unlock(&cs->lock);
         return op_fail(e, RPC_UNAVAILABLE, -ESHUTDOWN, "amberd is stopping");
     }
-    j = xcalloc(1, sizeof *j);
-    j->name = xstrdup(a->name);
-    j->source_node = xstrdup(a->source_node);
-    j->source_snapshot = xstrdup(a->source_snapshot);
-    j->pvc_namespace = dupz(a->pvc_namespace);
-    j->pvc_name = dupz(a->pvc_name);
-    j->fs_type = dupz(a->fs_type);
-    j->params = dupz(a->params);
-    j->size = a->size;
-    j->state = "pulling";
-    j->started_ns = now_real_ns();
-    j->attempts = 1;
+    struct cat_cluster_job row = {
+        .name = (char *)a->name, .source_node = (char *)a->source_node,
+        .source_snapshot = by_volume ? NULL : (char *)a->source_snapshot,
+        .source_volume = by_volume ? (char *)a->source_volume : NULL,
+        .pvc_namespace = (char *)a->pvc_namespace, .pvc_name = (char *)a->pvc_name,
+        .fs_type = (char *)a->fs_type, .params = (char *)a->params, .size_bytes = a->size,
+        .started_ns = now_real_ns(), .attempts = 1,
+    };
+    int r = job_spawn(d, &row, &j, e);
+    if (r == 0)
+        r = pending(j, e);
+    pthread_mutex_unlock(&cs->lock);
+    return r;
+}
+
+/* Under cs->lock: a job for row (recorded in the catalog first, so that a
+ * stop or a crash before it finishes starts it again), on its thread. */
+static int job_spawn(struct amberd *d, const struct cat_cluster_job *row, struct cluster_job **ret,
+                     struct op_err *e)
+{
+    struct cluster_state *cs = d->cluster;
+    int r = cat_cluster_job_put(d->cat, row);
+    if (r < 0)
+        return op_fail(e, RPC_INTERNAL, r, "catalog: %s", cat_errmsg(d->cat));
+    struct cluster_job *j = xcalloc(1, sizeof *j);
+    j->name = xstrdup(row->name);
+    j->source_node = xstrdup(row->source_node);
+    j->source_snapshot = dupz(row->source_snapshot);
+    j->source_volume = dupz(row->source_volume);
+    j->pvc_namespace = dupz(row->pvc_namespace);
+    j->pvc_name = dupz(row->pvc_name);
+    j->fs_type = dupz(row->fs_type);
+    j->params = dupz(row->params);
+    j->size = row->size_bytes;
+    j->state = j->source_volume ? "snapshotting" : "pulling";
+    j->started_ns = row->started_ns;
+    j->attempts = row->attempts;
     j->next = cs->jobs;
     cs->jobs = j;
     struct job_start *js = xcalloc(1, sizeof *js);
     js->d = d;
     js->j = j;
-    pthread_t t;
-    pthread_attr_t at;
-    pthread_attr_init(&at);
-    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
-    int r = pthread_create(&t, &at, job_main, js);
-    pthread_attr_destroy(&at);
+    r = pthread_create(&j->thread, NULL, job_main, js);
+    j->joinable = r == 0;
     if (r != 0) {
+        cat_cluster_job_delete(d->cat, j->name);
         job_unlink(cs, j);
         job_free(j);
         free(js);
-        pthread_mutex_unlock(&cs->lock);
         return op_fail(e, RPC_RESOURCE_EXHAUSTED, -r, "cannot start the job: %s", strerror(r));
     }
-    log_info("cluster", "volume %s: copying snapshot %s from node %s in the background", a->name,
-             a->source_snapshot, a->source_node);
-    r = pending(j, e);
+    log_info("cluster", "volume %s: copying %s %s from node %s in the background%s", j->name,
+             j->source_volume ? "volume" : "snapshot", src_of(j), j->source_node,
+             j->attempts > 1 ? " (again, after a restart)" : "");
+    *ret = j;
+    return 0;
+}
+
+int cluster_jobs_resume(struct amberd *d)
+{
+    struct cluster_state *cs = d->cluster;
+    if (!cs)
+        return 0;
+    struct cat_cluster_job *rows = NULL;
+    size_t n = 0;
+    int r = cat_cluster_job_list(d->cat, &rows, &n);
+    if (r < 0)
+        return log_error_errno(r, "cluster", "catalog: %s", cat_errmsg(d->cat));
+    pthread_mutex_lock(&cs->lock);
+    for (size_t i = 0; i < n; i++) {
+        struct cluster_job *j = NULL;
+        struct op_err e = {0};
+        rows[i].attempts++;
+        if (!job_find(cs, rows[i].name) && job_spawn(d, &rows[i], &j, &e) < 0)
+            log_warn("cluster", "volume %s: cannot resume its copy: %s", rows[i].name,
+                     e.msg ? e.msg : "");
+        op_err_clear(&e);
+        cat_cluster_job_clear(&rows[i]);
+    }
     pthread_mutex_unlock(&cs->lock);
-    return r;
+    free(rows);
+    return 0;
 }
 
 /* --- views ---------------------------------------------------------------------- */
@@ -456,6 +594,7 @@ void cluster_job_info_free(struct cluster_job_info *j)
     free(j->state);
     free(j->source_node);
     free(j->source_snapshot);
+    free(j->source_volume);
     free(j->archive);
     free(j->error);
     *j = (struct cluster_job_info){0};
@@ -465,7 +604,8 @@ static void info_of(const struct cluster_job *j, struct cluster_job_info *o)
 {
     *o = (struct cluster_job_info){
         .name = xstrdup(j->name), .state = xstrdup(j->state),
-        .source_node = xstrdup(j->source_node), .source_snapshot = xstrdup(j->source_snapshot),
+        .source_node = xstrdup(j->source_node), .source_snapshot = xstrdup(nz(j->source_snapshot)),
+        .source_volume = xstrdup(nz(j->source_volume)),
         .archive = xstrdup(nz(j->archive)), .error = xstrdup(nz(j->error)),
         .error_code = j->error_code, .bytes_done = j->bytes_done, .bytes_total = j->bytes_total,
         .bytes_resumed = j->bytes_resumed, .bytes_on_wire = j->bytes_on_wire,

@@ -127,6 +127,8 @@ const struct rpc_method cluster_peer_methods[] = {
     P("CreateSnapshots", create_snapshots_request, create_snapshots_response, RPC_UNARY,
       cluster_h_peer_create_snapshots),
     P("DeleteSnapshot", snapshot_ref, empty, RPC_UNARY, cluster_h_peer_delete_snapshot),
+    P("PrepareClone", cluster_clone_request, snapshot, RPC_UNARY, cluster_h_peer_prepare_clone),
+    P("ReleaseClone", cluster_clone_request, empty, RPC_UNARY, cluster_h_peer_release_clone),
 };
 const size_t cluster_peer_methods_n = ARRAY_SIZE(cluster_peer_methods);
 

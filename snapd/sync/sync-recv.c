@@ -292,6 +292,19 @@ static int reset_to_base(struct recv_session *rs, const char *base, struct op_er
     if (r == 0)
         return 0;            /* already the base */
     r = pool_vol_revert(d->pool, rs->vol->id, base);
+    if (r == -ENOENT) {
+        /* The base was moved off the pool to the store (it is not the
+         * replica's newest snapshot when the sender deleted its newest: a
+         * cluster clone's hidden snapshot): bring it back for the revert. */
+        _cleanup_(cat_snapshot_freep) struct cat_snapshot *bs = NULL;
+        if ((r = cat_snapshot_get(d->cat, base, &bs)) < 0)
+            return op_fail(e, RPC_INTERNAL, r, "replica %s: base snapshot %s: %s", rs->vol->name,
+                           base, cat_errmsg(d->cat));
+        if ((r = store_hydrate(d, bs, e)) < 0)
+            return r;
+        r = pool_vol_revert(d->pool, rs->vol->id, base);
+        store_release(d, base);
+    }
     if (r == -EBUSY)
         return op_fail(e, RPC_FAILED_PRECONDITION, r,
                        "replica %s is attached: detach it so it can follow its source", rs->vol->name);

@@ -91,7 +91,8 @@ ACK = {"AMBER_SYNC_ACK_BYTES": "1M"}
 def stubs(ch):
     out = {}
     for svc, methods in (("csi.v1.Controller", ("CreateVolume", "DeleteVolume", "CreateSnapshot",
-                                                "DeleteSnapshot", "ListSnapshots", "ControllerGetVolume")),
+                                                "DeleteSnapshot", "ListSnapshots", "ControllerGetVolume",
+                                                "ListVolumes")),
                          ("csi.v1.GroupController", ("CreateVolumeGroupSnapshot",
                                                      "GetVolumeGroupSnapshot"))):
         s = T.Stub(ch, svc, pb)
@@ -146,24 +147,27 @@ def cap():
     return c
 
 
-def create(node, name, snap=None, size=SIZE, timeout=120):
+def create(node, name, snap=None, size=SIZE, timeout=120, vol=None):
     q = pb.CreateVolumeRequest(name=name, volume_capabilities=[cap()],
                                capacity_range=pb.CapacityRange(required_bytes=size))
     q.parameters["csi.storage.k8s.io/pvc/namespace"] = "ml"
     q.parameters["csi.storage.k8s.io/pvc/name"] = name
     if snap:
         q.volume_content_source.snapshot.snapshot_id = snap
+    if vol:
+        q.volume_content_source.volume.volume_id = vol
     return node.csi["CreateVolume"](q, timeout=timeout).volume
 
 
-def create_remote(node, name, snap):
+def create_remote(node, name, snap, vol=None):
     """The provisioner's view: the first call is pending (ABORTED), the
     retry (which waits for the job) gets the volume."""
-    e = T.expect_status(Code.ABORTED, create, node, name, snap)
+    e = T.expect_status(Code.ABORTED, create, node, name, snap, vol=vol)
     T.check("operation pending" in e.details(), e.details())
     job = node.ctl("cluster", "jobs")
-    T.check(any(j["source_snapshot"] == snap.split("/")[1] for j in job), job)
-    return create(node, name, snap)
+    if snap:
+        T.check(any(j["source_snapshot"] == snap.split("/")[1] for j in job), job)
+    return create(node, name, snap, vol=vol)
 
 
 def snapshot(node, name, vol_handle, params=None):
@@ -285,6 +289,148 @@ def test_second_snapshot_moves_only_its_delta():
     STATE.update(s2=s2.snapshot_id, want2=want)
 
 
+def hidden_snapshots(node):
+    return [s for s in node.ctl("snapshot", "list", "--all") if "amber.internal" in s.get("labels", {})]
+
+
+def csi_snapshot_ids(node):
+    return {e.snapshot.snapshot_id for e in node.csi["ListSnapshots"](pb.ListSnapshotsRequest(),
+                                                                      timeout=30).entries}
+
+
+def test_volume_from_another_nodes_volume_is_byte_identical():
+    """A CSI clone of n1's volume on n2: n1 takes a hidden snapshot of it,
+    n2 pulls its delta (n2 holds s2 of the chain), clones it, and n1
+    removes the hidden snapshot; it is never listed by CSI."""
+    delta = [(9 * MiB, os.urandom(512 * 1024))]
+    write(N1, STATE["src"], delta)
+    want = vol_sha(N1, STATE["src"])
+    os.mkfifo(HOLD)
+    e = T.expect_status(Code.ABORTED, create, N2, "pvc-clone", vol=STATE["src"])
+    T.check("operation pending" in e.details() and "volume %s" % local(STATE["src"]) in e.details(),
+            e.details())
+    fifo = os.open(HOLD, os.O_WRONLY)       # the copy is done, the job waits before its clone
+    try:
+        hid = hidden_snapshots(N1)
+        T.check_eq(len(hid), 1, "n1's hidden snapshot while n2 copies")
+        T.check_eq(hid[0]["volume_id"], local(STATE["src"]))
+        for n in (N1, N2):
+            ids = {local(i) for i in csi_snapshot_ids(n)}
+            T.check(hid[0]["id"] not in ids, "hidden snapshot in %s's ListSnapshots" % n.name)
+        T.check(all(hid[0]["id"] != s["id"] for s in N2.ctl("snapshot", "list")),
+                "n2's replica of the hidden snapshot is listed")
+        show = N2.ctl("volume", "show", "pvc-clone", json_out=False)
+        T.check("volume %s of node n1" % local(STATE["src"]) in show, show)
+    finally:
+        os.unlink(HOLD)
+        os.write(fifo, b"x")
+        os.close(fifo)
+    b = create(N2, "pvc-clone", vol=STATE["src"])
+    T.check(b.volume_id.startswith("n2/"), b.volume_id)
+    T.check_eq(b.content_source.volume.volume_id, STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone on n2")
+    j = job(N2, b.volume_context["amber.csi.dev/name"])
+    T.check_eq((j["state"], j["source_volume"]), ("done", local(STATE["src"])))
+    changed = sum(len(c) for _, c in delta)
+    T.check_eq(j["snapshots_moved"], 1)
+    T.check(changed <= j["bytes_on_wire"] < changed * 1.2 + 256 * 1024,
+            "a clone moved %d bytes for %d changed since s2" % (j["bytes_on_wire"], changed))
+    T.check_eq(hidden_snapshots(N1), [], "n1's hidden snapshot outlived the copy")
+    # Idempotent, also once the hidden snapshot is gone.
+    T.check_eq(create(N2, "pvc-clone", vol=STATE["src"]).volume_id, b.volume_id)
+    g = N2.csi["ControllerGetVolume"](pb.ControllerGetVolumeRequest(volume_id=b.volume_id), timeout=30)
+    T.check_eq(g.volume.content_source.volume.volume_id, STATE["src"])
+    # The replicas n2 keeps of pulled snapshots are not volumes of CSI's.
+    listed = [e.volume.volume_id for e in N2.csi["ListVolumes"](pb.ListVolumesRequest(), timeout=30).entries]
+    names = [v["name"] for v in N2.ctl("volume", "list")]
+    every = [v["name"] for v in N2.ctl("volume", "list", "--all")]
+    T.check(not any(n.startswith("c-") for n in names), names)
+    T.check(any(n.startswith("c-") for n in every), every)
+    T.check(b.volume_id in listed and len(listed) == len(names), (listed, names))
+
+
+def test_clone_resumes_after_the_holder_is_killed():
+    """n1 dies right after taking the hidden snapshot (before it answers):
+    n2's job fails, the provisioner's retry after n1's restart finds the
+    same hidden snapshot, the copy finishes, the snapshot goes."""
+    N1.amberd.stop()
+    N1.amberd.start(env=dict(ACK, AMBER_CRASH_AT="cluster-clone:prepared"))
+    write(N1, STATE["src"], [(33 * MiB, os.urandom(256 * 1024))])
+    want = vol_sha(N1, STATE["src"])
+    T.expect_status(Code.ABORTED, create, N2, "pvc-clone-2", vol=STATE["src"])
+    T.expect_status(Code.UNAVAILABLE, create, N2, "pvc-clone-2", vol=STATE["src"])
+    N1.amberd.proc.wait(timeout=60)
+    T.check("AMBER_CRASH_AT=cluster-clone:prepared" in N1.amberd.log(), "n1 did not crash at the point")
+    N1.amberd.kill()
+    N1.amberd.start(env=ACK)
+    T.check_eq(len(hidden_snapshots(N1)), 1, "the hidden snapshot of before the crash")
+    b = create_remote(N2, "pvc-clone-2", None, vol=STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone after n1's restart")
+    T.check("resumes its copy of volume" in N1.amberd.log(), "n1 took another hidden snapshot")
+    T.check_eq(hidden_snapshots(N1), [])
+
+
+def test_abandoned_clone_is_swept_and_the_job_resumes_at_restart():
+    """n2 dies mid-job (held after its copy): the job is in n2's catalog.
+    n1's hidden snapshot, once expired (TTL 0 here), is swept as an
+    abandoned copy. n2's restart runs the job again on its own: n1 takes a
+    new hidden snapshot, n2 finishes, n1 removes it."""
+    N1.amberd.stop()
+    N1.amberd.start(env=dict(ACK, AMBER_CLUSTER_CLONE_TTL_S="0"))
+    want = vol_sha(N1, STATE["src"])
+    os.mkfifo(HOLD)
+    try:
+        T.expect_status(Code.ABORTED, create, N2, "pvc-clone-3", vol=STATE["src"])
+        fifo = os.open(HOLD, os.O_WRONLY)       # the copy is done; the job waits
+        try:
+            T.check_eq(len(hidden_snapshots(N1)), 1)
+            N2.amberd.kill()
+        finally:
+            os.close(fifo)
+    finally:
+        os.unlink(HOLD)
+    T.check_eq(N1.ctl("cluster", "gc")["clone_snapshots_deleted"], 1)
+    T.check_eq(hidden_snapshots(N1), [])
+    N2.amberd.start(env=ACK)
+    j = job(N2, "pvc-clone-3")
+    T.check_eq(j["attempts"], 2)
+    b = create(N2, "pvc-clone-3", vol=STATE["src"])
+    T.check_eq(vol_sha(N2, b.volume_id), want, "bytes of the clone resumed at n2's restart")
+    T.check_eq(hidden_snapshots(N1), [])
+    N1.amberd.stop()
+    N1.amberd.start(env=ACK)
+
+
+def test_hidden_replicas_are_collected_when_no_clone_needs_them():
+    """Rule: a hidden replica c-<id> stays while a volume of this node is a
+    clone of one of its snapshots (the delta base of the next copy); once
+    the last is deleted, `cluster gc` (and the next job, and a restart)
+    deletes it with its snapshots."""
+    def replicas():
+        return sorted(v["name"] for v in N2.ctl("volume", "list", "--all") if v["name"].startswith("c-"))
+    before = replicas()
+    T.check_eq(len(before), 1, before)
+    clones = [v for v in N2.ctl("volume", "list") if v["source_snapshot"]]
+    T.check(len(clones) >= 3, clones)
+    # Inside it, the copy of the abandoned clone's hidden snapshot (neither
+    # a clone's source nor the newest) is gone; those clones need stay.
+    N2.ctl("cluster", "gc")
+    snaps = N2.ctl("snapshot", "list", "--all", "--volume", before[0])
+    sources = {v["source_snapshot"] for v in clones}
+    hidden = [x["id"] for x in snaps if "amber.internal" in x.get("labels", {})]
+    T.check(len(hidden) >= 3, snaps)
+    T.check(all(h in sources or h == snaps[-1]["id"] for h in hidden), (hidden, sources))
+    for v in clones[1:]:
+        N2.csi["DeleteVolume"](pb.DeleteVolumeRequest(volume_id="n2/" + v["id"]), timeout=60)
+    T.check_eq(N2.ctl("cluster", "gc")["replicas_deleted"], 0)
+    T.check_eq(replicas(), before, "collected while a clone of it is left")
+    N2.csi["DeleteVolume"](pb.DeleteVolumeRequest(volume_id="n2/" + clones[0]["id"]), timeout=60)
+    T.check_eq(N2.ctl("cluster", "gc")["replicas_deleted"], 1)
+    T.check_eq(replicas(), [])
+    T.check(not any(s["volume"] == before[0] for s in N2.ctl("snapshot", "list", "--all")),
+            "the replica's snapshots outlived it")
+
+
 def test_node_killed_mid_copy_resumes():
     n3 = Node("n3", env={"AMBER_CRASH_AT": "cluster-pull:half"})
     STATE["n3"] = n3
@@ -298,7 +444,10 @@ def test_node_killed_mid_copy_resumes():
     n3.amberd.start(env=ACK)
     # The node certificate outlives a restart (other clusters pin its key).
     T.check_eq(n3.ctl("info")["fingerprint"], fp)
-    b = create_remote(n3, "pvc-three", STATE["s1"])
+    # The job is in the catalog: it runs again at start, before any retry.
+    j = job(n3, "pvc-three")
+    T.check_eq(j["attempts"], 2)
+    b = create(n3, "pvc-three", STATE["s1"])
     T.check_eq(vol_sha(n3, b.volume_id), STATE["want1"], "bytes after the resumed copy")
     j = job(n3, b.volume_context["amber.csi.dev/name"])
     T.check(j["bytes_resumed"] >= MiB, "nothing was resumed: %s" % j)
@@ -453,6 +602,10 @@ def logged(fn):
 sys.exit(T.Tests().run([logged(f) for f in [
     test_volume_from_another_nodes_snapshot_is_byte_identical,
     test_second_snapshot_moves_only_its_delta,
+    test_volume_from_another_nodes_volume_is_byte_identical,
+    test_clone_resumes_after_the_holder_is_killed,
+    test_abandoned_clone_is_swept_and_the_job_resumes_at_restart,
+    test_hidden_replicas_are_collected_when_no_clone_needs_them,
     test_node_killed_mid_copy_resumes,
     test_certificate_not_signed_by_the_cluster_ca_is_refused,
     test_old_handles_still_resolve,
