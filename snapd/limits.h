@@ -46,7 +46,9 @@ extern struct amberd_limits amberd_limits;
     { "max-pod-socket-conns", 1, NULL, LIMIT_OPT_BASE + 4 }
 int limits_option(int opt, const char *arg);
 
-/* 0, or RESOURCE_EXHAUSTED in e when the volume has its most snapshots. */
+/* 0, or RESOURCE_EXHAUSTED in e when the volume has its most snapshots.
+ * Call with the volume's operation lock held (busy_acquire), or two
+ * creates can both count room for the last one. */
 int limit_snapshots(struct amberd *d, const char *volume_id, const char *volume_name,
                     struct op_err *e);
 /* 0, or RESOURCE_EXHAUSTED when the namespace has its most volumes (ns

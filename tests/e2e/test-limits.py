@@ -10,6 +10,7 @@ calls in flight, connections per socket, streams per connection."""
 import os
 import socket
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import amber_test as T  # noqa: E402
@@ -92,6 +93,59 @@ def test_snapshots_per_volume():
     create_snapshot(apb.CreateSnapshotRequest(volume="v", name="s3"), timeout=30)
     for n in ("s1", "s2", "s3"):
         delete_snapshot(apb.SnapshotRef(snapshot="v@" + n), timeout=30)
+
+
+def test_snapshots_per_volume_racing():
+    """Creates racing for a volume's last snapshots: the bound is counted
+    under the volume's lock, so a create held between its checks and that
+    lock (AMBER_HOLD_AT) while others take the room left finds none
+    (RESOURCE_EXHAUSTED), and the volume never has more than the bound."""
+    fifo = os.path.join(T.tmpdir("hold-"), "fifo")
+    os.mkfifo(fifo)
+    d2 = T.Amberd("btrfs", size="1G", extra=["--max-snapshots-per-volume", "2"],
+                  env={"AMBER_HOLD_AT": "snapshot-create:lock", "AMBER_HOLD_FIFO": fifo})
+    S2 = T.Stub(d2.channel(), "amber.v1.Amber", apb)
+    create = S2.unary("CreateSnapshot", apb.CreateSnapshotRequest, apb.Snapshot)
+    S2.unary("CreateVolume", apb.CreateVolumeRequest, apb.Volume)(
+        apb.CreateVolumeRequest(name="w", size_bytes=16 * MiB), timeout=60)
+    held = {}
+
+    def held_create():
+        try:
+            held["snapshot"] = create(apb.CreateSnapshotRequest(volume="w", name="held"), timeout=300)
+        except grpc.RpcError as e:
+            held["error"] = e
+    t = threading.Thread(target=held_create, daemon=True)
+    t.start()
+    # Our open for writing returns once amberd has opened the FIFO: the
+    # first create is then waiting just before the volume's lock.
+    w = {}
+    opener = threading.Thread(target=lambda: w.update(fd=os.open(fifo, os.O_WRONLY)), daemon=True)
+    opener.start()
+    opener.join(120)
+    if "fd" not in w:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))    # let the opener go
+        raise AssertionError("the first create never reached its hold point: %s" % held)
+    try:
+        for n in ("a", "b"):
+            create(apb.CreateSnapshotRequest(volume="w", name=n), timeout=60)
+        e = T.expect_status(RE, create, apb.CreateSnapshotRequest(volume="w", name="c"), timeout=60)
+        T.check("max-snapshots-per-volume" in e.details(), e.details())
+    finally:
+        os.write(w["fd"], b"x")
+        os.close(w["fd"])
+    t.join(300)
+    T.check("snapshot" not in held, "the held create made a third snapshot past the bound of 2")
+    T.check_eq(held["error"].code() if "error" in held else None, RE, "the held create's status")
+    T.check("max-snapshots-per-volume" in held["error"].details(), held["error"].details())
+    got = S2.unary("ListSnapshots", apb.ListSnapshotsRequest, apb.ListSnapshotsResponse)(
+        apb.ListSnapshotsRequest(volume="w"), timeout=30)
+    T.check_eq(sorted(x.name for x in got.snapshots), ["a", "b"], "the volume's snapshots")
+    rc = d2.stop()
+    log = d2.log()
+    T.check("AMBER_HOLD_AT=snapshot-create:lock" in log, "the hold point was reached")
+    T.check("Sanitizer" not in log and "runtime error" not in log, "sanitizer report in amberd's log")
+    T.check_eq(rc, 0, "amberd's exit status")
 
 
 def test_volumes_per_namespace():
@@ -336,6 +390,7 @@ sys.exit(T.Tests().run([
     test_labels_per_snapshot_and_sizes,
     test_label_filters,
     test_snapshots_per_volume,
+    test_snapshots_per_volume_racing,
     test_volumes_per_namespace,
     test_pod_sockets_per_node,
     test_connections_per_pod_socket,
