@@ -7,6 +7,7 @@
 #include "amber/util.h"
 #include "amber.pb-c.h"
 #include "snapd/daemon.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 #include "snapd/cluster/cluster.h"
 #include "snapd/store/store.h"
@@ -135,8 +136,10 @@ static int send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
     return r;
 }
 
-/* Labels from the wire, validated. *ret points into req (no copies). */
-static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, struct cat_label **ret)
+/* Labels from the wire, validated; unless own_ok, none of amber's own
+ * (label_reserved). *ret points into req (no copies). */
+static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, bool own_ok,
+                     struct cat_label **ret)
 {
     if (n > CAT_LABELS_MAX)
         return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d labels", CAT_LABELS_MAX);
@@ -147,6 +150,12 @@ static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, struct
             return rpc_error(c, RPC_INVALID_ARGUMENT,
                              "invalid label \"%s\": keys are 1-128 bytes without '=' or control "
                              "characters, values up to 1024 bytes", in[i]->key);
+        }
+        const char *own = own_ok ? NULL : label_reserved(in[i]->key);
+        if (own) {
+            free(l);
+            return rpc_error(c, RPC_INVALID_ARGUMENT, "label \"%s\": the prefix %s is amber's own",
+                             in[i]->key, own);
         }
         l[i].key = in[i]->key;
         l[i].value = in[i]->value;
@@ -332,14 +341,15 @@ static int h_revert_volume(struct rpc_call *c, const ProtobufCMessage *m)
 
 /* --- snapshots ---------------------------------------------------------- */
 
+/* own_ok: amber's own labels may be set (label_reserved). */
 static int create_snapshots(struct rpc_call *c, Amber__V1__CreateSnapshotRequest **qs, size_t n,
-                            struct cat_snapshot **out)
+                            bool own_ok, struct cat_snapshot **out)
 {
     struct snap_create_args *a = xcalloc(n ? n : 1, sizeof *a);
     struct cat_label **labels = xcalloc(n ? n : 1, sizeof *labels);
     int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
-        r = labels_in(c, qs[i]->labels, qs[i]->n_labels, &labels[i]);
+        r = labels_in(c, qs[i]->labels, qs[i]->n_labels, own_ok, &labels[i]);
         a[i] = (struct snap_create_args){
             .volume = qs[i]->volume, .name = qs[i]->name, .labels = labels[i],
             .n_labels = qs[i]->n_labels, .freeze = qs[i]->freeze,
@@ -365,7 +375,7 @@ static int h_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 {
     Amber__V1__CreateSnapshotRequest *q = (void *)m;
     struct cat_snapshot *s = NULL;
-    int r = create_snapshots(c, &q, 1, &s);
+    int r = create_snapshots(c, &q, 1, false, &s);
     if (r < 0)
         return r;
     r = send_snapshot(c, s);
@@ -380,7 +390,10 @@ static int h_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     if (n == 0)
         return rpc_error(c, RPC_INVALID_ARGUMENT, "no volumes to snapshot");
     struct cat_snapshot **s = xcalloc(n, sizeof *s);
-    int r = create_snapshots(c, q->snapshots, n, s);
+    /* amber-csi's group snapshots (csi/group.c) label their members
+     * amber.csi.dev/group here, and nothing in the request tells its call
+     * from another on the node socket yet. */
+    int r = create_snapshots(c, q->snapshots, n, true, s);
     if (r == 0) {
         Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
         struct pb_snapshot *ps = xcalloc(n, sizeof *ps);
@@ -441,7 +454,7 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         }
     } else {
         struct cat_label *labels = NULL;
-        if ((r = labels_in(c, q->labels, q->n_labels, &labels)) < 0)
+        if ((r = labels_in(c, q->labels, q->n_labels, true, &labels)) < 0)
             return r;
         if (q->n_labels > CAT_FILTER_LABELS_MAX) {
             free(labels);

@@ -25,6 +25,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
@@ -324,8 +325,12 @@ static int create(struct rpc_call *c, Amber__V1__CreateSnapshotRequest **qs, siz
         }
         labels[i] = xcalloc(q->n_labels ? q->n_labels : 1, sizeof *labels[i]);
         for (size_t k = 0; k < q->n_labels && r == 0; k++) {
+            const char *own = label_reserved(q->labels[k]->key);
             if (cat_label_validate(q->labels[k]->key, q->labels[k]->value) < 0)
                 r = rpc_error(c, RPC_INVALID_ARGUMENT, "invalid label \"%s\"", q->labels[k]->key);
+            else if (own)
+                r = rpc_error(c, RPC_INVALID_ARGUMENT, "label \"%s\": the prefix %s is amber's own",
+                              q->labels[k]->key, own);
             labels[i][k] = (struct cat_label){ q->labels[k]->key, q->labels[k]->value };
         }
         a[i] = (struct snap_create_args){

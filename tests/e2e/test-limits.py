@@ -148,6 +148,40 @@ def test_snapshots_per_volume_racing():
     T.check_eq(rc, 0, "amberd's exit status")
 
 
+def test_reserved_labels():
+    """Labels amber writes itself (amber.csi.dev/..., amber.archive) are
+    refused with INVALID_ARGUMENT naming the prefix in a user's
+    CreateSnapshot and LabelSnapshot; amber-csi's group snapshot
+    (CreateSnapshots, csi/group.c) still sets its amber.csi.dev/group."""
+    create_snapshots = S.unary("CreateSnapshots", apb.CreateSnapshotsRequest, apb.CreateSnapshotsResponse)
+    label_snapshot = S.unary("LabelSnapshot", apb.LabelSnapshotRequest, apb.Snapshot)
+    before = snaps()
+    for key, prefix in (("amber.csi.dev/group", "amber.csi.dev/"), ("amber.csi.dev/x", "amber.csi.dev/"),
+                        ("amber.archive", "amber.archive")):
+        e = T.expect_status(IA, create_snapshot, apb.CreateSnapshotRequest(
+            volume="v", name="own", labels=[apb.Label(key="k", value="v"), apb.Label(key=key, value="g")]),
+            timeout=30)
+        T.check(key in e.details() and "prefix " + prefix + " " in e.details(), e.details())
+    T.check_eq(snaps(), before, "a refused snapshot was made")
+    gid = "group-" + "0" * 32
+    s = create_snapshots(apb.CreateSnapshotsRequest(snapshots=[apb.CreateSnapshotRequest(
+        volume="v", name="member", labels=[apb.Label(key="amber.csi.dev/group", value=gid)])]),
+        timeout=30).snapshots[0]
+    T.check_eq({x.key: x.value for x in s.labels}, {"amber.csi.dev/group": gid}, "amber-csi's group label")
+    for q in (apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.csi.dev/group", value="x")]),
+              apb.LabelSnapshotRequest(snapshot=s.id, remove=["amber.csi.dev/group"]),
+              apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.archive", value="main")])):
+        e = T.expect_status(IA, label_snapshot, q, timeout=30)
+        T.check("is amber's own" in e.details(), e.details())
+    # Near misses are the user's.
+    s = label_snapshot(apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.csi.devx", value="1"),
+                                                                    apb.Label(key="csi.dev/amber", value="2")]),
+                       timeout=30)
+    T.check_eq({x.key: x.value for x in s.labels},
+               {"amber.csi.dev/group": gid, "amber.csi.devx": "1", "csi.dev/amber": "2"}, "labels")
+    delete_snapshot(apb.SnapshotRef(snapshot=s.id), timeout=30)
+
+
 def test_volumes_per_namespace():
     for i in range(2):
         create_volume(apb.CreateVolumeRequest(name="ns-a-%d" % i, size_bytes=4 * MiB, pvc_namespace="a",
@@ -391,6 +425,7 @@ sys.exit(T.Tests().run([
     test_label_filters,
     test_snapshots_per_volume,
     test_snapshots_per_volume_racing,
+    test_reserved_labels,
     test_volumes_per_namespace,
     test_pod_sockets_per_node,
     test_connections_per_pod_socket,
