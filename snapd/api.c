@@ -118,6 +118,61 @@ static void snapshot_pb_clear(struct pb_snapshot *p)
     free(p->plabels);
 }
 
+static void snapshot_fill(struct rpc_call *c, const struct cat_snapshot *s, void *item)
+{
+    snapshot_pb(D(c), s, item);
+}
+
+static void snapshot_clear(void *item)
+{
+    snapshot_pb_clear(item);
+}
+
+/* How the node socket shows a snapshot. */
+static const struct api_snap_view node_view = {
+    .size = sizeof(struct pb_snapshot), .fill = snapshot_fill, .clear = snapshot_clear,
+};
+
+void api_snapshots_init(struct api_snapshots *a, const struct api_snap_view *view, size_t cap)
+{
+    *a = (struct api_snapshots){
+        .view = view, .pp = xcalloc(cap ? cap : 1, sizeof *a->pp),
+        .items = xcalloc(cap ? cap : 1, view->size),
+    };
+}
+
+/* Within the capacity given to api_snapshots_init. */
+void api_snapshots_add(struct api_snapshots *a, struct rpc_call *c, const struct cat_snapshot *s)
+{
+    void *item = a->items + a->n * a->view->size;
+    a->view->fill(c, s, item);
+    a->pp[a->n++] = item;       /* the message is the item's first member */
+}
+
+void api_snapshots_clear(struct api_snapshots *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        a->view->clear(a->items + i * a->view->size);
+    free(a->items);
+    free(a->pp);
+    *a = (struct api_snapshots){0};
+}
+
+int api_send_created(struct rpc_call *c, const struct api_snap_view *view, struct cat_snapshot *const *s,
+                     size_t n)
+{
+    struct api_snapshots a;
+    api_snapshots_init(&a, view, n);
+    for (size_t i = 0; i < n; i++)
+        api_snapshots_add(&a, c, s[i]);
+    Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
+    out.snapshots = a.pp;
+    out.n_snapshots = a.n;
+    int r = rpc_call_send(c, &out.base);
+    api_snapshots_clear(&a);
+    return r;
+}
+
 static int send_volume(struct rpc_call *c, const struct cat_volume *v)
 {
     struct pb_volume pv = {0};
@@ -394,22 +449,8 @@ static int h_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
      * amber.csi.dev/group here, and nothing in the request tells its call
      * from another on the node socket yet. */
     int r = create_snapshots(c, q->snapshots, n, true, s);
-    if (r == 0) {
-        Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
-        struct pb_snapshot *ps = xcalloc(n, sizeof *ps);
-        Amber__V1__Snapshot **pp = xcalloc(n, sizeof *pp);
-        for (size_t i = 0; i < n; i++) {
-            snapshot_pb(D(c), s[i], &ps[i]);
-            pp[i] = &ps[i].m;
-        }
-        out.snapshots = pp;
-        out.n_snapshots = n;
-        r = rpc_call_send(c, &out.base);
-        for (size_t i = 0; i < n; i++)
-            snapshot_pb_clear(&ps[i]);
-        free(ps);
-        free(pp);
-    }
+    if (r == 0)
+        r = api_send_created(c, &node_view, s, n);
     for (size_t i = 0; i < n; i++)
         cat_snapshot_free(s[i]);
     free(s);
@@ -473,21 +514,16 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         if (r < 0)
             return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     }
+    struct api_snapshots a;
+    api_snapshots_init(&a, &node_view, sl.n);
+    for (size_t i = 0; i < sl.n; i++)
+        api_snapshots_add(&a, c, &sl.items[i]);
     Amber__V1__ListSnapshotsResponse out = AMBER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
-    struct pb_snapshot *ps = xcalloc(sl.n, sizeof *ps);
-    Amber__V1__Snapshot **pp = xcalloc(sl.n, sizeof *pp);
-    for (size_t i = 0; i < sl.n; i++) {
-        snapshot_pb(D(c), &sl.items[i], &ps[i]);
-        pp[i] = &ps[i].m;
-    }
-    out.snapshots = pp;
-    out.n_snapshots = sl.n;
+    out.snapshots = a.pp;
+    out.n_snapshots = a.n;
     out.next_token = nz(sl.next);
     r = rpc_call_send(c, &out.base);
-    for (size_t i = 0; i < sl.n; i++)
-        snapshot_pb_clear(&ps[i]);
-    free(ps);
-    free(pp);
+    api_snapshots_clear(&a);
     if (*q->snapshot && sl.n == 1) {
         cat_snapshot_free(sl.items);
         sl.items = NULL;
