@@ -3,10 +3,12 @@
  * point logs one line and raises SIGKILL: no atexit handlers, no cleanup,
  * exactly what kill -9 at that instant would leave behind. */
 #include <errno.h>
+#include <fcntl.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "amber/crashpoint.h"
 #include "amber/log.h"
@@ -48,4 +50,22 @@ int faultpoint(const char *name)
     if (*end || atomic_fetch_add(&calls, 1) + 1 < want)
         return 0;
     return -EIO;
+}
+
+void holdpoint(const char *name)
+{
+    static atomic_bool held;       /* one hold a process (tests arm one) */
+    const char *at = getenv("AMBER_HOLD_AT"), *fifo = getenv("AMBER_HOLD_FIFO");
+    if (!at || !fifo || strcmp(at, name) != 0 || atomic_exchange(&held, true))
+        return;
+    log_info("crash", "AMBER_HOLD_AT=%s: holding until %s is written", name, fifo);
+    int fd = open(fifo, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        log_warn("crash", "AMBER_HOLD_FIFO %s: %m", fifo);
+        return;
+    }
+    char b;
+    if (read(fd, &b, 1) < 0)
+        log_warn("crash", "AMBER_HOLD_FIFO %s: %m", fifo);
+    close(fd);
 }

@@ -7,6 +7,7 @@
 #include "amber/util.h"
 #include "amber.pb-c.h"
 #include "snapd/daemon.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 #include "snapd/cluster/cluster.h"
 #include "snapd/store/store.h"
@@ -128,6 +129,61 @@ static void snapshot_pb_clear(struct pb_snapshot *p)
     free(p->plabels);
 }
 
+static void snapshot_fill(struct rpc_call *c, const struct cat_snapshot *s, void *item)
+{
+    snapshot_pb(D(c), s, item);
+}
+
+static void snapshot_clear(void *item)
+{
+    snapshot_pb_clear(item);
+}
+
+/* How the node socket shows a snapshot. */
+static const struct api_snap_view node_view = {
+    .size = sizeof(struct pb_snapshot), .fill = snapshot_fill, .clear = snapshot_clear,
+};
+
+void api_snapshots_init(struct api_snapshots *a, const struct api_snap_view *view, size_t cap)
+{
+    *a = (struct api_snapshots){
+        .view = view, .pp = xcalloc(cap ? cap : 1, sizeof *a->pp),
+        .items = xcalloc(cap ? cap : 1, view->size),
+    };
+}
+
+/* Within the capacity given to api_snapshots_init. */
+void api_snapshots_add(struct api_snapshots *a, struct rpc_call *c, const struct cat_snapshot *s)
+{
+    void *item = a->items + a->n * a->view->size;
+    a->view->fill(c, s, item);
+    a->pp[a->n++] = item;       /* the message is the item's first member */
+}
+
+void api_snapshots_clear(struct api_snapshots *a)
+{
+    for (size_t i = 0; i < a->n; i++)
+        a->view->clear(a->items + i * a->view->size);
+    free(a->items);
+    free(a->pp);
+    *a = (struct api_snapshots){0};
+}
+
+int api_send_created(struct rpc_call *c, const struct api_snap_view *view, struct cat_snapshot *const *s,
+                     size_t n)
+{
+    struct api_snapshots a;
+    api_snapshots_init(&a, view, n);
+    for (size_t i = 0; i < n; i++)
+        api_snapshots_add(&a, c, s[i]);
+    Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
+    out.snapshots = a.pp;
+    out.n_snapshots = a.n;
+    int r = rpc_call_send(c, &out.base);
+    api_snapshots_clear(&a);
+    return r;
+}
+
 static int send_volume(struct rpc_call *c, const struct cat_volume *v)
 {
     struct pb_volume pv = {0};
@@ -146,8 +202,10 @@ static int send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
     return r;
 }
 
-/* Labels from the wire, validated. *ret points into req (no copies). */
-static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, struct cat_label **ret)
+/* Labels from the wire, validated; unless own_ok, none of amber's own
+ * (label_reserved). *ret points into req (no copies). */
+static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, bool own_ok,
+                     struct cat_label **ret)
 {
     if (n > CAT_LABELS_MAX)
         return rpc_error(c, RPC_RESOURCE_EXHAUSTED, "at most %d labels", CAT_LABELS_MAX);
@@ -158,6 +216,12 @@ static int labels_in(struct rpc_call *c, Amber__V1__Label **in, size_t n, struct
             return rpc_error(c, RPC_INVALID_ARGUMENT,
                              "invalid label \"%s\": keys are 1-128 bytes without '=' or control "
                              "characters, values up to 1024 bytes", in[i]->key);
+        }
+        const char *own = own_ok ? NULL : label_reserved(in[i]->key);
+        if (own) {
+            free(l);
+            return rpc_error(c, RPC_INVALID_ARGUMENT, "label \"%s\": the prefix %s is amber's own",
+                             in[i]->key, own);
         }
         l[i].key = in[i]->key;
         l[i].value = in[i]->value;
@@ -348,14 +412,15 @@ static int h_revert_volume(struct rpc_call *c, const ProtobufCMessage *m)
 
 /* --- snapshots ---------------------------------------------------------- */
 
+/* own_ok: amber's own labels may be set (label_reserved). */
 static int create_snapshots(struct rpc_call *c, Amber__V1__CreateSnapshotRequest **qs, size_t n,
-                            struct cat_snapshot **out)
+                            bool own_ok, struct cat_snapshot **out)
 {
     struct snap_create_args *a = xcalloc(n ? n : 1, sizeof *a);
     struct cat_label **labels = xcalloc(n ? n : 1, sizeof *labels);
     int r = 0;
     for (size_t i = 0; i < n && r == 0; i++) {
-        r = labels_in(c, qs[i]->labels, qs[i]->n_labels, &labels[i]);
+        r = labels_in(c, qs[i]->labels, qs[i]->n_labels, own_ok, &labels[i]);
         a[i] = (struct snap_create_args){
             .volume = qs[i]->volume, .name = qs[i]->name, .labels = labels[i],
             .n_labels = qs[i]->n_labels, .freeze = qs[i]->freeze,
@@ -381,7 +446,7 @@ static int h_create_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 {
     Amber__V1__CreateSnapshotRequest *q = (void *)m;
     struct cat_snapshot *s = NULL;
-    int r = create_snapshots(c, &q, 1, &s);
+    int r = create_snapshots(c, &q, 1, false, &s);
     if (r < 0)
         return r;
     r = send_snapshot(c, s);
@@ -396,23 +461,12 @@ static int h_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
     if (n == 0)
         return rpc_error(c, RPC_INVALID_ARGUMENT, "no volumes to snapshot");
     struct cat_snapshot **s = xcalloc(n, sizeof *s);
-    int r = create_snapshots(c, q->snapshots, n, s);
-    if (r == 0) {
-        Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
-        struct pb_snapshot *ps = xcalloc(n, sizeof *ps);
-        Amber__V1__Snapshot **pp = xcalloc(n, sizeof *pp);
-        for (size_t i = 0; i < n; i++) {
-            snapshot_pb(D(c), s[i], &ps[i]);
-            pp[i] = &ps[i].m;
-        }
-        out.snapshots = pp;
-        out.n_snapshots = n;
-        r = rpc_call_send(c, &out.base);
-        for (size_t i = 0; i < n; i++)
-            snapshot_pb_clear(&ps[i]);
-        free(ps);
-        free(pp);
-    }
+    /* amber-csi's group snapshots (csi/group.c) label their members
+     * amber.csi.dev/group here, and nothing in the request tells its call
+     * from another on the node socket yet. */
+    int r = create_snapshots(c, q->snapshots, n, true, s);
+    if (r == 0)
+        r = api_send_created(c, &node_view, s, n);
     for (size_t i = 0; i < n; i++)
         cat_snapshot_free(s[i]);
     free(s);
@@ -457,7 +511,7 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         }
     } else {
         struct cat_label *labels = NULL;
-        if ((r = labels_in(c, q->labels, q->n_labels, &labels)) < 0)
+        if ((r = labels_in(c, q->labels, q->n_labels, true, &labels)) < 0)
             return r;
         if (q->n_labels > CAT_FILTER_LABELS_MAX) {
             free(labels);
@@ -476,26 +530,20 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         if (r < 0)
             return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     }
-    Amber__V1__ListSnapshotsResponse out = AMBER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
-    struct pb_snapshot *ps = xcalloc(sl.n, sizeof *ps);
-    Amber__V1__Snapshot **pp = xcalloc(sl.n, sizeof *pp);
-    size_t np = 0;
+    struct api_snapshots a;
+    api_snapshots_init(&a, &node_view, sl.n);
     for (size_t i = 0; i < sl.n; i++) {
         /* Internal snapshots (cluster/clone.c) only when asked for. */
         if (!*q->snapshot && !q->all && cluster_snapshot_hidden(&sl.items[i]))
             continue;
-        snapshot_pb(D(c), &sl.items[i], &ps[np]);
-        pp[np] = &ps[np].m;
-        np++;
+        api_snapshots_add(&a, c, &sl.items[i]);
     }
-    out.snapshots = pp;
-    out.n_snapshots = np;
+    Amber__V1__ListSnapshotsResponse out = AMBER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
+    out.snapshots = a.pp;
+    out.n_snapshots = a.n;
     out.next_token = nz(sl.next);
     r = rpc_call_send(c, &out.base);
-    for (size_t i = 0; i < np; i++)
-        snapshot_pb_clear(&ps[i]);
-    free(ps);
-    free(pp);
+    api_snapshots_clear(&a);
     if (*q->snapshot && sl.n == 1) {
         cat_snapshot_free(sl.items);
         sl.items = NULL;

@@ -1,4 +1,5 @@
-/* limits.c: amberd's per-client bounds (see limits.h) and their options. */
+/* limits.c: amberd's per-client bounds (see limits.h) and their options,
+ * and the label prefixes reserved to amber. */
 #include <stdio.h>
 #include <string.h>
 
@@ -74,4 +75,13 @@ int limit_namespace_volumes(struct amberd *d, const char *ns, struct op_err *e)
                        "namespace %s has %zu volumes, the most it may have "
                        "(amberd --max-volumes-per-namespace)", ns, n);
     return 0;
+}
+
+const char *label_reserved(const char *key)
+{
+    static const char *const prefixes[] = { "amber.csi.dev/", "amber.archive" };
+    for (size_t i = 0; key && i < ARRAY_SIZE(prefixes); i++)
+        if (strncmp(key, prefixes[i], strlen(prefixes[i])) == 0)
+            return prefixes[i];
+    return NULL;
 }

@@ -33,7 +33,8 @@ extern struct amberd_limits amberd_limits;
 "                        (default 1024)\n" \
 "  Fixed: 64 labels a snapshot, keys 1-128 bytes, values <= 1024 bytes, 16\n" \
 "  label filters a list, 64 volumes a group snapshot, 100 streams a\n" \
-"  connection (HTTP/2 SETTINGS), 256 connections, --max-message\n"
+"  connection (HTTP/2 SETTINGS), 256 connections, --max-message\n" \
+"  Reserved (INVALID_ARGUMENT): label keys amber.csi.dev/... and amber.archive\n"
 
 /* getopt_long entries (val LIMIT_OPT_BASE + i) and their parser: 0, or -1
  * after printing what is wrong. */
@@ -46,9 +47,19 @@ extern struct amberd_limits amberd_limits;
     { "max-pod-socket-conns", 1, NULL, LIMIT_OPT_BASE + 4 }
 int limits_option(int opt, const char *arg);
 
-/* 0, or RESOURCE_EXHAUSTED in e when the volume has its most snapshots. */
+/* 0, or RESOURCE_EXHAUSTED in e when the volume has its most snapshots.
+ * Call with the volume's operation lock held (busy_acquire), or two
+ * creates can both count room for the last one. */
 int limit_snapshots(struct amberd *d, const char *volume_id, const char *volume_name,
                     struct op_err *e);
 /* 0, or RESOURCE_EXHAUSTED when the namespace has its most volumes (ns
  * NULL or empty: not a Kubernetes volume, no bound here). */
 int limit_namespace_volumes(struct amberd *d, const char *ns, struct op_err *e);
+
+/* Label keys amber itself writes and acts on: amber-csi's group snapshots
+ * (amber.csi.dev/group, amber.csi.dev/group-name) and the cluster's
+ * archives (amber.archive=NAME, set by ArchiveSnapshot). A user call that
+ * sets or removes one is refused with INVALID_ARGUMENT, or a tenant could
+ * make its snapshot a member of another group, or archive it around the
+ * archive API. The prefix key starts with, or NULL when it is the user's. */
+const char *label_reserved(const char *key);

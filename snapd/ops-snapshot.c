@@ -5,6 +5,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "amber/crashpoint.h"
 #include "amber/log.h"
 #include "amber/util.h"
 #include "snapd/daemon.h"
@@ -156,8 +157,6 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
                 cat_snapshot_free(old);
             }
         }
-        if ((r = limit_snapshots(d, j->vol->id, j->vol->name, e)) < 0)
-            goto out;
     }
     if (existing == n) {
         r = 0;
@@ -168,11 +167,17 @@ int snap_create_many(struct amberd *d, const struct snap_create_args *a, size_t 
         goto out;
     }
 
+    holdpoint("snapshot-create:lock");
     for (; locked < n; locked++) {
         r = busy_acquire(d, jobs[locked].vol->id, "snapshot", e);
         if (r < 0)
             goto out;
     }
+    /* Counted under the volumes' locks: two creates cannot both see room
+     * for the last one. */
+    for (size_t i = 0; i < n; i++)
+        if ((r = limit_snapshots(d, jobs[i].vol->id, jobs[i].vol->name, e)) < 0)
+            goto out;
     /* The store's background work pauses until the snapshot is made and
      * recorded: its commit then carries none of it (store.h). */
     store_create_begin(d);

@@ -23,3 +23,10 @@ bool crashpoint_armed(const char *name);
  * faultpoint(NAME) in this process return -EIO, as a failing disk would;
  * otherwise 0. A restart without it is the repaired disk. */
 int faultpoint(const char *name);
+
+/* Hold points (tests): with AMBER_HOLD_AT=NAME and AMBER_HOLD_FIFO=PATH, the
+ * first holdpoint(NAME) in this process opens the FIFO for reading and waits
+ * for a byte (or the writer's close), so a test stops one call at a chosen
+ * step, knows it is there (its own open for writing returns), runs others,
+ * and lets it go. Later calls, and every call without both, return at once. */
+void holdpoint(const char *name);

@@ -217,6 +217,10 @@ int row_query_all(struct catalog *cat, const char *sql, const struct row_type *t
  * message fmt when it changed none; or the step's error. */
 int row_change(struct catalog *cat, const char *sql, const char *a, const char *b, const char *c,
                const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+/* Run the cached INSERT (or upsert) sql with item bound as row_bind does:
+ * 0; -EEXIST (a unique key) or -ENOENT (a foreign key) for the caller to
+ * word; or the step's error. Call with the lock held. */
+int row_insert(struct catalog *cat, const char *sql, const struct row_type *t, const void *item);
 /* Read the rows of st, at most `limit` (0: all), into a new array: *ret_items
  * (ret_items is a T **) and *ret_n. 1 when it stopped at the limit with a
  * row left, 0 at the end; on an error nothing is returned. */

@@ -194,14 +194,10 @@ int cat_schedule_put(struct catalog *cat, const struct cat_schedule *s)
         (r = check_u64(s->created_ns, "created_ns")) < 0)
         return r;
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    if ((r = cat_stmt(cat, sql, &st)) < 0)
-        return r;
-    row_bind(&schedule_row, st, s);
-    r = cat_step_done(cat, st);
+    r = row_insert(cat, sql, &schedule_row, s);
     if (r == -ENOENT)
         return cat_err(r, "no volume %s", s->volume_id);
-    return r < 0 ? r : 0;
+    return r;
 }
 
 int cat_schedule_get(struct catalog *cat, const char *volume_id, struct cat_schedule **ret)
@@ -440,14 +436,10 @@ int cat_pod_socket_add(struct catalog *cat, const struct cat_pod_socket *p)
     if (!*p->pod_namespace)
         return cat_err(-EINVAL, "a pod socket needs a namespace");
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    if ((r = cat_stmt(cat, sql, &st)) < 0)
-        return r;
-    row_bind(&pod_socket_row, st, p);
-    r = cat_step_done(cat, st);
+    r = row_insert(cat, sql, &pod_socket_row, p);
     if (r == -EEXIST)
         return cat_err(r, "a socket is recorded for %s", p->target_path);
-    return r < 0 ? r : 0;
+    return r;
 }
 
 int cat_pod_socket_get(struct catalog *cat, const char *target_path, struct cat_pod_socket **ret)

@@ -62,14 +62,10 @@ int cat_peer_add(struct catalog *cat, const struct cat_peer *p)
     if (r < 0)
         return r;
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    if ((r = cat_stmt(cat, sql, &st)) < 0)
-        return r;
-    row_bind(&peer_row, st, p);
-    r = cat_step_done(cat, st);
+    r = row_insert(cat, sql, &peer_row, p);
     if (r == -EEXIST)
         return cat_err(r, "a peer named %s or with that fingerprint exists", p->name);
-    return r < 0 ? r : 0;
+    return r;
 }
 
 int cat_peer_update(struct catalog *cat, const struct cat_peer *p)
@@ -265,17 +261,13 @@ int cat_subscription_add(struct catalog *cat, const struct cat_subscription *s)
     if (r < 0)
         return r;
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    if ((r = cat_stmt(cat, sql, &st)) < 0)
-        return r;
-    row_bind(&subscription_row, st, s);
-    r = cat_step_done(cat, st);
+    r = row_insert(cat, sql, &subscription_row, s);
     if (r == -EEXIST)
         return cat_err(r, "already subscribed to %s/%s, or %s is taken", s->peer, s->remote_volume,
                        s->local_name);
     if (r == -ENOENT)
         return cat_err(r, "no peer %s", s->peer);
-    return r < 0 ? r : 0;
+    return r;
 }
 
 int cat_subscription_update(struct catalog *cat, const struct cat_subscription *s)

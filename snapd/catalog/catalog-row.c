@@ -237,3 +237,14 @@ int row_change(struct catalog *cat, const char *sql, const char *a, const char *
     va_end(ap);
     return r;
 }
+
+int row_insert(struct catalog *cat, const char *sql, const struct row_type *t, const void *item)
+{
+    _cleanup_reset_ sqlite3_stmt *st = NULL;
+    int r = cat_stmt(cat, sql, &st);
+    if (r < 0)
+        return r;
+    row_bind(t, st, item);
+    r = cat_step_done(cat, st);
+    return r < 0 ? r : 0;
+}

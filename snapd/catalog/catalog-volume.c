@@ -100,14 +100,10 @@ int cat_volume_add(struct catalog *cat, const struct cat_volume *v)
     if ((r = check_uuid(v->id, "volume id")) < 0 || (r = validate_volume(v)) < 0)
         return r;
     CAT_LOCKED(cat);
-    _cleanup_reset_ sqlite3_stmt *st = NULL;
-    if ((r = cat_stmt(cat, sql, &st)) < 0)
-        return r;
-    row_bind(&volume_row, st, v);
-    r = cat_step_done(cat, st);
+    r = row_insert(cat, sql, &volume_row, v);
     if (r == -EEXIST)
         return cat_err(r, "a volume named %s (or with id %s) exists", v->name, v->id);
-    return r < 0 ? r : 0;
+    return r;
 }
 
 int cat_volume_update(struct catalog *cat, const struct cat_volume *v)

@@ -267,6 +267,13 @@ struct cat_snapshot_list {
 void cat_snapshot_list_free(struct cat_snapshot_list *l);
 int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
                       const struct cat_page *page, struct cat_snapshot_list *ret);
+/* The newest snapshot (by created_ns, then id) of f->volume_id that f's
+ * states and labels match and that was created before before_ns (0: any
+ * time), in *ret (catalog-newest.c): one indexed query, whose cost does
+ * not grow with the volume's snapshots. -ENOENT when none matches;
+ * -EINVAL without a volume, or with label_key or pvc_namespace set. */
+int cat_snapshot_newest(struct catalog *cat, const struct cat_snapshot_filter *f, uint64_t before_ns,
+                        struct cat_snapshot **ret);
 
 /* Why retention must keep a snapshot: returns 1 and sets *ret_reason (a
  * static string: "hold", "run", "export-base", "sync-base") if it is

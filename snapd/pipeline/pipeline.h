@@ -28,6 +28,31 @@ struct apb_snapshot {
 void apb_snapshot(const struct cat_snapshot *s, const char *vol_name, struct apb_snapshot *out);
 void apb_snapshot_clear(struct apb_snapshot *p);
 
+/* --- api.c: snapshot replies, for scoped.c ------------------------------- */
+
+/* The snapshots of a reply (CreateSnapshots, ListSnapshots), each
+ * shown as a socket shows one: view->fill makes item (view->size bytes,
+ * whose first member is the Amber__V1__Snapshot) from s, pointing into s;
+ * view->clear frees what fill allocated. pp[0..n) is the repeated field;
+ * api_snapshots_clear frees it all (not the rows). */
+struct api_snap_view {
+    size_t size;
+    void (*fill)(struct rpc_call *c, const struct cat_snapshot *s, void *item);
+    void (*clear)(void *item);
+};
+struct api_snapshots {
+    const struct api_snap_view *view;
+    Amber__V1__Snapshot **pp;
+    char *items;
+    size_t n;
+};
+void api_snapshots_init(struct api_snapshots *a, const struct api_snap_view *view, size_t cap);
+void api_snapshots_add(struct api_snapshots *a, struct rpc_call *c, const struct cat_snapshot *s);
+void api_snapshots_clear(struct api_snapshots *a);
+/* The CreateSnapshots reply of s[0..n), shown by view. */
+int api_send_created(struct rpc_call *c, const struct api_snap_view *view, struct cat_snapshot *const *s,
+                     size_t n);
+
 /* --- schedule.c ------------------------------------------------------------ */
 
 /* Start the scheduler thread (d->sched). 0 or a negative errno. */

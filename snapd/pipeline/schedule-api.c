@@ -6,6 +6,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 #include "snapd/store/store.h"
 
@@ -194,6 +195,13 @@ static int h_label_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     for (size_t i = 0; i < q->n_set; i++)
         if (cat_label_validate(q->set[i]->key, q->set[i]->value) < 0)
             return rpc_error(c, RPC_INVALID_ARGUMENT, "invalid label \"%s\"", q->set[i]->key);
+    /* Amber's own labels are its to set and remove (label_reserved). */
+    for (size_t i = 0; i < q->n_set + q->n_remove; i++) {
+        const char *key = i < q->n_set ? q->set[i]->key : q->remove[i - q->n_set];
+        const char *own = label_reserved(key);
+        if (own)
+            return rpc_error(c, RPC_INVALID_ARGUMENT, "label \"%s\": the prefix %s is amber's own", key, own);
+    }
     /* The new set: the old labels not removed or replaced, then the new. */
     size_t cap = s->n_labels + q->n_set, n = 0;
     struct cat_label *l = xcalloc(cap ? cap : 1, sizeof *l);

@@ -252,23 +252,12 @@ static int h_resolve(struct rpc_call *c, const ProtobufCMessage *m)
         }
         struct cat_snapshot_filter f = { .volume_id = v->id, .labels = labels, .n_labels = q->n_labels,
                                          .states = 1u << CAT_SNAP_READY };
-        struct cat_page pg = {0};
-        _cleanup_(cat_snapshot_list_free) struct cat_snapshot_list sl = {0};
-        if (cat_snapshot_list(d->cat, &f, &pg, &sl) < 0)
-            return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
-        const struct cat_snapshot *best = NULL;
-        for (size_t i = 0; i < sl.n; i++) {
-            const struct cat_snapshot *x = &sl.items[i];
-            if (q->before_ns > 0 && x->created_ns >= (uint64_t)q->before_ns)
-                continue;
-            if (!best || x->created_ns >= best->created_ns)
-                best = x;
-        }
-        if (!best)
+        r = cat_snapshot_newest(d->cat, &f, q->before_ns > 0 ? (uint64_t)q->before_ns : 0, &s);
+        if (r == -ENOENT)
             return rpc_error(c, RPC_NOT_FOUND, "volume %s has no snapshot%s%s", q->volume,
                              q->before_ns > 0 ? " before the given time" : "",
                              q->n_labels ? " with those labels" : "");
-        if ((r = cat_snapshot_get(d->cat, best->id, &s)) < 0)
+        if (r < 0)
             return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     }
     _cleanup_(cat_volume_freep) struct cat_volume *sv = NULL;

@@ -25,6 +25,7 @@
 
 #include "amber/log.h"
 #include "amber/util.h"
+#include "snapd/limits.h"
 #include "snapd/pipeline/pipeline.h"
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
@@ -188,6 +189,29 @@ static void snap_pb(struct amberd *d, const struct cat_snapshot *s, struct apb_s
     ps->m.origin = "local";
 }
 
+/* How a scoped socket shows a snapshot (snap_pb), for api_snapshots. */
+struct scoped_pb {
+    struct apb_snapshot ps;     /* first: the message */
+    char *vname;
+};
+
+static void scoped_fill(struct rpc_call *c, const struct cat_snapshot *s, void *item)
+{
+    struct scoped_pb *x = item;
+    snap_pb(D(c), s, &x->ps, &x->vname);
+}
+
+static void scoped_clear(void *item)
+{
+    struct scoped_pb *x = item;
+    apb_snapshot_clear(&x->ps);
+    free(x->vname);
+}
+
+static const struct api_snap_view scoped_view = {
+    .size = sizeof(struct scoped_pb), .fill = scoped_fill, .clear = scoped_clear,
+};
+
 static int send_snapshot(struct rpc_call *c, const struct cat_snapshot *s)
 {
     struct apb_snapshot ps;
@@ -324,8 +348,12 @@ static int create(struct rpc_call *c, Amber__V1__CreateSnapshotRequest **qs, siz
         }
         labels[i] = xcalloc(q->n_labels ? q->n_labels : 1, sizeof *labels[i]);
         for (size_t k = 0; k < q->n_labels && r == 0; k++) {
+            const char *own = label_reserved(q->labels[k]->key);
             if (cat_label_validate(q->labels[k]->key, q->labels[k]->value) < 0)
                 r = rpc_error(c, RPC_INVALID_ARGUMENT, "invalid label \"%s\"", q->labels[k]->key);
+            else if (own)
+                r = rpc_error(c, RPC_INVALID_ARGUMENT, "label \"%s\": the prefix %s is amber's own",
+                              q->labels[k]->key, own);
             labels[i][k] = (struct cat_label){ q->labels[k]->key, q->labels[k]->value };
         }
         a[i] = (struct snap_create_args){
@@ -374,26 +402,8 @@ static int h_create_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, RPC_INVALID_ARGUMENT, "no volumes to snapshot");
     struct cat_snapshot **s = xcalloc(n, sizeof *s);
     int r = create(c, q->snapshots, n, s);
-    if (r == 0) {
-        Amber__V1__CreateSnapshotsResponse out = AMBER__V1__CREATE_SNAPSHOTS_RESPONSE__INIT;
-        struct apb_snapshot *ps = xcalloc(n, sizeof *ps);
-        Amber__V1__Snapshot **pp = xcalloc(n, sizeof *pp);
-        char **vn = xcalloc(n, sizeof *vn);
-        for (size_t i = 0; i < n; i++) {
-            snap_pb(D(c), s[i], &ps[i], &vn[i]);
-            pp[i] = &ps[i].m;
-        }
-        out.snapshots = pp;
-        out.n_snapshots = n;
-        r = rpc_call_send(c, &out.base);
-        for (size_t i = 0; i < n; i++) {
-            apb_snapshot_clear(&ps[i]);
-            free(vn[i]);
-        }
-        free(vn);
-        free(ps);
-        free(pp);
-    }
+    if (r == 0)
+        r = api_send_created(c, &scoped_view, s, n);
     for (size_t i = 0; i < n; i++)
         cat_snapshot_free(s[i]);
     free(s);
@@ -451,25 +461,16 @@ static int h_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
         if (r < 0)
             return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     }
+    struct api_snapshots a;
+    api_snapshots_init(&a, &scoped_view, sl.n);
+    for (size_t i = 0; i < sl.n; i++)
+        api_snapshots_add(&a, c, &sl.items[i]);
     Amber__V1__ListSnapshotsResponse out = AMBER__V1__LIST_SNAPSHOTS_RESPONSE__INIT;
-    struct apb_snapshot *ps = xcalloc(sl.n ? sl.n : 1, sizeof *ps);
-    Amber__V1__Snapshot **pp = xcalloc(sl.n ? sl.n : 1, sizeof *pp);
-    char **vn = xcalloc(sl.n ? sl.n : 1, sizeof *vn);
-    for (size_t i = 0; i < sl.n; i++) {
-        snap_pb(d, &sl.items[i], &ps[i], &vn[i]);
-        pp[i] = &ps[i].m;
-    }
-    out.snapshots = pp;
-    out.n_snapshots = sl.n;
+    out.snapshots = a.pp;
+    out.n_snapshots = a.n;
     out.next_token = sl.next ? sl.next : "";
     r = rpc_call_send(c, &out.base);
-    for (size_t i = 0; i < sl.n; i++) {
-        apb_snapshot_clear(&ps[i]);
-        free(vn[i]);
-    }
-    free(vn);
-    free(ps);
-    free(pp);
+    api_snapshots_clear(&a);
     if (*q->snapshot && sl.n == 1) {
         cat_snapshot_free(sl.items);
         sl.items = NULL;

@@ -97,6 +97,45 @@ static int set_nocow(int fd)
     return flags & FS_NOCOW_FL ? 0 : -EOPNOTSUPP;
 }
 
+/* A new container for NAME in dir, holding an empty disk image of `size`
+ * bytes (No_COW where the backend wants it), under the temporary name
+ * .new-NAME (a leftover of a crash replaced), once NAME is known to be free
+ * and the pool to have room: the image's fd in *ret_fd, the container's in
+ * *ret_c (-1 unless ret_c), the temporary name in *ret_tmp. On failure
+ * nothing is left. The caller checked size <= INT64_MAX. */
+static int new_container(struct pool *p, int dir, const char *name, uint64_t size, char **ret_tmp,
+                         int *ret_c, int *ret_fd)
+{
+    if (exists_at(dir, name))
+        return -EEXIST;
+    int r = check_room(p, size);
+    if (r < 0)
+        return r;
+    _cleanup_free_ char *tmp = xasprintf(".new-%s", name);
+    (void)p->ops->container_remove(p, dir, tmp);
+    r = p->ops->container_create(p, dir, tmp);
+    if (r < 0)
+        return r;
+    _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    _cleanup_close_ int fd = c < 0 ? -1 : openat(c, POOL_DISK, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0)
+        r = -errno;
+    /* No_COW only takes on an empty file. */
+    if (r == 0 && p->ops->nocow)
+        r = set_nocow(fd);
+    if (r == 0 && ftruncate(fd, (off_t)size) < 0)
+        r = -errno;
+    if (r < 0) {
+        (void)p->ops->container_remove(p, dir, tmp);
+        return r;
+    }
+    *ret_tmp = TAKE_PTR(tmp);
+    if (ret_c)
+        *ret_c = TAKE_FD(c);
+    *ret_fd = TAKE_FD(fd);
+    return 0;
+}
+
 int pool_vol_create(struct pool *p, const char *vol, uint64_t size)
 {
     int r = check_ids(vol, NULL);
@@ -107,29 +146,13 @@ int pool_vol_create(struct pool *p, const char *vol, uint64_t size)
     _cleanup_close_ int vols = open_parent(p, vol, false, false);
     if (vols < 0)
         return vols;
-    if (exists_at(vols, vol))
-        return -EEXIST;
-    r = check_room(p, size);
-    if (r < 0)
-        return r;
-
-    _cleanup_free_ char *tmp = xasprintf(".new-%s", vol);
-    (void)p->ops->container_remove(p, vols, tmp); /* a leftover of a crash */
-    r = p->ops->container_create(p, vols, tmp);
-    if (r < 0)
-        return r;
+    _cleanup_free_ char *tmp = NULL;
     {
-        _cleanup_close_ int c = openat(vols, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-        _cleanup_close_ int fd = c < 0 ? -1 :
-            openat(c, POOL_DISK, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        if (fd < 0)
-            r = -errno;
-        /* No_COW only takes on an empty file. */
-        if (r == 0 && p->ops->nocow)
-            r = set_nocow(fd);
-        if (r == 0 && ftruncate(fd, (off_t)size) < 0)
-            r = -errno;
-        if (r == 0 && (fsync(fd) < 0 || fsync(c) < 0))
+        _cleanup_close_ int c = -1, fd = -1;
+        r = new_container(p, vols, vol, size, &tmp, &c, &fd);
+        if (r < 0)
+            return r;
+        if (fsync(fd) < 0 || fsync(c) < 0)
             r = -errno;
     }
     if (r == 0 && renameat2(vols, tmp, vols, vol, RENAME_NOREPLACE) < 0)
@@ -442,32 +465,8 @@ int pool_snap_build(struct pool *p, const char *vol, const char *snap, uint64_t 
     _cleanup_close_ int dir = open_parent(p, vol, true, true);
     if (dir < 0)
         return dir;
-    if (exists_at(dir, snap))
-        return -EEXIST;
-    r = check_room(p, size);
-    if (r < 0)
-        return r;
-    _cleanup_free_ char *tmp = xasprintf(".new-%s", snap);
-    (void)p->ops->container_remove(p, dir, tmp);
-    r = p->ops->container_create(p, dir, tmp);
-    if (r < 0)
-        return r;
-    _cleanup_close_ int c = openat(dir, tmp, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int fd = c < 0 ? -1 : openat(c, POOL_DISK, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0)
-        r = -errno;
-    if (r == 0 && p->ops->nocow)
-        r = set_nocow(fd);
-    if (r == 0 && ftruncate(fd, (off_t)size) < 0)
-        r = -errno;
-    if (r < 0) {
-        if (fd >= 0)
-            close(fd);
-        (void)p->ops->container_remove(p, dir, tmp);
-        return r;
-    }
-    *ret_fd = fd;
-    return 0;
+    _cleanup_free_ char *tmp = NULL;
+    return new_container(p, dir, snap, size, &tmp, NULL, ret_fd);
 }
 
 int pool_snap_build_from(struct pool *p, const char *vol, const char *snap, const char *base,

@@ -10,6 +10,7 @@ calls in flight, connections per socket, streams per connection."""
 import os
 import socket
 import sys
+import threading
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import amber_test as T  # noqa: E402
@@ -92,6 +93,93 @@ def test_snapshots_per_volume():
     create_snapshot(apb.CreateSnapshotRequest(volume="v", name="s3"), timeout=30)
     for n in ("s1", "s2", "s3"):
         delete_snapshot(apb.SnapshotRef(snapshot="v@" + n), timeout=30)
+
+
+def test_snapshots_per_volume_racing():
+    """Creates racing for a volume's last snapshots: the bound is counted
+    under the volume's lock, so a create held between its checks and that
+    lock (AMBER_HOLD_AT) while others take the room left finds none
+    (RESOURCE_EXHAUSTED), and the volume never has more than the bound."""
+    fifo = os.path.join(T.tmpdir("hold-"), "fifo")
+    os.mkfifo(fifo)
+    d2 = T.Amberd("btrfs", size="1G", extra=["--max-snapshots-per-volume", "2"],
+                  env={"AMBER_HOLD_AT": "snapshot-create:lock", "AMBER_HOLD_FIFO": fifo})
+    S2 = T.Stub(d2.channel(), "amber.v1.Amber", apb)
+    create = S2.unary("CreateSnapshot", apb.CreateSnapshotRequest, apb.Snapshot)
+    S2.unary("CreateVolume", apb.CreateVolumeRequest, apb.Volume)(
+        apb.CreateVolumeRequest(name="w", size_bytes=16 * MiB), timeout=60)
+    held = {}
+
+    def held_create():
+        try:
+            held["snapshot"] = create(apb.CreateSnapshotRequest(volume="w", name="held"), timeout=300)
+        except grpc.RpcError as e:
+            held["error"] = e
+    t = threading.Thread(target=held_create, daemon=True)
+    t.start()
+    # Our open for writing returns once amberd has opened the FIFO: the
+    # first create is then waiting just before the volume's lock.
+    w = {}
+    opener = threading.Thread(target=lambda: w.update(fd=os.open(fifo, os.O_WRONLY)), daemon=True)
+    opener.start()
+    opener.join(120)
+    if "fd" not in w:
+        os.close(os.open(fifo, os.O_RDONLY | os.O_NONBLOCK))    # let the opener go
+        raise AssertionError("the first create never reached its hold point: %s" % held)
+    try:
+        for n in ("a", "b"):
+            create(apb.CreateSnapshotRequest(volume="w", name=n), timeout=60)
+        e = T.expect_status(RE, create, apb.CreateSnapshotRequest(volume="w", name="c"), timeout=60)
+        T.check("max-snapshots-per-volume" in e.details(), e.details())
+    finally:
+        os.write(w["fd"], b"x")
+        os.close(w["fd"])
+    t.join(300)
+    T.check("snapshot" not in held, "the held create made a third snapshot past the bound of 2")
+    T.check_eq(held["error"].code() if "error" in held else None, RE, "the held create's status")
+    T.check("max-snapshots-per-volume" in held["error"].details(), held["error"].details())
+    got = S2.unary("ListSnapshots", apb.ListSnapshotsRequest, apb.ListSnapshotsResponse)(
+        apb.ListSnapshotsRequest(volume="w"), timeout=30)
+    T.check_eq(sorted(x.name for x in got.snapshots), ["a", "b"], "the volume's snapshots")
+    rc = d2.stop()
+    log = d2.log()
+    T.check("AMBER_HOLD_AT=snapshot-create:lock" in log, "the hold point was reached")
+    T.check("Sanitizer" not in log and "runtime error" not in log, "sanitizer report in amberd's log")
+    T.check_eq(rc, 0, "amberd's exit status")
+
+
+def test_reserved_labels():
+    """Labels amber writes itself (amber.csi.dev/..., amber.archive) are
+    refused with INVALID_ARGUMENT naming the prefix in a user's
+    CreateSnapshot and LabelSnapshot; amber-csi's group snapshot
+    (CreateSnapshots, csi/group.c) still sets its amber.csi.dev/group."""
+    create_snapshots = S.unary("CreateSnapshots", apb.CreateSnapshotsRequest, apb.CreateSnapshotsResponse)
+    label_snapshot = S.unary("LabelSnapshot", apb.LabelSnapshotRequest, apb.Snapshot)
+    before = snaps()
+    for key, prefix in (("amber.csi.dev/group", "amber.csi.dev/"), ("amber.csi.dev/x", "amber.csi.dev/"),
+                        ("amber.archive", "amber.archive")):
+        e = T.expect_status(IA, create_snapshot, apb.CreateSnapshotRequest(
+            volume="v", name="own", labels=[apb.Label(key="k", value="v"), apb.Label(key=key, value="g")]),
+            timeout=30)
+        T.check(key in e.details() and "prefix " + prefix + " " in e.details(), e.details())
+    T.check_eq(snaps(), before, "a refused snapshot was made")
+    gid = "group-" + "0" * 32
+    s = create_snapshots(apb.CreateSnapshotsRequest(snapshots=[apb.CreateSnapshotRequest(
+        volume="v", name="member", labels=[apb.Label(key="amber.csi.dev/group", value=gid)])]),
+        timeout=30).snapshots[0]
+    T.check_eq({x.key: x.value for x in s.labels}, {"amber.csi.dev/group": gid}, "amber-csi's group label")
+    for q in (apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.csi.dev/group", value="x")]),
+              apb.LabelSnapshotRequest(snapshot=s.id, remove=["amber.csi.dev/group"]),
+              apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.archive", value="main")])):
+        e = T.expect_status(IA, label_snapshot, q, timeout=30)
+        T.check("is amber's own" in e.details(), e.details())
+    # Near misses are the user's.
+    s = label_snapshot(apb.LabelSnapshotRequest(snapshot=s.id, set=[apb.Label(key="amber.csi.devx", value="1"),
+                                                                    apb.Label(key="csi.dev/amber", value="2")]),
+                       timeout=30)
+    T.check_eq({x.key: x.value for x in s.labels},
+               {"amber.csi.dev/group": gid, "amber.csi.devx": "1", "csi.dev/amber": "2"}, "labels")
+    delete_snapshot(apb.SnapshotRef(snapshot=s.id), timeout=30)
 
 
 def test_volumes_per_namespace():
@@ -336,6 +424,8 @@ sys.exit(T.Tests().run([
     test_labels_per_snapshot_and_sizes,
     test_label_filters,
     test_snapshots_per_volume,
+    test_snapshots_per_volume_racing,
+    test_reserved_labels,
     test_volumes_per_namespace,
     test_pod_sockets_per_node,
     test_connections_per_pod_socket,

@@ -431,6 +431,35 @@ def test_inline_other_namespace_refused():
         pass
 
 
+def test_resolve_newest_of_several():
+    """ResolveSnapshot of a volume: its newest ready snapshot created before
+    before_ns with all the labels (one indexed catalog query, not a scan of
+    the volume's list), in the namespace asked for."""
+    made = [cb.snapshot("pvc/secret", name="res-%d" % i, labels={"k": "odd" if i % 2 else "even"})[0]
+            for i in range(5)]
+    odd, even = apb.Label(key="k", value="odd"), apb.Label(key="k", value="even")
+
+    def resolve(**kw):
+        return node["ResolveSnapshot"](apb.ResolveSnapshotRequest(namespace="team-b", volume="pvc/secret",
+                                                                  **kw), timeout=30)
+    T.check_eq(resolve().id, made[4].id, "the newest")
+    T.check_eq(resolve(labels=[odd]).id, made[3].id, "the newest labelled k=odd")
+    T.check_eq(resolve(before_ns=made[4].created_ns).id, made[3].id, "the newest before the last")
+    T.check_eq(resolve(before_ns=made[3].created_ns, labels=[odd]).id, made[1].id,
+               "the newest labelled k=odd before the fourth")
+    T.check_eq(resolve(before_ns=made[1].created_ns, labels=[even]).id, made[0].id, "the first")
+    T.check_eq(resolve(before_ns=made[0].created_ns).id, B_SNAP.id, "the one before them all")
+    e = T.expect_status(Code.NOT_FOUND, node["ResolveSnapshot"], apb.ResolveSnapshotRequest(
+        namespace="team-b", volume="pvc/secret", before_ns=made[0].created_ns, labels=[odd]), timeout=30)
+    T.check("with those labels" in e.details(), e.details())
+    T.expect_status(Code.NOT_FOUND, node["ResolveSnapshot"], apb.ResolveSnapshotRequest(
+        namespace="team-a", volume="pvc/secret"), timeout=30)
+    delete = N.unary("DeleteSnapshot", apb.SnapshotRef, apb.Empty)
+    for s in made:
+        delete(apb.SnapshotRef(snapshot=s.id), timeout=60)
+    T.check_eq(resolve().id, B_SNAP.id, "the newest once they are gone")
+
+
 def test_unpublish_after_amberd_restart():
     end = STEP["end"]
     for how in ("stop", "kill"):
@@ -526,6 +555,7 @@ sys.exit(T.Tests().run([
     test_amber_step_command,
     test_inline_snapshot_volume,
     test_inline_other_namespace_refused,
+    test_resolve_newest_of_several,
     test_unpublish_after_amberd_restart,
     test_history_and_manifest,
     test_daemon_stops_clean,

@@ -242,6 +242,22 @@ def expect(exc, fn, *a, **kw):
     raise AssertionError("%s%r: expected %s, it succeeded" % (fn.__name__, a, exc.__name__))
 
 
+def test_amber_labels_refused():
+    """A pod cannot set the labels amber writes itself: one claiming
+    membership of a group snapshot (amber.csi.dev/group) or an archive
+    (amber.archive) is INVALID_ARGUMENT naming the prefix, and nothing is
+    made."""
+    before = sorted(x.id for x in ca.snapshots())
+    for key, prefix in (("amber.csi.dev/group", "amber.csi.dev/"), ("amber.archive", "amber.archive")):
+        for vols in ("pvc/data", ["pvc/data", "pvc/model"]):
+            try:
+                ca.snapshot(vols, labels={"run": "r-own", key: "group-" + "0" * 32})
+                raise AssertionError("a pod set %s" % key)
+            except amber.InvalidArgument as e:
+                T.check("prefix " + prefix + " " in str(e), str(e))
+    T.check_eq(sorted(x.id for x in ca.snapshots()), before, "nothing made")
+
+
 def test_other_namespace_is_invisible():
     bvol = "pvc-team-b-secret"
     for ref in (B_SECRET, bvol, "pvc/secret", "pvc/team-b/secret", "pvc/team-b/../team-b/secret",
@@ -441,6 +457,7 @@ sys.exit(T.Tests().run([
     test_volumes_know_their_claim,
     test_scope_sees_own_volumes,
     test_snapshot_several_at_one_instant,
+    test_amber_labels_refused,
     test_other_namespace_is_invisible,
     test_pool_level_calls_refused,
     test_amberctl_against_the_pod_socket,

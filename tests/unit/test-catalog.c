@@ -2,7 +2,8 @@
  * directory: every table's create/find/list/delete, label filters,
  * duplicates, paging, pvc lookup, transactions (nested, rolled back, from
  * several threads), intents surviving a reopen, a newer schema refused, and
- * the label query timed over 10,000 labelled snapshots. */
+ * the label query and the newest match timed over 10,000 labelled
+ * snapshots. */
 #include <inttypes.h>
 #include <pthread.h>
 #include <sqlite3.h>
@@ -808,6 +809,49 @@ static void test_many_snapshots(struct catalog *cat)
     printf("latest snapshot: %.3f ms\n", ms_since(t0));
     CHECK_STR(s ? s->name : NULL, "snap-09999");
     cat_snapshot_free(s);
+
+    /* The newest matching: labels, a time bound, states, none. */
+    f = (struct cat_snapshot_filter){ .volume_id = vid, .states = 1u << CAT_SNAP_READY };
+    t0 = now_mono_ns();
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 0, &s), 0);
+    printf("newest snapshot: %.3f ms\n", ms_since(t0));
+    CHECK_STR(s ? s->name : NULL, "snap-09999");
+    cat_snapshot_free(s);
+    s = NULL;
+    f.labels = run42;
+    f.n_labels = 1;
+    t0 = now_mono_ns();
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 0, &s), 0);
+    printf("newest snapshot labelled run=r42 (57 runs back): %.3f ms\n", ms_since(t0));
+    CHECK_STR(s ? s->name : NULL, "snap-04299");
+    cat_snapshot_free(s);
+    s = NULL;
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 2000000000ULL + 4250, &s), 0);
+    CHECK_STR(s ? s->name : NULL, "snap-04249");
+    cat_snapshot_free(s);
+    s = NULL;
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 2000000000ULL + 4200, &s), -ENOENT);
+    f.labels = and;
+    f.n_labels = 3;
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 0, &s), 0);
+    CHECK_STR(s ? s->name : NULL, "snap-04297");
+    cat_snapshot_free(s);
+    s = NULL;
+    struct cat_label common[] = { { "pipeline", "train" } };    /* on every one */
+    f.labels = common;
+    f.n_labels = 1;
+    t0 = now_mono_ns();
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 2000000000ULL + 9000, &s), 0);
+    printf("newest snapshot before #9000 labelled pipeline=train (on all): %.3f ms\n", ms_since(t0));
+    CHECK_STR(s ? s->name : NULL, "snap-08999");
+    cat_snapshot_free(s);
+    s = NULL;
+    f = (struct cat_snapshot_filter){ .volume_id = vid, .states = 1u << CAT_SNAP_CREATING };
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 0, &s), -ENOENT);
+    f = (struct cat_snapshot_filter){ .volume_id = vid, .pvc_namespace = "ns-big" };
+    CHECK_EQ(cat_snapshot_newest(cat, &f, 0, &s), -EINVAL);
+    CHECK_EQ(cat_snapshot_newest(cat, NULL, 0, &s), -EINVAL);
+    CHECK(s == NULL);
 }
 
 static void test_newer_schema(void)
