@@ -52,6 +52,10 @@ static const char usage[] =
 "  --no-defrag           do not defragment live images in the background\n"
 "  --defrag-threshold N  defragment a live image above N extents per GiB\n"
 "                        (default 4096)\n"
+"  --defrag-sweep        also rewrite a volume's whole image once its snapshots\n"
+"                        stop (off by default: the rewrite makes the pool's\n"
+"                        generation diff of the next snapshot report the swept\n"
+"                        ranges, so a peer sync or export re-sends them)\n"
 "\n"
 "API:\n"
 "  --socket PATH         the node API socket (default " DEFAULT_SOCKET ")\n"
@@ -147,7 +151,7 @@ int main(int argc, char **argv)
            O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
            O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS,
            O_CLUSTER_CA, O_CLUSTER_CA_KEY, O_CLUSTER_REGISTRY, O_ARCHIVES_FILE,
-           O_RESIDENT, O_STORE_OFF, O_NO_DEFRAG, O_DEFRAG_THRESHOLD };
+           O_RESIDENT, O_STORE_OFF, O_NO_DEFRAG, O_DEFRAG_THRESHOLD, O_DEFRAG_SWEEP };
     struct store_opts store_opts = { .resident = STORE_RESIDENT_DEFAULT, .defrag = true };
     struct peer_opts peer_opts = {0};
     struct cluster_opts cluster_opts = {0};
@@ -184,6 +188,7 @@ int main(int argc, char **argv)
         { "resident-snapshots", required_argument, NULL, O_RESIDENT },
         { "store-off", no_argument, NULL, O_STORE_OFF },
         { "no-defrag", no_argument, NULL, O_NO_DEFRAG },
+        { "defrag-sweep", no_argument, NULL, O_DEFRAG_SWEEP },
         { "defrag-threshold", required_argument, NULL, O_DEFRAG_THRESHOLD },
         {}
     };
@@ -212,6 +217,7 @@ int main(int argc, char **argv)
             break;
         case O_STORE_OFF: store_opts.off = true; break;
         case O_NO_DEFRAG: store_opts.defrag = false; break;
+        case O_DEFRAG_SWEEP: store_opts.defrag_sweep = true; break;
         case O_DEFRAG_THRESHOLD:
             if (parse_u64(optarg, &store_opts.defrag_threshold) < 0 || store_opts.defrag_threshold == 0) {
                 fprintf(stderr, "amberd: --defrag-threshold: a positive number of extents per GiB\n");

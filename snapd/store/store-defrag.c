@@ -206,7 +206,7 @@ int store_defrag_step(struct store_state *st, bool idle, uint64_t *retry)
     }
     /* Nothing above the threshold and nothing else to do: the sweeps. */
     bool pending = false;
-    if (!did && idle && !(st->exp & STORE_EXP_NOSWEEP))
+    if (!did && idle && st->opts.defrag_sweep && !(st->exp & STORE_EXP_NOSWEEP))
         for (size_t i = 0; i < vl.n && !did; i++) {
             const struct cat_volume *v = &vl.items[i];
             if (v->replica_peer || busy_check(d, v->id))

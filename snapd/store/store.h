@@ -37,6 +37,7 @@ struct store_opts {
     uint32_t resident;          /* K: snapshots per volume kept as subvolumes, >= 1 */
     bool defrag;                /* run the background defragmenter */
     uint64_t defrag_threshold;  /* extents per GiB that start it */
+    bool defrag_sweep;          /* a full sweep of an image once its snapshots stop */
 };
 
 /* Open (first time: make) the local store, before recovery (which may

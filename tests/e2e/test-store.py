@@ -614,7 +614,7 @@ def test_sweep_after_snapshots_stop():
     # A threshold the image never reaches: only the full sweep once the
     # snapshots stopped defragments it; `--wait --settle` waits for it
     # (without the sweep: no sweep counted, the image stays fragmented).
-    d = T.Amberd("btrfs", size="1G", extra=["--defrag-threshold", "100000000"])
+    d = T.Amberd("btrfs", size="1G", extra=["--defrag-threshold", "100000000", "--defrag-sweep"])
     d.ctl("volume", "create", "f", "--size", str(SIZE))
     dev = d.ctl("volume", "attach", "f")["device"]
     # Written in full first (zeros: what the writer's model starts from), so
