@@ -331,6 +331,7 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
     }
     ps->ca_file = o->tls_ca ? xstrdup(o->tls_ca) : NULL;
     ps->ca_members = o->ca_members && ps->ca_file;
+    ps->keepalive_ms = o->keepalive_ms;
     char fp[80];
     r = rpc_tls_cert_fingerprint(ps->cert_file, fp, sizeof fp);
     if (r < 0)
@@ -356,6 +357,7 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
                    o->n_extra_methods * sizeof *methods);
         struct rpc_listener_config lc = {
             .methods = methods, .n_methods = nm, .userdata = d, .tls = ps->server_tls,
+            .keepalive_ms = o->keepalive_ms,
         };
         r = rpc_server_listen_tcp(d->srv, o->listen, &lc, &ps->listener);
         if (r < 0)
