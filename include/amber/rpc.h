@@ -109,8 +109,10 @@ struct rpc_server_config {
 /* TLS identity and trust (used by server listeners and clients).
  * Trust: a peer certificate is accepted when it chains to `ca_file`, or when
  * `verify_pin(fingerprint, pin_data)` returns true (pinned, self-signed
- * allowed), and in both cases only inside its validity period. A client may
- * instead give one `expect_fingerprint` for the server. */
+ * allowed), and in both cases only inside its validity period. verify_pin
+ * is asked only when the CA does not vouch for the certificate, so its
+ * false is a refusal. A client may instead give one `expect_fingerprint`
+ * for the server. */
 struct rpc_tls_config {
     const char *cert_file;
     const char *key_file;

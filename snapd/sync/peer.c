@@ -38,8 +38,9 @@ static bool verify_pin(const char *fingerprint, void *data)
         cat_peer_free(p);
         return true;
     }
-    log_warn("peer", "refused a certificate that is not pinned to any peer fingerprint=%s",
-             fingerprint);
+    /* Asked only when --tls-ca does not vouch for it (rpc.h): a refusal. */
+    log_warn("peer", "refused a certificate that is not pinned to any peer%s fingerprint=%s",
+             d->peer && d->peer->ca_file ? " nor signed by the --tls-ca" : "", fingerprint);
     return false;
 }
 
