@@ -167,11 +167,15 @@ class Soak:
 
     def snap_sha(self, step, vid, sid, size, resident, d=None):
         """The bytes of snapshot sid of volume vid on d (A): from its
-        subvolume when the catalog says it is resident, else read back
-        through the store (attach --snapshot brings it back)."""
+        subvolume when the catalog said it is resident (and it still is),
+        else read back through the store (attach --snapshot brings it
+        back)."""
         d = d or self.A
         if resident:
-            return sha_file(os.path.join(d.pool, "snaps", vid, sid, "disk"), size)
+            try:
+                return sha_file(os.path.join(d.pool, "snaps", vid, sid, "disk"), size)
+            except FileNotFoundError:
+                pass        # a busy mover dropped it since the list: read it back
         ok, r = self.ctl("volume", "attach", vid, "--snapshot", sid, d=d)
         if not ok:
             self.fail(step, "attach of moved snapshot %s: %s" % (sid, r))
