@@ -441,6 +441,11 @@ class Soak:
             self.failure = self.failure or str(e)
             self.stop.set()
             self.unpark()
+        except Exception:      # a check that broke: still name the seed and the step
+            self.failure = self.failure or "seed=%d check %d: %s" % (self.seed, self.checks,
+                                                                     traceback.format_exc())
+            self.stop.set()
+            self.unpark()
         for c in self.clients:
             c.thread.join(timeout=600)
         if not self.failure:
