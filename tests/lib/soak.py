@@ -38,7 +38,8 @@ kill intervals; thread timing makes a replay close, not exact.
 
 Knobs (environment): SOAK_SECONDS (default 1800), SEED (default: random,
 printed), SOAK_CLIENTS (4 general clients), SOAK_RSS_MIB (daemon RSS bound,
-default 1024: ASan builds are large), SOAK_FDS (default 256).
+default 1024: ASan builds are large), SOAK_FDS (default 256), SOAK_RESIDENT
+(--resident-snapshots of both daemons, default 1).
 """
 import hashlib
 import json
@@ -126,7 +127,7 @@ class Soak:
         os.environ["AMBER_REPO_PASSWORD"] = "soak"
         # The snapshot store on, one resident snapshot a volume: every older
         # one is moved off the pool, and read back through the store.
-        store = ["--resident-snapshots", "1"]
+        store = ["--resident-snapshots", os.environ.get("SOAK_RESIDENT", "1")]
         self.A = T.Amberd(size="2G", extra=["--peer-listen", "127.0.0.1:0"] + store)
         self.B = T.Amberd(size="2G", extra=["--peer-listen", "127.0.0.1:0"] + store)
         self.IA, self.IB = self.A.ctl("info"), self.B.ctl("info")
