@@ -15,7 +15,7 @@ the kill interrupted), the invariants are checked:
     it): once its mover is idle, the pool holds exactly the snapshots the
     catalog calls resident, no snapshot is half-moved (one off the pool is
     stored), and, with room, every snapshot is stored and (on A) none but
-    its volume's newest stays resident (a deleted newest one does not bring
+    its volume's K newest stays resident (a deleted newest one does not bring
     an older one back);
   - every acknowledged snapshot's bytes are what its client had written
     (each client keeps a model of its volumes: 4 KiB blocks it wrote),
@@ -216,9 +216,11 @@ class Soak:
             now |= {"snapshot %s/%s is in the pool, not resident in the catalog" % x for x in disk - resident}
             now |= {"snapshot %s is off the pool and not stored (half-moved)" % x["id"]
                     for x in mine if not x["resident"] and not x["stored"]}
-            newest = {}
+            keep = int(os.environ.get("SOAK_RESIDENT", "1"))
+            chains = {}
             for x in mine:      # oldest first
-                newest[x["volume_id"]] = x
+                chains.setdefault(x["volume_id"], []).append(x["id"])
+            newest = {v: set(c[-keep:]) for v, c in chains.items()}
             if idle and not st["blocked"]:
                 now |= {"snapshot %s is not stored with the mover idle" % x["id"]
                         for x in mine if not x["stored"] and x["volume_id"] not in pending_vols}
@@ -226,9 +228,9 @@ class Soak:
                 # deleted keeps it, off the chain and resident: the store
                 # drops a snapshot once its child's extents are recorded,
                 # and that one has no child.)
-                now |= {"snapshot %s is resident besides its volume's newest" % x["id"]
+                now |= {"snapshot %s is resident besides its volume's %d newest" % (x["id"], keep)
                         for x in mine if linear and x["resident"] and x["volume_id"] not in pending_vols
-                        and newest[x["volume_id"]]["id"] != x["id"]}
+                        and x["id"] not in newest[x["volume_id"]]}
             bad = now if bad is None else bad & now
             if not bad:
                 self.store_idle = idle
