@@ -2,8 +2,8 @@
 """A short chaos soak in make check (tests/lib/soak.py; `make soak` runs the
 long one): concurrent CSI and amberctl clients against an amberd killed
 with SIGKILL at seeded random moments, invariants checked after every
-restart, the snapshot store on (--resident-snapshots 1: older snapshots are
-moved off the pool and read back through it). SOAK_SECONDS (default here
+restart, the snapshot store on (SOAK_RESIDENT=2 newest resident: older snapshots
+are moved off the pool and read back through it). SOAK_SECONDS (default here
 75) and SEED replay a run."""
 import os
 import shutil
