@@ -3,6 +3,7 @@
 #   make check      build and run every test (tests/run)
 #   make SANITIZE=address,undefined check    the same under ASan+UBSan
 #   make fuzz       run the libFuzzer targets for FUZZ_SECONDS each
+#                   (FUZZ_TARGETS="fuzz-rpc fuzz-peer" picks some)
 #   make soak       the chaos soak for SOAK_SECONDS (default 1800; SEED=N replays)
 #   make demo       a tour of the features on a loop-mounted pool
 #   make bench      the fio/control-path benchmark (bench/run)
@@ -128,7 +129,7 @@ $(B)/fuzzers/fuzz-csi: $(call obj,tests/fuzz/fuzz-csi.c) $(call obj,$(filter-out
 	@mkdir -p $(dir $@)
 	$(CC) $(ALL_CFLAGS) -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
 fuzz: fuzz-build
-	tests/fuzz/run $(FUZZ_SECONDS)
+	tests/fuzz/run $(FUZZ_SECONDS) $(FUZZ_TARGETS)
 
 demo: all
 	scripts/demo

@@ -7,7 +7,12 @@
  * nghttp2 session itself: each blocking operation pumps the connection
  * (poll, read, nghttp2) until its condition holds or the deadline passes.
  * Flow control is manual, as on the server: received messages reopen the
- * window only when the caller takes them, so a slow reader bounds memory. */
+ * window only when the caller takes them, so a slow reader bounds memory.
+ * Keepalive (rpc_client_set_keepalive): a peer that stops answering without
+ * closing (a stopped process, a frozen proxy, a partition) would leave a
+ * call without a deadline waiting forever; so a connection that received
+ * nothing for the keepalive interval sends an HTTP/2 PING, and one that
+ * then receives nothing for another interval fails the call UNAVAILABLE. */
 #include <fcntl.h>
 #include <netdb.h>
 #include <netinet/in.h>
@@ -29,6 +34,7 @@ struct rpc_client {
     char *target;
     char *upath, *host, *port;
     struct rpc_tls *tls;
+    uint32_t keepalive_ms;
 };
 
 struct rpc_stream {
@@ -50,6 +56,9 @@ struct rpc_stream {
     int status;
     char *status_msg;
     int err;                   /* transport failure, -errno */
+    uint64_t last_rx;          /* when bytes last arrived */
+    uint64_t ping_sent;        /* keepalive PING unanswered since, or 0 */
+    bool stalled;              /* failed: the PING was not answered */
 };
 
 int rpc_target_parse(const char *t, char **ret_unix, char **ret_host, char **ret_port)
@@ -129,6 +138,8 @@ void rpc_client_free(struct rpc_client *cl)
 
 const char *rpc_client_target(const struct rpc_client *cl) { return cl->target; }
 
+void rpc_client_set_keepalive(struct rpc_client *cl, uint32_t idle_ms) { cl->keepalive_ms = idle_ms; }
+
 static int remaining_ms(uint64_t deadline)
 {
     if (!deadline)
@@ -137,6 +148,12 @@ static int remaining_ms(uint64_t deadline)
     if (now >= deadline)
         return 0;
     return (int)MIN((deadline - now + 999999) / 1000000, (uint64_t)INT32_MAX);
+}
+
+/* The earlier of two deadlines, 0 being none. */
+static uint64_t earliest(uint64_t a, uint64_t b)
+{
+    return !a ? b : !b ? a : MIN(a, b);
 }
 
 static int wait_fd(int fd, short events, uint64_t deadline)
@@ -331,6 +348,16 @@ static bool done(struct rpc_stream *s, enum until u)
     return true;
 }
 
+/* When the keepalive acts next: a PING after an idle interval, the
+ * failure an interval after an unanswered PING; 0 without keepalive. */
+static uint64_t keepalive_due(const struct rpc_stream *s)
+{
+    uint64_t iv = (uint64_t)s->cl->keepalive_ms * 1000000ULL;
+    if (!iv)
+        return 0;
+    return (s->ping_sent ? s->ping_sent : s->last_rx) + iv;
+}
+
 static int pump(struct rpc_stream *s, enum until u)
 {
     for (;;) {
@@ -350,13 +377,27 @@ static int pump(struct rpc_stream *s, enum until u)
             nghttp2_session_send(s->ng);
             return s->err;
         }
+        uint64_t ka = keepalive_due(s);
+        if (ka && !s->ping_sent && now_mono_ns() >= ka) {
+            s->ping_sent = now_mono_ns();
+            nghttp2_submit_ping(s->ng, NGHTTP2_FLAG_NONE, NULL);
+            continue;
+        }
         short ev = POLLIN;
         if (s->x.want_write)
             ev |= POLLOUT;
         if (!(s->x.ssl && SSL_pending(s->x.ssl) > 0)) {
-            r = wait_fd(s->x.fd, ev, s->deadline);
-            if (r == -ETIMEDOUT)
-                continue;   /* handled above */
+            r = wait_fd(s->x.fd, ev, earliest(s->deadline, ka));
+            if (r == -ETIMEDOUT) {
+                /* Nothing arrived: the PING went unanswered for an interval
+                 * (checked only after waiting, so a caller that took long
+                 * between calls does not count against the peer). */
+                if (s->ping_sent && now_mono_ns() >= keepalive_due(s)) {
+                    s->stalled = true;
+                    return s->err = -ETIMEDOUT;
+                }
+                continue;
+            }
             if (r < 0)
                 return s->err = r;
         }
@@ -370,6 +411,8 @@ static int pump(struct rpc_stream *s, enum until u)
                     s->err = n == 0 ? -ECONNRESET : (int)n;
                 return s->err;
             }
+            s->last_rx = now_mono_ns();
+            s->ping_sent = 0;
             ssize_t rr = nghttp2_session_mem_recv(s->ng, buf, (size_t)n);
             if (rr < 0)
                 return s->err = -EPROTO;
@@ -420,10 +463,14 @@ int rpc_stream_open(struct rpc_client *cl, const char *path, uint64_t timeout_ms
     s->cl = cl;
     s->x.fd = -1;
     s->in.max = CLIENT_MAX_MSG;
-    s->deadline = timeout_ms ? now_mono_ns() + timeout_ms * 1000000ULL : 0;
+    s->last_rx = now_mono_ns();
+    s->deadline = timeout_ms ? s->last_rx + timeout_ms * 1000000ULL : 0;
+    /* With keepalive, connecting and the handshake get two intervals. */
+    uint64_t setup_deadline = earliest(s->deadline, cl->keepalive_ms ?
+        s->last_rx + 2 * (uint64_t)cl->keepalive_ms * 1000000ULL : 0);
     int fd = -1, r;
     const char *what = "connect";
-    r = dial(cl, s->deadline, &fd);
+    r = dial(cl, setup_deadline, &fd);
     if (r < 0)
         goto fail;
     xport_init(&s->x, fd, cl->upath ? NULL : cl->tls, false);
@@ -432,12 +479,13 @@ int rpc_stream_open(struct rpc_client *cl, const char *path, uint64_t timeout_ms
         r = s->x.ops->handshake(&s->x);
         if (r != -EAGAIN)
             break;
-        r = wait_fd(s->x.fd, s->x.want_write ? POLLOUT : POLLIN, s->deadline);
+        r = wait_fd(s->x.fd, s->x.want_write ? POLLOUT : POLLIN, setup_deadline);
         if (r < 0)
             break;
     }
     if (r < 0)
         goto fail;
+    s->last_rx = now_mono_ns();
 
     nghttp2_session_callbacks *cb;
     nghttp2_session_callbacks_new(&cb);
@@ -491,14 +539,21 @@ int rpc_stream_open(struct rpc_client *cl, const char *path, uint64_t timeout_ms
     }
     *ret = s;
     return 0;
-fail:
-    set_status(st, transport_code(r),
-               xasprintf("%s %s: %s%s%s", what, cl->target, strerror(-r),
-                         s->x.error ? ": " : "", s->x.error ? s->x.error : ""));
+fail:;
+    int code = transport_code(r);
+    if (r == -ETIMEDOUT && setup_deadline != s->deadline) {
+        code = RPC_UNAVAILABLE;
+        set_status(st, code, xasprintf("%s %s: no answer for %u ms (keepalive): the peer or the "
+                                       "path to it is frozen", what, cl->target,
+                                       2 * cl->keepalive_ms));
+    } else {
+        set_status(st, code, xasprintf("%s %s: %s%s%s", what, cl->target, strerror(-r),
+                                       s->x.error ? ": " : "", s->x.error ? s->x.error : ""));
+    }
     if (s->x.fd < 0 && fd >= 0)
         close(fd);
     stream_free(s);
-    return transport_code(r);
+    return code;
 }
 
 int rpc_stream_send(struct rpc_stream *s, const ProtobufCMessage *msg)
@@ -569,6 +624,10 @@ int rpc_stream_finish(struct rpc_stream *s, struct rpc_status *st)
     } else if (s->http_status && s->http_status != 200) {
         code = http_to_code(s->http_status);
         msg = xasprintf("HTTP status %d from %s", s->http_status, s->cl->target);
+    } else if (s->stalled) {
+        code = RPC_UNAVAILABLE;
+        msg = xasprintf("%s: no answer to a keepalive ping for %u ms: the peer or the path to it "
+                        "is frozen", s->cl->target, s->cl->keepalive_ms);
     } else {
         code = transport_code(s->err ? s->err : -ECONNRESET);
         msg = xasprintf("%s: %s", s->cl->target, strerror(s->err ? -s->err : ECONNRESET));

@@ -52,6 +52,8 @@ struct conn {
     bool epollout;
     bool dead;
     bool over_limit;                /* past its listener's max_conns: refuses calls */
+    uint64_t last_rx;               /* when bytes last arrived (keepalive) */
+    uint64_t ping_sent;             /* keepalive PING unanswered since, or 0 */
     struct rpc_call *calls;         /* open streams */
     struct conn *next, *prev;
 };

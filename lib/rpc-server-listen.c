@@ -52,7 +52,8 @@ void accept_conns(struct rpc_listener *l)
             continue;
         }
         xport_fill_peer(&cn->x, l->is_unix);
-        cn->handshake_deadline = now_mono_ns() + (uint64_t)s->cfg.handshake_ms * 1000000ULL;
+        cn->last_rx = now_mono_ns();
+        cn->handshake_deadline = cn->last_rx + (uint64_t)s->cfg.handshake_ms * 1000000ULL;
         if (!l->cfg.tls && conn_start_h2(cn) < 0) {
             xport_close(&cn->x);
             free(cn);

@@ -19,6 +19,12 @@
  * wakes any waiting worker and, if the handler has not answered, sends the
  * status itself.
  *
+ * Keepalive (rpc_listener_config.keepalive_ms): a connection that sent
+ * nothing for the interval gets an HTTP/2 PING; silent for another
+ * interval, it is closed and its calls cancelled, so a handler streaming to
+ * a client that stopped without closing (a stopped process, a frozen
+ * proxy) does not wait forever for its window.
+ *
  * This file holds the loop, the connections and their HTTP/2 sessions;
  * rpc-server-listen.c the listeners, rpc-server-call.c the handlers' call
  * API and the workers (see rpc-server-internal.h). */
@@ -452,6 +458,8 @@ void conn_io(struct conn *cn, uint32_t events)
                 cn->dead = true;
                 return;
             }
+            cn->last_rx = now_mono_ns();
+            cn->ping_sent = 0;
             ssize_t r = nghttp2_session_mem_recv(cn->ng, buf, (size_t)n);
             if (r < 0) {
                 log_debug("rpc", "bad HTTP/2 from %s: %s", cn->x.peer.addr,
@@ -488,7 +496,29 @@ static void process_dirty(struct rpc_server *s)
     }
 }
 
-/* Deadlines of calls and handshakes; returns ms until the next one. */
+/* The keepalive of a connection (see the top): ping it, or close it. */
+static void check_keepalive(struct conn *cn, uint64_t now, uint64_t *next)
+{
+    uint64_t iv = (uint64_t)cn->lst->cfg.keepalive_ms * 1000000ULL;
+    if (!iv || !cn->ng || cn->dead)
+        return;
+    uint64_t due = (cn->ping_sent ? cn->ping_sent : cn->last_rx) + iv;
+    if (now < due) {
+        *next = MIN(*next, due);
+    } else if (!cn->ping_sent) {
+        cn->ping_sent = now;
+        nghttp2_submit_ping(cn->ng, NGHTTP2_FLAG_NONE, NULL);
+        *next = now;             /* the loop sends it */
+    } else {
+        log_warn("rpc", "closing the connection from %s: no answer to a keepalive ping for %u ms",
+                 cn->x.peer.addr, cn->lst->cfg.keepalive_ms);
+        cn->dead = true;
+        *next = now;
+    }
+}
+
+/* Deadlines of calls and handshakes, keepalives; returns ms until the next
+ * one. */
 static int check_timers(struct rpc_server *s)
 {
     uint64_t now = now_mono_ns(), next = now + 1000000000ULL;
@@ -500,6 +530,7 @@ static int check_timers(struct rpc_server *s)
             else
                 next = MIN(next, cn->handshake_deadline);
         }
+        check_keepalive(cn, now, &next);
         for (struct rpc_call *c = cn->calls; c; c = c->conn_next) {
             if (!c->deadline || c->finished)
                 continue;

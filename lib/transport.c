@@ -259,6 +259,10 @@ static int verify_cb(int preverify_ok, X509_STORE_CTX *sctx)
     if (err == X509_V_ERR_CERT_HAS_EXPIRED || err == X509_V_ERR_CERT_NOT_YET_VALID ||
         err == X509_V_ERR_CERT_REVOKED || err == X509_V_ERR_CERT_SIGNATURE_FAILURE)
         return 0;
+    /* The CA vouches: the pins are asked only when it does not, so that
+     * verify_pin sees (and may log) only what would be refused. */
+    if (preverify_ok && tls->have_ca && !tls->expect_fp)
+        return 1;
     bool pinned = false;
     X509 *leaf = X509_STORE_CTX_get0_cert(sctx);
     char fp[80];

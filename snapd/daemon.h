@@ -169,7 +169,11 @@ struct peer_opts {
      * handlers check who calls (peer_ca_member). */
     const struct rpc_method *extra_methods;
     size_t n_extra_methods;
+    /* --peer-keepalive: peer connections (ours and the peer port's) silent
+     * this long are pinged, and dropped when silent as long again (0: never). */
+    uint32_t keepalive_ms;
 };
+#define PEER_KEEPALIVE_DEFAULT 20000
 int peer_start(struct amberd *d, const struct peer_opts *o);
 void peer_stop(struct amberd *d);
 /* sync-client.c: pull peer's `volume` (an id or name; from a cluster

@@ -73,6 +73,10 @@ static const char usage[] =
 "  --tls-ca FILE         also trust peers whose certificates this CA signed\n"
 "  --peers-file FILE     peers to trust, a line each: NAME ADDRESS FINGERPRINT\n"
 "                        [allow-push]\n"
+"  --peer-keepalive MS   a peer connection silent for MS ms is pinged (HTTP/2\n"
+"                        PING) and dropped if still silent MS ms later: a\n"
+"                        transfer with a stopped or cut-off peer fails\n"
+"                        UNAVAILABLE and resumes later (default 20000; 0: never)\n"
 "\n"
 "Cluster (nodes of one Kubernetes cluster, trusted by a cluster CA):\n"
 "  --cluster-ca FILE     the cluster CA certificate: any peer it signed is a\n"
@@ -151,9 +155,10 @@ int main(int argc, char **argv)
            O_NODE, O_MAXMSG, O_RUN, O_EWP, O_LOGLVL, O_LOGJSON, O_VERSION,
            O_PEER_LISTEN, O_TLS_CERT, O_TLS_KEY, O_TLS_CA, O_PEERS_FILE, O_METRICS,
            O_CLUSTER_CA, O_CLUSTER_CA_KEY, O_CLUSTER_REGISTRY, O_ARCHIVES_FILE,
-           O_RESIDENT, O_STORE_OFF, O_NO_DEFRAG, O_DEFRAG_THRESHOLD, O_DEFRAG_SWEEP };
+           O_RESIDENT, O_STORE_OFF, O_NO_DEFRAG, O_DEFRAG_THRESHOLD, O_DEFRAG_SWEEP,
+           O_PEER_KEEPALIVE };
     struct store_opts store_opts = { .resident = STORE_RESIDENT_DEFAULT, .defrag = true };
-    struct peer_opts peer_opts = {0};
+    struct peer_opts peer_opts = { .keepalive_ms = PEER_KEEPALIVE_DEFAULT };
     struct cluster_opts cluster_opts = {0};
     static const struct option opts[] = {
         { "pool", required_argument, NULL, O_POOL },
@@ -190,6 +195,7 @@ int main(int argc, char **argv)
         { "no-defrag", no_argument, NULL, O_NO_DEFRAG },
         { "defrag-sweep", no_argument, NULL, O_DEFRAG_SWEEP },
         { "defrag-threshold", required_argument, NULL, O_DEFRAG_THRESHOLD },
+        { "peer-keepalive", required_argument, NULL, O_PEER_KEEPALIVE },
         {}
     };
     int o;
@@ -223,6 +229,13 @@ int main(int argc, char **argv)
                 fprintf(stderr, "amberd: --defrag-threshold: a positive number of extents per GiB\n");
                 return 2;
             }
+            break;
+        case O_PEER_KEEPALIVE:
+            if (parse_u64(optarg, &v) < 0 || v > 3600000) {
+                fprintf(stderr, "amberd: --peer-keepalive: milliseconds, 0 to 3600000\n");
+                return 2;
+            }
+            peer_opts.keepalive_ms = (uint32_t)v;
             break;
         case O_IMAGE: image = optarg; break;
         case O_SIZE:

@@ -109,8 +109,10 @@ struct rpc_server_config {
 /* TLS identity and trust (used by server listeners and clients).
  * Trust: a peer certificate is accepted when it chains to `ca_file`, or when
  * `verify_pin(fingerprint, pin_data)` returns true (pinned, self-signed
- * allowed), and in both cases only inside its validity period. A client may
- * instead give one `expect_fingerprint` for the server. */
+ * allowed), and in both cases only inside its validity period. verify_pin
+ * is asked only when the CA does not vouch for the certificate, so its
+ * false is a refusal. A client may instead give one `expect_fingerprint`
+ * for the server. */
 struct rpc_tls_config {
     const char *cert_file;
     const char *key_file;
@@ -152,6 +154,10 @@ struct rpc_listener_config {
     uint32_t max_conns;         /* this listener's connections at once (0: only
                                  * the server's bound); the calls of one past
                                  * it get RESOURCE_EXHAUSTED */
+    uint32_t keepalive_ms;      /* a connection that sent
+                                 * nothing this long is pinged (HTTP/2 PING),
+                                 * and closed (its calls cancelled) when
+                                 * silent as long again; 0: never */
 };
 
 /* Listen on a unix socket at `path` (a stale socket file is replaced; a
@@ -208,6 +214,13 @@ struct rpc_client;
 int rpc_client_new(const char *target, struct rpc_tls *tls, struct rpc_client **ret);
 void rpc_client_free(struct rpc_client *cl);
 const char *rpc_client_target(const struct rpc_client *cl);
+/* Keepalive for the client's calls (0, the default: none): a call whose
+ * connection received nothing for idle_ms sends an HTTP/2 PING, and fails
+ * UNAVAILABLE ("no answer to a keepalive ping") when nothing arrives for
+ * another idle_ms; connecting and the TLS handshake get 2 * idle_ms. For
+ * peers that may vanish without closing (a stopped process, a frozen
+ * proxy). Set before the first call. */
+void rpc_client_set_keepalive(struct rpc_client *cl, uint32_t idle_ms);
 /* The server's TLS fingerprint seen on the last connection, or "". */
 
 /* A unary call. Returns the gRPC status code (RPC_OK = 0); transport

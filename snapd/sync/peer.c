@@ -38,8 +38,9 @@ static bool verify_pin(const char *fingerprint, void *data)
         cat_peer_free(p);
         return true;
     }
-    log_warn("peer", "refused a certificate that is not pinned to any peer fingerprint=%s",
-             fingerprint);
+    /* Asked only when --tls-ca does not vouch for it (rpc.h): a refusal. */
+    log_warn("peer", "refused a certificate that is not pinned to any peer%s fingerprint=%s",
+             d->peer && d->peer->ca_file ? " nor signed by the --tls-ca" : "", fingerprint);
     return false;
 }
 
@@ -331,6 +332,7 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
     }
     ps->ca_file = o->tls_ca ? xstrdup(o->tls_ca) : NULL;
     ps->ca_members = o->ca_members && ps->ca_file;
+    ps->keepalive_ms = o->keepalive_ms;
     char fp[80];
     r = rpc_tls_cert_fingerprint(ps->cert_file, fp, sizeof fp);
     if (r < 0)
@@ -356,6 +358,7 @@ int peer_start(struct amberd *d, const struct peer_opts *o)
                    o->n_extra_methods * sizeof *methods);
         struct rpc_listener_config lc = {
             .methods = methods, .n_methods = nm, .userdata = d, .tls = ps->server_tls,
+            .keepalive_ms = o->keepalive_ms,
         };
         r = rpc_server_listen_tcp(d->srv, o->listen, &lc, &ps->listener);
         if (r < 0)

@@ -111,6 +111,7 @@ int peer_client(struct amberd *d, const struct cat_peer *p, struct rpc_client **
         rpc_tls_free(tls);
         return op_fail(e, RPC_INVALID_ARGUMENT, r, "peer %s: bad address %s", p->name, p->address);
     }
+    rpc_client_set_keepalive(*ret, d->peer->keepalive_ms);
     *ret_tls = tls;     /* the client borrows it */
     return 0;
 }

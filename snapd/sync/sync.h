@@ -34,6 +34,7 @@
 struct peer_state {
     char *cert_file, *key_file, *ca_file;
     bool ca_members;              /* peer_opts.ca_members */
+    uint32_t keepalive_ms;        /* peer_opts.keepalive_ms */
     struct rpc_tls *server_tls;
     struct rpc_listener *listener;
     /* subscribe.c */

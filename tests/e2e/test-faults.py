@@ -9,15 +9,23 @@ nothing acknowledged lost, and the operation resumable:
   - a disk read error on the snapshot's image in the middle of an export
     (AMBER_FAULT_AT=export-read:N makes the Nth read return EIO);
   - the sending peer vanishes (kill -9) in the middle of a sync, at a
-    chosen byte of the transfer.
+    chosen byte of the transfer;
+  - the path to the sending peer freezes (a proxy that stops forwarding
+    both ways and keeps its sockets open: no FIN, no RST), and the sender
+    stops (SIGSTOP), each at a chosen byte: the keepalive (HTTP/2 PING,
+    --peer-keepalive) fails the pull UNAVAILABLE naming the peer, the
+    sender's handler is released by its own keepalive, and the pull
+    resumes once the path is back.
 """
 import hashlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "lib"))
 import amber_test as T  # noqa: E402
@@ -365,9 +373,134 @@ def test_peer_vanishes_mid_sync():
     T.check_eq(B.stop(), 0)
 
 
+class FreezeProxy:
+    """127.0.0.1:0 → target, forwarding both ways until freeze_at bytes went
+    server→client; from then on it forwards nothing either way and keeps
+    both sockets open (a frozen proxy or a partition: no FIN, no RST) until
+    close(), which shuts them down. .frozen is set at the freeze."""
+
+    def __init__(self, target_port, freeze_at):
+        self.target, self.freeze_at, self.down = target_port, freeze_at, 0
+        self.frozen, self.gone = threading.Event(), threading.Event()
+        self.socks = []
+        self.ls = socket.socket()
+        self.ls.bind(("127.0.0.1", 0))
+        self.ls.listen(8)
+        self.addr = "127.0.0.1:%d" % self.ls.getsockname()[1]
+        threading.Thread(target=self.accept, daemon=True).start()
+        T.cleanup.add("freeze proxy", self.close)
+
+    def close(self):
+        self.gone.set()
+        self.ls.close()
+        for x in self.socks:
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def accept(self):
+        while True:
+            try:
+                c, _ = self.ls.accept()
+            except OSError:
+                return
+            try:
+                s = socket.create_connection(("127.0.0.1", self.target))
+            except OSError:
+                c.close()
+                continue
+            self.socks += [c, s]
+            threading.Thread(target=self.pipe, args=(c, s, False), daemon=True).start()
+            threading.Thread(target=self.pipe, args=(s, c, True), daemon=True).start()
+
+    def pipe(self, src, dst, down):
+        try:
+            while not self.gone.is_set():
+                b = src.recv(65536)
+                if not b:
+                    break
+                if down and not self.frozen.is_set() and self.down + len(b) >= self.freeze_at:
+                    dst.sendall(b[:self.freeze_at - self.down])
+                    self.down = self.freeze_at
+                    self.frozen.set()
+                if self.frozen.is_set():
+                    self.gone.wait()        # frozen: hold what came, answer nothing
+                    break
+                self.down += len(b) if down else 0
+                dst.sendall(b)
+        except OSError:
+            pass
+        for x in (src, dst):
+            try:
+                x.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+def wait_until(cond, what, timeout=120):
+    """Wait for an event the test caused (not for time to pass)."""
+    end = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > end:
+            raise AssertionError("timed out waiting for " + what)
+        time.sleep(0.05)
+
+
+def test_peer_freezes_mid_sync():
+    # A short keepalive on both sides: the pull (B, client) and the peer
+    # port's handler (A, server) each find the silence themselves.
+    ka = ["--peer-keepalive", "2000"]
+    A = T.Amberd(size="1G", extra=["--peer-listen", "127.0.0.1:0"] + ka)
+    B = T.Amberd(size="1G", extra=["--peer-listen", "127.0.0.1:0"] + ka, env={"AMBER_SYNC_ACK_BYTES": "1M"})
+    IA, IB = A.ctl("info"), B.ctl("info")
+    A.ctl("peer", "add", "b", "--address", IB["peer_address"], "--fingerprint", IB["fingerprint"])
+    s = fill(A, "data", 24)
+    A.ctl("volume", "publish", "data", "--to", "b")
+    a_port = int(IA["peer_address"].rsplit(":", 1)[1])
+
+    def pull_fails(what):
+        err = B.ctl_fail("UNAVAILABLE", "sync", "pull", "a", "data")
+        T.check("peer a" in err and "keepalive" in err, "%s: a clear error naming the peer: %r" % (what, err))
+        T.check(s["id"] not in {x["id"] for x in B.ctl("snapshot", "list")},
+                "%s: no half-received snapshot is listed" % what)
+
+    # 1. The path freezes after 8 MiB.
+    px = FreezeProxy(a_port, 8 * MiB)
+    B.ctl("peer", "add", "a", "--address", px.addr, "--fingerprint", IA["fingerprint"])
+    pull_fails("frozen proxy")
+    T.check(px.frozen.is_set(), "the proxy froze mid-transfer")
+    # B gave up, but the proxy passes on neither its FIN nor anything else:
+    # A's handler is released only by A's own keepalive.
+    wait_until(lambda: "no answer to a keepalive ping" in A.log(), "A's keepalive to drop the frozen connection")
+    px.close()
+    # 2. The sender stops (SIGSTOP) 4 MiB into the next attempt.
+    hp = HoldProxy(a_port, 4 * MiB)
+    B.ctl("peer", "add", "a", "--address", hp.addr, "--fingerprint", IA["fingerprint"])
+    pr = subprocess.Popen([os.path.join(T.BUILD, "amberctl"), "--socket", B.sock, "--json", "sync", "pull",
+                           "a", "data"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    T.check(hp.held.wait(120), "the second transfer reached 4 MiB")
+    A.proc.send_signal(signal.SIGSTOP)
+    T.cleanup.add("SIGCONT A", lambda: A.proc and A.proc.send_signal(signal.SIGCONT))
+    hp.release.set()
+    _, err = pr.communicate(timeout=120)
+    T.check(pr.returncode != 0 and "UNAVAILABLE" in err and "peer a" in err and "keepalive" in err,
+            "stopped sender: a clear error naming the peer: %r" % err)
+    A.proc.send_signal(signal.SIGCONT)
+    hp.close()
+    # 3. The path is back: the pull resumes and completes, byte-identical.
+    B.ctl("peer", "add", "a", "--address", IA["peer_address"], "--fingerprint", IA["fingerprint"])
+    r = B.ctl("sync", "pull", "a", "data")
+    T.check(r["resumed_bytes"] > 0, "the pull resumed from what B acknowledged: %r" % r)
+    T.check_eq(image_sha(B, "data", s["id"]), image_sha(A, "data", s["id"]), "B's copy")
+    T.check_eq(A.stop(), 0)
+    T.check_eq(B.stop(), 0)
+
+
 sys.exit(T.Tests().run([
     test_repo_fills_up_mid_export,
     test_disk_read_error_mid_export,
     test_object_store_5xx_timeouts_truncation,
     test_peer_vanishes_mid_sync,
+    test_peer_freezes_mid_sync,
 ]))

@@ -2,7 +2,9 @@
 """A short chaos soak in make check (tests/lib/soak.py; `make soak` runs the
 long one): concurrent CSI and amberctl clients against an amberd killed
 with SIGKILL at seeded random moments, invariants checked after every
-restart. SOAK_SECONDS (default here 75) and SEED replay a run."""
+restart, the snapshot store on (SOAK_RESIDENT=2 newest resident: older snapshots
+are moved off the pool and read back through it). SOAK_SECONDS (default here
+75) and SEED replay a run."""
 import os
 import shutil
 import sys

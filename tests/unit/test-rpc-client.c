@@ -1,9 +1,14 @@
 /* test-rpc-client: the C client against an in-process server over a unix
  * socket: unary, server/client/bidi streams, status codes, deadlines, and a
  * server that ends a bidi stream with an error while the client's side is
- * still open (the client must see that status, not wait forever). */
+ * still open (the client must see that status, not wait forever), and the
+ * keepalive: a call without a deadline to a server that never answers (a
+ * socket nobody accepts on) fails UNAVAILABLE, while a slow call to a live
+ * server (its loop answers the PINGs) does not. */
 #include <pthread.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 
 #include "check.h"
 #include "amber/log.h"
@@ -184,6 +189,34 @@ int main(void)
     CHECK_EQ(r, 0);      /* the end of the server's side, not a timeout */
     CHECK_EQ(rpc_stream_finish(s, &st), RPC_ABORTED);
     CHECK_STR(st.message, "no seq 3 here");
+
+    /* Keepalive: a live server's handler may take longer than the
+     * interval (the loop answers the PINGs) ... */
+    rpc_client_set_keepalive(cl, 1000);
+    sl.ms = 3000;
+    CHECK_EQ(rpc_client_call(cl, "/amber.test.v1.Test/Sleep", &sl.base,
+                             &amber__test__v1__sleep_reply__descriptor, 0, &resp, &st), RPC_OK);
+    if (resp)
+        protobuf_c_message_free_unpacked(resp, NULL);
+    /* ... and a server that never answers (connected, never accepted: no
+     * FIN, no RST) fails the call without a deadline, naming why. */
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    CHECK(strlen(path) + sizeof "/silent" <= sizeof sa.sun_path);
+    memcpy(sa.sun_path, path, strlen(path));
+    strcat(sa.sun_path, "/silent");
+    const char *silent = sa.sun_path;
+    int lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK_EQ(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    CHECK_EQ(listen(lfd, 4), 0);
+    struct rpc_client *quiet;
+    CHECK_EQ(rpc_client_new(silent, NULL, &quiet), 0);
+    rpc_client_set_keepalive(quiet, 200);
+    CHECK_EQ(rpc_client_call(quiet, "/amber.test.v1.Test/Echo", &e.base,
+                             &amber__test__v1__echo_reply__descriptor, 0, &resp, &st), RPC_UNAVAILABLE);
+    CHECK(st.message && strstr(st.message, "keepalive"));
+    rpc_client_free(quiet);
+    close(lfd);
+    unlink(silent);
 
     rpc_status_clear(&st);
     rpc_client_free(cl);
