@@ -33,6 +33,24 @@ int cluster_need_member(struct rpc_call *c, char **ret_name)
     return 0;
 }
 
+int cluster_node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
+                        struct rpc_tls **tls)
+{
+    struct amberd *d = D(c);
+    struct op_err e = {0};
+    int r;
+    if (name_validate(node) < 0)
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
+    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
+        return cluster_fail(c, &e, r, NULL);
+    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
+    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
+        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
+    if ((r = peer_client(d, p, cl, tls, &e)) < 0)
+        return cluster_fail(c, &e, r, NULL);
+    return 0;
+}
+
 int cluster_local_snapshot(struct rpc_call *c, const char *id, struct cat_snapshot **ret)
 {
     int r = cat_snapshot_get(D(c)->cat, id, ret);

@@ -126,6 +126,9 @@ int cluster_fail(struct rpc_call *c, struct op_err *e, int r, const char *what);
 /* 0 when the peer is a member of this cluster (its name in *ret_name when
  * asked; caller frees), else PERMISSION_DENIED (logged). */
 int cluster_need_member(struct rpc_call *c, char **ret_name);
+/* A client to node's peer port (it borrows *tls; caller frees both). */
+int cluster_node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
+                        struct rpc_tls **tls);
 /* Our catalog's snapshot id in *ret (caller frees), else NOT_FOUND or INTERNAL. */
 int cluster_local_snapshot(struct rpc_call *c, const char *id, struct cat_snapshot **ret);
 

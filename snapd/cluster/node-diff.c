@@ -113,25 +113,6 @@ const size_t cluster_peer_methods_n = ARRAY_SIZE(cluster_peer_methods);
 
 /* --- the node socket: asking the holder ------------------------------------------- */
 
-/* A client to node's peer port (the client borrows *tls). */
-static int node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
-                       struct rpc_tls **tls)
-{
-    struct amberd *d = D(c);
-    struct op_err e = {0};
-    int r;
-    if (name_validate(node) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
-    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
-        return cluster_fail(c, &e, r, NULL);
-    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
-    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
-    if ((r = peer_client(d, p, cl, tls, &e)) < 0)
-        return cluster_fail(c, &e, r, NULL);
-    return 0;
-}
-
 static int remote_error(struct rpc_call *c, const char *node, int code, struct rpc_status *st)
 {
     int r = rpc_error(c, code, "node %s: %s", node, st->message ? st->message : rpc_code_name(code));
@@ -151,7 +132,7 @@ int cluster_h_get_node_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = node_client(c, q->node, &cl, &tls)) < 0)
+    if ((r = cluster_node_client(c, q->node, &cl, &tls)) < 0)
         return r;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = q->snapshot;
@@ -183,7 +164,7 @@ int cluster_h_node_diff(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = node_client(c, q->node, &cl, &tls)) < 0)
+    if ((r = cluster_node_client(c, q->node, &cl, &tls)) < 0)
         return r;
     struct rpc_status st = {0};
     struct rpc_stream *s = NULL;

@@ -112,22 +112,13 @@ int cluster_h_peer_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m
 static int ask(struct rpc_call *c, const char *node, const char *method, const ProtobufCMessage *q,
                const ProtobufCMessageDescriptor *out, uint64_t timeout_ms)
 {
-    struct amberd *d = D(c);
-    struct op_err e = {0};
     int r;
-    if (!d->cluster)
+    if (!D(c)->cluster)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
-    if (name_validate(node) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
-    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
-        return cluster_fail(c, &e, r, NULL);
-    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
-    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = peer_client(d, p, &cl, &tls, &e)) < 0)
-        return cluster_fail(c, &e, r, NULL);
+    if ((r = cluster_node_client(c, node, &cl, &tls)) < 0)
+        return r;
     _cleanup_free_ char *path = xasprintf("/amber.v1.ClusterPeer/%s", method);
     ProtobufCMessage *res = NULL;
     struct rpc_status st = {0};
