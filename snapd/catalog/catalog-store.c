@@ -363,9 +363,8 @@ void cat_tombstone_clear(struct cat_tombstone *t)
 
 void cat_tombstone_list_free(struct cat_tombstone *v, size_t n)
 {
-    for (size_t i = 0; v && i < n; i++)
-        row_clear(&tomb_row, &v[i]);
-    free(v);
+    if (v)
+        row_list_free(&tomb_row, v, n);
 }
 
 int cat_tombstone_put(struct catalog *cat, const struct cat_tombstone *t,
