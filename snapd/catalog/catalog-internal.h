@@ -182,6 +182,9 @@ struct row_type {
 const char *col_enum_name(const struct col *c, int value);
 /* The index of s in names[0..n), or `invalid`. */
 int names_lookup(const char *const *names, int n, const char *s, int invalid);
+/* Append " AND col IN (?n+1, ?n+2, ...)", a parameter a bit of states below
+ * max (nothing when states is 0), and return the last parameter's number. */
+int states_clause(struct buf *sql, const char *col, unsigned states, int max, int n);
 /* Read the current row of st into item (zeroed, t->size bytes). */
 void row_read(const struct row_type *t, sqlite3_stmt *st, void *item);
 /* Bind item's fields as ?1, ?2, ... in column order (COL_NOBIND columns

@@ -65,15 +65,7 @@ static int newest_id(struct catalog *cat, const struct cat_snapshot_filter *f, u
         buf_printf(&sql, "SELECT s.id FROM snapshots s WHERE s.volume_id = ?1");
     if (before_ns)
         buf_printf(&sql, " AND s.created_ns < ?%d", ++n);
-    if (f->states) {
-        buf_printf(&sql, " AND s.state IN (");
-        for (int i = 0, first = 1; i < _CAT_SNAP_STATE_MAX; i++)
-            if (f->states & (1u << i)) {
-                buf_printf(&sql, "%s?%d", first ? "" : ", ", ++n);
-                first = 0;
-            }
-        buf_printf(&sql, ")");
-    }
+    n = states_clause(&sql, "s.state", f->states, _CAT_SNAP_STATE_MAX, n);
     /* EXISTS, not IN: a probe a candidate. */
     for (size_t i = 0; i < f->n_labels; i++) {
         if ((int)i == drive) {

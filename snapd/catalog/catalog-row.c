@@ -17,6 +17,20 @@ const char *col_enum_name(const struct col *c, int value)
     return value >= 0 && value < c->n_names ? c->names[value] : NULL;
 }
 
+int states_clause(struct buf *sql, const char *col, unsigned states, int max, int n)
+{
+    if (!states)
+        return n;
+    buf_printf(sql, " AND %s IN (", col);
+    for (int i = 0, first = 1; i < max; i++)
+        if (states & (1u << i)) {
+            buf_printf(sql, "%s?%d", first ? "" : ", ", ++n);
+            first = 0;
+        }
+    buf_printf(sql, ")");
+    return n;
+}
+
 int names_lookup(const char *const *names, int n, const char *s, int invalid)
 {
     for (int i = 0; s && i < n; i++)

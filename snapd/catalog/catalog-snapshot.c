@@ -521,15 +521,7 @@ int cat_snapshot_list(struct catalog *cat, const struct cat_snapshot_filter *f,
     if (f->label_key)
         buf_printf(&sql, " AND EXISTS (SELECT 1 FROM snapshot_labels lk WHERE lk.snapshot_id = s.id "
                          "AND lk.key = ?%d)", ++n);
-    if (f->states) {
-        buf_printf(&sql, " AND s.state IN (");
-        for (int i = 0, first = 1; i < _CAT_SNAP_STATE_MAX; i++)
-            if (f->states & (1u << i)) {
-                buf_printf(&sql, "%s?%d", first ? "" : ", ", ++n);
-                first = 0;
-            }
-        buf_printf(&sql, ")");
-    }
+    n = states_clause(&sql, "s.state", f->states, _CAT_SNAP_STATE_MAX, n);
     if (f->pvc_namespace) {
         buf_printf(&sql, " AND (s.volume_id IN (SELECT id FROM volumes WHERE pvc_namespace = ?%d)"
                          " OR s.k8s_namespace = ?%d)", n + 1, n + 1);

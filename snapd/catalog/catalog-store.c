@@ -38,20 +38,29 @@ void cat_store_info_clear(struct cat_store_info *i)
         row_clear(&info_row, i);
 }
 
+/* The first row of sql (?1 = id) read as t into *ret (a t->size struct);
+ * -ENOENT without a message when there is none. */
+static int get_one(struct catalog *cat, const char *sql, const struct row_type *t, const char *id,
+                   void *ret)
+{
+    if (!id)
+        return cat_err(-EINVAL, "no snapshot id");
+    CAT_LOCKED(cat);
+    void *item;
+    int r = row_query(cat, sql, t, id, NULL, NULL, &item);
+    if (r < 0)
+        return r;
+    memcpy(ret, item, t->size);
+    free(item);
+    return 0;
+}
+
 int cat_store_get(struct catalog *cat, const char *snapshot_id, struct cat_store_info *ret)
 {
     static const char sql[] = "SELECT " INFO_COLS " FROM snapshots s "
                               "LEFT JOIN snapshot_store x ON x.snapshot_id = s.id WHERE s.id = ?1";
-    if (!snapshot_id)
-        return cat_err(-EINVAL, "no snapshot id");
-    CAT_LOCKED(cat);
-    struct cat_store_info *i;
-    int r = row_query(cat, sql, &info_row, snapshot_id, NULL, NULL, &i);
-    if (r < 0)
-        return r == -ENOENT ? cat_err(r, "no snapshot %s", snapshot_id) : r;
-    *ret = *i;
-    free(i);
-    return 0;
+    int r = get_one(cat, sql, &info_row, snapshot_id, ret);
+    return r == -ENOENT ? cat_err(r, "no snapshot %s", snapshot_id) : r;
 }
 
 /* Make sure the snapshot has a row (with the defaults). */
@@ -354,9 +363,8 @@ void cat_tombstone_clear(struct cat_tombstone *t)
 
 void cat_tombstone_list_free(struct cat_tombstone *v, size_t n)
 {
-    for (size_t i = 0; v && i < n; i++)
-        row_clear(&tomb_row, &v[i]);
-    free(v);
+    if (v)
+        row_list_free(&tomb_row, v, n);
 }
 
 int cat_tombstone_put(struct catalog *cat, const struct cat_tombstone *t,
@@ -390,16 +398,7 @@ int cat_tombstone_put(struct catalog *cat, const struct cat_tombstone *t,
 int cat_tombstone_get(struct catalog *cat, const char *id, struct cat_tombstone *ret)
 {
     static const char sql[] = "SELECT " TOMB_COLS " FROM snapshot_tombstones WHERE id = ?1";
-    if (!id)
-        return cat_err(-EINVAL, "no snapshot id");
-    CAT_LOCKED(cat);
-    struct cat_tombstone *t;
-    int r = row_query(cat, sql, &tomb_row, id, NULL, NULL, &t);
-    if (r < 0)
-        return r;
-    *ret = *t;
-    free(t);
-    return 0;
+    return get_one(cat, sql, &tomb_row, id, ret);
 }
 
 int cat_tombstone_get_extents(struct catalog *cat, const char *id, struct cat_range **ret,

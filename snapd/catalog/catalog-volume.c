@@ -231,15 +231,7 @@ int cat_volume_list(struct catalog *cat, const struct cat_volume_filter *f,
         buf_printf(&sql, " AND pvc_namespace = ?%d", ++n);
     if (f->replica_peer)
         buf_printf(&sql, " AND replica_peer = ?%d", ++n);
-    if (f->states) {
-        buf_printf(&sql, " AND state IN (");
-        for (int i = 0, first = 1; i < _CAT_VOL_STATE_MAX; i++)
-            if (f->states & (1u << i)) {
-                buf_printf(&sql, "%s?%d", first ? "" : ", ", ++n);
-                first = 0;
-            }
-        buf_printf(&sql, ")");
-    }
+    n = states_clause(&sql, "state", f->states, _CAT_VOL_STATE_MAX, n);
     if (after_id) {
         buf_printf(&sql, " AND (created_ns, id) > (?%d, ?%d)", n + 1, n + 2);
         n += 2;

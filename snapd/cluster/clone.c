@@ -150,17 +150,12 @@ int cluster_clone_sweep(struct amberd *d)
 
 /* --- the holder: what the asking node calls on the peer port ------------------- */
 
-static int member(struct rpc_call *c, char **ret_name)
+/* A member's request (its name in *ret_node) with a volume id and a key. */
+static int check_req(struct rpc_call *c, const Amber__V1__ClusterCloneRequest *q, char **ret_node)
 {
-    if (peer_ca_member(D(c), rpc_call_peer(c), ret_name) != 1) {
-        log_warn("cluster", "a peer that is not a cluster member asked for %s", rpc_call_method(c));
-        return rpc_error(c, RPC_PERMISSION_DENIED, "only members of this cluster may ask this");
-    }
-    return 0;
-}
-
-static int check_req(struct rpc_call *c, const Amber__V1__ClusterCloneRequest *q)
-{
+    int r = cluster_need_member(c, ret_node);
+    if (r < 0)
+        return r;
     if (!uuid_is_valid(q->volume))
         return rpc_error(c, RPC_INVALID_ARGUMENT, "a volume id, not \"%s\"", q->volume);
     if (name_validate(q->key) < 0)
@@ -174,7 +169,7 @@ int cluster_h_peer_prepare_clone(struct rpc_call *c, const ProtobufCMessage *m)
     struct amberd *d = D(c);
     _cleanup_free_ char *node = NULL;
     int r;
-    if ((r = member(c, &node)) < 0 || (r = check_req(c, q)) < 0)
+    if ((r = check_req(c, q, &node)) < 0)
         return r;
     cluster_clone_sweep(d);
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
@@ -205,10 +200,8 @@ int cluster_h_peer_prepare_clone(struct rpc_call *c, const ProtobufCMessage *m)
                                       .n_labels = ARRAY_SIZE(labels) };
         struct op_err e = {0};
         if ((r = snap_create_many(d, &a, 1, &s, &e)) < 0) {
-            int code = e.code ? e.code : rpc_code_from_errno(r);
-            r = rpc_error(c, code, "hidden snapshot of %s: %s", v->name, e.msg ? e.msg : strerror(-r));
-            op_err_clear(&e);
-            return r;
+            _cleanup_free_ char *what = xasprintf("hidden snapshot of %s", v->name);
+            return cluster_fail(c, &e, r, what);
         }
         log_info("cluster", "hidden snapshot %s of volume %s for node %s (volume %s)", s->id, v->name,
                  node, q->key);
@@ -225,16 +218,14 @@ int cluster_h_peer_release_clone(struct rpc_call *c, const ProtobufCMessage *m)
     struct amberd *d = D(c);
     _cleanup_free_ char *node = NULL;
     int r;
-    if ((r = member(c, &node)) < 0 || (r = check_req(c, q)) < 0)
+    if ((r = check_req(c, q, &node)) < 0)
         return r;
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
     if (clone_find(d, q->volume, node, q->key, &s) == 0) {
         struct op_err e = {0};
         if ((r = snap_delete(d, s->id, &e)) < 0) {
-            int code = e.code ? e.code : rpc_code_from_errno(r);
-            r = rpc_error(c, code, "hidden snapshot %s: %s", s->id, e.msg ? e.msg : strerror(-r));
-            op_err_clear(&e);
-            return r;
+            _cleanup_free_ char *what = xasprintf("hidden snapshot %s", s->id);
+            return cluster_fail(c, &e, r, what);
         }
         log_info("cluster", "node %s copied volume %s: hidden snapshot %s removed", node, q->volume,
                  s->id);

@@ -11,12 +11,54 @@
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 static char *nz(const char *s) { return (char *)(s ? s : ""); }
 
-static int fail(struct rpc_call *c, struct op_err *e, int r)
+int cluster_fail(struct rpc_call *c, struct op_err *e, int r, const char *what)
 {
     int code = e->code ? e->code : rpc_code_from_errno(r);
-    int ret = rpc_error(c, code, "%s", e->msg ? e->msg : strerror(-r));
+    const char *msg = e->msg ? e->msg : strerror(-r);
+    int ret = what ? rpc_error(c, code, "%s: %s", what, msg) : rpc_error(c, code, "%s", msg);
     op_err_clear(e);
     return ret;
+}
+
+int cluster_need_member(struct rpc_call *c, char **ret_name)
+{
+    _cleanup_free_ char *name = NULL;
+    if (peer_ca_member(D(c), rpc_call_peer(c), &name) != 1) {
+        log_warn("cluster", "a peer that is not a cluster member asked for %s", rpc_call_method(c));
+        return rpc_error(c, RPC_PERMISSION_DENIED, "only members of this cluster may ask this");
+    }
+    log_debug("cluster", "node %s asks %s", name, rpc_call_method(c));
+    if (ret_name)
+        *ret_name = TAKE_PTR(name);
+    return 0;
+}
+
+int cluster_node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
+                        struct rpc_tls **tls)
+{
+    struct amberd *d = D(c);
+    struct op_err e = {0};
+    int r;
+    if (name_validate(node) < 0)
+        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
+    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
+        return cluster_fail(c, &e, r, NULL);
+    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
+    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
+        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
+    if ((r = peer_client(d, p, cl, tls, &e)) < 0)
+        return cluster_fail(c, &e, r, NULL);
+    return 0;
+}
+
+int cluster_local_snapshot(struct rpc_call *c, const char *id, struct cat_snapshot **ret)
+{
+    int r = cat_snapshot_get(D(c)->cat, id, ret);
+    if (r == -ENOENT)
+        return rpc_error(c, RPC_NOT_FOUND, "snapshot %s not found on node %s", id, D(c)->node_id);
+    if (r < 0)
+        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(D(c)->cat));
+    return 0;
 }
 
 static int need_cluster(struct rpc_call *c)
@@ -51,7 +93,7 @@ static int h_create_from(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_(cat_volume_freep) struct cat_volume *v = NULL;
     r = cluster_create_volume(D(c), &a, &v, &e);
     if (r < 0)
-        return fail(c, &e, r);
+        return cluster_fail(c, &e, r, NULL);
     return api_send_volume(c, v);
 }
 
@@ -154,7 +196,7 @@ static int h_archive_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     struct op_err e = {0};
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
     if ((r = snap_find(d, q->snapshot, &s, &e)) < 0)
-        return fail(c, &e, r);
+        return cluster_fail(c, &e, r, NULL);
     const char *cur = NULL;
     for (size_t i = 0; i < s->n_labels; i++)
         if (strcmp(s->labels[i].key, CLUSTER_ARCHIVE_LABEL) == 0)
@@ -174,7 +216,7 @@ static int h_archive_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
         s = NULL;
         if ((r = cat_snapshot_get(d->cat, q->snapshot, &s)) < 0 &&
             (r = snap_find(d, q->snapshot, &s, &e)) < 0)
-            return fail(c, &e, r);
+            return cluster_fail(c, &e, r, NULL);
         log_info("cluster", "snapshot %s (%s) is kept in archive %s", s->id, s->name, q->archive);
     }
     archiver_kick(d);
@@ -216,7 +258,7 @@ static int h_get_snapshot_archive(struct rpc_call *c, const ProtobufCMessage *m)
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
     int r = snap_find(D(c), q->snapshot, &s, &e);
     if (r < 0)
-        return fail(c, &e, r);
+        return cluster_fail(c, &e, r, NULL);
     return send_status(c, s);
 }
 
@@ -241,7 +283,7 @@ static int h_forget_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
     if (!s || labelled)
         r = archive_forget(D(c), q->snapshot, &nm, &nc, &e);
     if (r < 0)
-        return fail(c, &e, r);
+        return cluster_fail(c, &e, r, NULL);
     Amber__V1__ForgetSnapshotResponse o = AMBER__V1__FORGET_SNAPSHOT_RESPONSE__INIT;
     o.manifests_deleted = nm;
     o.chunks_deleted = nc;

@@ -118,6 +118,20 @@ void cluster_stop(struct amberd *d);
  * the registry's address. */
 int cluster_peer_ensure(struct amberd *d, const char *node, struct op_err *e);
 
+/* --- cluster-api.c: what the handlers of cluster.proto share ---------------- */
+
+/* The error of an op as the call's status (e's code, else one from r; its
+ * message, prefixed "what: " when what is given); clears e. */
+int cluster_fail(struct rpc_call *c, struct op_err *e, int r, const char *what);
+/* 0 when the peer is a member of this cluster (its name in *ret_name when
+ * asked; caller frees), else PERMISSION_DENIED (logged). */
+int cluster_need_member(struct rpc_call *c, char **ret_name);
+/* A client to node's peer port (it borrows *tls; caller frees both). */
+int cluster_node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
+                        struct rpc_tls **tls);
+/* Our catalog's snapshot id in *ret (caller frees), else NOT_FOUND or INTERNAL. */
+int cluster_local_snapshot(struct rpc_call *c, const char *id, struct cat_snapshot **ret);
+
 /* --- jobs.c -------------------------------------------------------------------- */
 
 struct cluster_create_args {

@@ -32,14 +32,6 @@
 
 static struct amberd *D(struct rpc_call *c) { return rpc_call_server_data(c); }
 
-static int fail(struct rpc_call *c, struct op_err *e, int r)
-{
-    int code = e->code ? e->code : rpc_code_from_errno(r);
-    int ret = rpc_error(c, code, "%s", e->msg ? e->msg : strerror(-r));
-    op_err_clear(e);
-    return ret;
-}
-
 static bool is_here(struct amberd *d, const char *node)
 {
     return !node || !*node || strcmp(node, d->node_id) == 0;
@@ -70,11 +62,9 @@ static uint64_t left_ms(struct rpc_call *c)
 static int local_snapshot(struct rpc_call *c, const char *id)
 {
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
-    int r = cat_snapshot_get(D(c)->cat, id, &s);
-    if (r == -ENOENT)
-        return rpc_error(c, RPC_NOT_FOUND, "snapshot %s not found on node %s", id, D(c)->node_id);
+    int r = cluster_local_snapshot(c, id, &s);
     if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(D(c)->cat));
+        return r;
     return api_send_snapshot(c, s);
 }
 
@@ -85,22 +75,11 @@ static int local_diff(struct rpc_call *c, const char *from, const char *to)
 
 /* --- the peer port: what other nodes ask of us ------------------------------------ */
 
-static int need_member(struct rpc_call *c)
-{
-    _cleanup_free_ char *name = NULL;
-    if (peer_ca_member(D(c), rpc_call_peer(c), &name) != 1) {
-        log_warn("cluster", "a peer that is not a cluster member asked for %s", rpc_call_method(c));
-        return rpc_error(c, RPC_PERMISSION_DENIED, "only members of this cluster may ask this");
-    }
-    log_debug("cluster", "node %s asks %s", name, rpc_call_method(c));
-    return 0;
-}
-
 static int h_peer_get_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Amber__V1__SnapshotRef *q = (const void *)m;
     int r;
-    if ((r = need_member(c)) < 0 || (r = check_ids(c, NULL, q->snapshot)) < 0)
+    if ((r = cluster_need_member(c, NULL)) < 0 || (r = check_ids(c, NULL, q->snapshot)) < 0)
         return r;
     return local_snapshot(c, q->snapshot);
 }
@@ -109,7 +88,7 @@ static int h_peer_diff(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Amber__V1__DiffRequest *q = (const void *)m;
     int r;
-    if ((r = need_member(c)) < 0 || (r = check_ids(c, q->from, q->to)) < 0)
+    if ((r = cluster_need_member(c, NULL)) < 0 || (r = check_ids(c, q->from, q->to)) < 0)
         return r;
     return local_diff(c, q->from, q->to);
 }
@@ -134,25 +113,6 @@ const size_t cluster_peer_methods_n = ARRAY_SIZE(cluster_peer_methods);
 
 /* --- the node socket: asking the holder ------------------------------------------- */
 
-/* A client to node's peer port (the client borrows *tls). */
-static int node_client(struct rpc_call *c, const char *node, struct rpc_client **cl,
-                       struct rpc_tls **tls)
-{
-    struct amberd *d = D(c);
-    struct op_err e = {0};
-    int r;
-    if (name_validate(node) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
-    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
-        return fail(c, &e, r);
-    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
-    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
-    if ((r = peer_client(d, p, cl, tls, &e)) < 0)
-        return fail(c, &e, r);
-    return 0;
-}
-
 static int remote_error(struct rpc_call *c, const char *node, int code, struct rpc_status *st)
 {
     int r = rpc_error(c, code, "node %s: %s", node, st->message ? st->message : rpc_code_name(code));
@@ -172,7 +132,7 @@ int cluster_h_get_node_snapshot(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = node_client(c, q->node, &cl, &tls)) < 0)
+    if ((r = cluster_node_client(c, q->node, &cl, &tls)) < 0)
         return r;
     Amber__V1__SnapshotRef ref = AMBER__V1__SNAPSHOT_REF__INIT;
     ref.snapshot = q->snapshot;
@@ -204,7 +164,7 @@ int cluster_h_node_diff(struct rpc_call *c, const ProtobufCMessage *m)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = node_client(c, q->node, &cl, &tls)) < 0)
+    if ((r = cluster_node_client(c, q->node, &cl, &tls)) < 0)
         return r;
     struct rpc_status st = {0};
     struct rpc_stream *s = NULL;

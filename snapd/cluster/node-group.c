@@ -52,17 +52,6 @@ static int local(struct rpc_call *c, const char *path, const ProtobufCMessage *m
 
 /* --- the peer port ------------------------------------------------------------------ */
 
-static int need_member(struct rpc_call *c)
-{
-    _cleanup_free_ char *name = NULL;
-    if (peer_ca_member(D(c), rpc_call_peer(c), &name) != 1) {
-        log_warn("cluster", "a peer that is not a cluster member asked for %s", rpc_call_method(c));
-        return rpc_error(c, RPC_PERMISSION_DENIED, "only members of this cluster may ask this");
-    }
-    log_debug("cluster", "node %s asks %s", name, rpc_call_method(c));
-    return 0;
-}
-
 static bool has_group_label(Amber__V1__Label *const *l, size_t n)
 {
     for (size_t i = 0; i < n; i++)
@@ -75,7 +64,7 @@ int cluster_h_peer_list_snapshots(struct rpc_call *c, const ProtobufCMessage *m)
 {
     const Amber__V1__ListSnapshotsRequest *q = (const void *)m;
     int r;
-    if ((r = need_member(c)) < 0)
+    if ((r = cluster_need_member(c, NULL)) < 0)
         return r;
     if (!has_group_label(q->labels, q->n_labels))
         return rpc_error(c, RPC_INVALID_ARGUMENT, "a peer lists group snapshots only (label %s)",
@@ -87,7 +76,7 @@ int cluster_h_peer_create_snapshots(struct rpc_call *c, const ProtobufCMessage *
 {
     const Amber__V1__CreateSnapshotsRequest *q = (const void *)m;
     int r;
-    if ((r = need_member(c)) < 0)
+    if ((r = cluster_need_member(c, NULL)) < 0)
         return r;
     for (size_t i = 0; i < q->n_snapshots; i++)
         if (!has_group_label(q->snapshots[i]->labels, q->snapshots[i]->n_labels))
@@ -100,16 +89,13 @@ int cluster_h_peer_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m
 {
     const Amber__V1__SnapshotRef *q = (const void *)m;
     int r;
-    if ((r = need_member(c)) < 0)
+    if ((r = cluster_need_member(c, NULL)) < 0)
         return r;
     if (!q->snapshot || !uuid_is_valid(q->snapshot))
         return rpc_error(c, RPC_INVALID_ARGUMENT, "a snapshot id, not \"%s\"", q->snapshot ? q->snapshot : "");
     _cleanup_(cat_snapshot_freep) struct cat_snapshot *s = NULL;
-    r = cat_snapshot_get(D(c)->cat, q->snapshot, &s);
-    if (r == -ENOENT)
-        return rpc_error(c, RPC_NOT_FOUND, "snapshot %s not found on node %s", q->snapshot, D(c)->node_id);
-    if (r < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(D(c)->cat));
+    if ((r = cluster_local_snapshot(c, q->snapshot, &s)) < 0)
+        return r;
     bool group = false;
     for (size_t i = 0; i < s->n_labels && !group; i++)
         group = strcmp(s->labels[i].key, GROUP_LABEL) == 0;
@@ -121,35 +107,18 @@ int cluster_h_peer_delete_snapshot(struct rpc_call *c, const ProtobufCMessage *m
 
 /* --- the node socket ---------------------------------------------------------------- */
 
-static int fail(struct rpc_call *c, struct op_err *e, int r)
-{
-    int code = e->code ? e->code : rpc_code_from_errno(r);
-    int ret = rpc_error(c, code, "%s", e->msg ? e->msg : strerror(-r));
-    op_err_clear(e);
-    return ret;
-}
-
 /* Ask `node`'s ClusterPeer `method` with q and pass its answer (of type
  * out) or its error through. */
 static int ask(struct rpc_call *c, const char *node, const char *method, const ProtobufCMessage *q,
                const ProtobufCMessageDescriptor *out, uint64_t timeout_ms)
 {
-    struct amberd *d = D(c);
-    struct op_err e = {0};
     int r;
-    if (!d->cluster)
+    if (!D(c)->cluster)
         return rpc_error(c, RPC_FAILED_PRECONDITION, "this node is not in cluster mode (--cluster-ca)");
-    if (name_validate(node) < 0)
-        return rpc_error(c, RPC_INVALID_ARGUMENT, "not a node name: \"%s\"", node);
-    if ((r = cluster_peer_ensure(d, node, &e)) < 0)
-        return fail(c, &e, r);
-    _cleanup_(cat_peer_freep) struct cat_peer *p = NULL;
-    if ((r = cat_peer_get(d->cat, node, &p)) < 0)
-        return rpc_error(c, RPC_INTERNAL, "catalog: %s", cat_errmsg(d->cat));
     struct rpc_client *cl = NULL;
     struct rpc_tls *tls = NULL;
-    if ((r = peer_client(d, p, &cl, &tls, &e)) < 0)
-        return fail(c, &e, r);
+    if ((r = cluster_node_client(c, node, &cl, &tls)) < 0)
+        return r;
     _cleanup_free_ char *path = xasprintf("/amber.v1.ClusterPeer/%s", method);
     ProtobufCMessage *res = NULL;
     struct rpc_status st = {0};

@@ -37,7 +37,7 @@ if not os.path.exists("/dev/loop-control"):
     T.skip("no /dev/loop-control")
 T.genproto()
 import csi_pb2 as pb  # noqa: E402
-from cbt import (FAKE_ID, N_EXT, FakeDiff, blocks_of, pwrite_direct, rss_kib,  # noqa: E402
+from cbt import (FAKE_ID, N_EXT, FakeDiff, H2Books, blocks_of, pwrite_direct, rss_kib,  # noqa: E402
                  tuples as tuples_)
 
 KiB = 1 << 10
@@ -339,23 +339,19 @@ T.cleanup.add("stop the fake amberd", lambda: server.stop(0))
 
 
 class FlowRelay:
-    """A unix-socket relay between amber-csi and the fake amberd that reads
-    the HTTP/2 frames going by and keeps the flow-control books: the window
-    amber-csi granted on each connection and stream (SETTINGS and
-    WINDOW_UPDATE) less the DATA the fake sent. When a stream's window is
-    used up, the fake cannot send another byte on it until amber-csi grants
-    more: "the producer is blocked" as a fact, not as a pause. It buffers
-    what the fake sends, so it never stops reading and its books are never
-    behind the fake's (the fake's own window is never larger than what they
-    show)."""
-
-    PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+    """A unix-socket relay between amber-csi and the fake amberd that keeps
+    each connection's HTTP/2 flow-control books (cbt.H2Books) from the frames
+    going by: when a stream's window is used up, the fake cannot send another
+    byte on it until amber-csi grants more: "the producer is blocked" as a
+    fact, not as a pause. It buffers what the fake sends, so it never stops
+    reading and its books are never behind the fake's (the fake's own window
+    is never larger than what they show)."""
 
     def __init__(self, path, upstream):
         import socket
         self.upstream = upstream
         self.lock = threading.Lock()
-        self.conns = []            # per connection: {"conn": window, "init": n, "streams": {id: window}}
+        self.conns = []            # an H2Books a connection
         self.ls = socket.socket(socket.AF_UNIX)
         self.ls.bind(path)
         self.ls.listen(16)
@@ -370,7 +366,7 @@ class FlowRelay:
     def blocked(self):
         """Whether the fake has used up the window of a stream it sends on."""
         with self.lock:
-            return any(min(c["conn"], c["streams"][sid]) <= 0 for c in self.conns for sid in c["sent_on"])
+            return any(st.blocked() for st in self.conns)
 
     def _accept(self):
         import socket
@@ -381,25 +377,13 @@ class FlowRelay:
                 return
             b = socket.socket(socket.AF_UNIX)
             b.connect(self.upstream)
-            st = {"conn": 65535, "init": 65535, "streams": {}, "sent_on": set()}
+            st = H2Books()
             with self.lock:
                 self.conns.append(st)
             q, cv = [], threading.Condition()
             threading.Thread(target=self._up, args=(a, b, st), daemon=True).start()
             threading.Thread(target=self._down_read, args=(b, a, st, q, cv), daemon=True).start()
             threading.Thread(target=self._down_write, args=(a, b, st, q, cv), daemon=True).start()
-
-    @staticmethod
-    def _frames(buf):
-        """Complete frames at the front of buf: [(type, flags, stream, payload)], rest."""
-        out = []
-        while len(buf) >= 9:
-            n = int.from_bytes(buf[0:3], "big")
-            if len(buf) < 9 + n:
-                break
-            out.append((buf[3], buf[4], int.from_bytes(buf[5:9], "big") & 0x7fffffff, buf[9:9 + n]))
-            buf = buf[9 + n:]
-        return out, buf
 
     def _close_both(self, a, b, st):
         with self.lock:
@@ -414,56 +398,25 @@ class FlowRelay:
 
     def _up(self, a, b, st):
         """amber-csi to the fake: the windows it grants."""
-        buf, preface = b"", True
         try:
             while True:
                 d = a.recv(65536)
                 if not d:
                     break
                 b.sendall(d)
-                buf += d
-                if preface:
-                    if len(buf) < len(self.PREFACE):
-                        continue
-                    buf, preface = buf[len(self.PREFACE):], False
-                frames, buf = self._frames(buf)
-                with self.lock:
-                    for typ, flags, sid, pl in frames:
-                        if typ == 4 and not flags & 1:          # SETTINGS
-                            for i in range(0, len(pl) - 5, 6):
-                                if int.from_bytes(pl[i:i + 2], "big") == 4:     # INITIAL_WINDOW_SIZE
-                                    v = int.from_bytes(pl[i + 2:i + 6], "big")
-                                    for k in st["streams"]:
-                                        st["streams"][k] += v - st["init"]
-                                    st["init"] = v
-                        elif typ == 1 and sid not in st["streams"]:     # HEADERS: a stream opens
-                            st["streams"][sid] = st["init"]
-                        elif typ == 8:                                  # WINDOW_UPDATE
-                            inc = int.from_bytes(pl[0:4], "big") & 0x7fffffff
-                            if sid == 0:
-                                st["conn"] += inc
-                            elif sid in st["streams"]:
-                                st["streams"][sid] += inc
+                st.client_sent(d)
         except OSError:
             pass
         self._close_both(a, b, st)
 
     def _down_read(self, b, a, st, q, cv):
         """The fake to amber-csi: the DATA it sends, read at once."""
-        buf = b""
         try:
             while True:
                 d = b.recv(65536)
                 if not d:
                     break
-                buf += d
-                frames, buf = self._frames(buf)
-                with self.lock:
-                    for typ, flags, sid, pl in frames:
-                        if typ == 0 and sid in st["streams"]:           # DATA
-                            st["sent_on"].add(sid)
-                            st["conn"] -= len(pl)
-                            st["streams"][sid] -= len(pl)
+                st.server_sent(d)
                 with cv:
                     q.append(d)
                     cv.notify()
